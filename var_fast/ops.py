@@ -1,0 +1,97 @@
+"""Public Python names of var_fast's native ops (``torch.ops.var_fast.*``).
+
+Each wrapper only fills defaults and calls the op; the dispatcher picks the CPU or CUDA kernel by
+the inputs' device, and the kernels check their inputs (shape, dtype, device) with clear errors.
+Plain-PyTorch references of the same semantics live in ``var_fast.reference``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from ._ext import require
+
+
+def _ops():
+    require()
+    return torch.ops.var_fast
+
+
+# ---- sampling -------------------------------------------------------------------------------------
+def sample_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0, seed: int = 0,
+                       row_offset: int = 0) -> torch.Tensor:
+    """logits (B, L, V) -> int64 tokens (B, L), one draw per row after top-k/top-p filtering.
+
+    ``top_k`` <= 0 or >= V and ``top_p`` <= 0 or == 1 disable the filters. Row (b, l) draws from
+    Philox keyed by (seed, row_offset + b * L + l): a row's token depends only on its logits, the
+    seed and its global index, never on the other rows in the batch.
+    """
+    return _ops().sample_top_k_top_p(logits, int(top_k), float(top_p), int(seed), int(row_offset))
+
+
+def sample_cfg_top_k_top_p(logits: torch.Tensor, guidance: float, top_k: int = 0, top_p: float = 0.0,
+                           seed: int = 0, row_offset: int = 0) -> torch.Tensor:
+    """logits (2B, L, V) [conditional; unconditional] -> tokens (B, L) of (1+g)*cond - g*uncond."""
+    return _ops().sample_cfg_top_k_top_p(logits, float(guidance), int(top_k), float(top_p), int(seed),
+                                         int(row_offset))
+
+
+# ---- AdaLN-modulated attention -----------------------------------------------------------------------
+def adaln_modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm(x) (no affine, float32 statistics) * (1 + scale) + shift; x (B, L, C), scale/shift (B, 1, C)."""
+    return _ops().adaln_modulate(x, scale, shift, float(eps))
+
+
+def qkv_to_cache(qkv: torch.Tensor, q_bias: torch.Tensor, v_bias: torch.Tensor, head_scale: Optional[torch.Tensor],
+                 k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int) -> torch.Tensor:
+    """QKV epilogue of one scale: qkv (B, L, 3C) -> q (B, H, L, c); k, v written into the caches
+    (B, H, Lmax, c) at ``offset``. With ``head_scale`` (H,), q and k are L2-normalised per head and q is
+    multiplied by head_scale (the reference's attn_l2_norm)."""
+    return _ops().qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, int(offset))
+
+
+def cached_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len: int,
+                     scale: float) -> torch.Tensor:
+    """softmax(scale * q k^T) v over the first ``kv_len`` cached positions; q (B, H, L, c) -> (B, L, H*c)."""
+    return _ops().cached_attention(q, k_cache, v_cache, int(kv_len), float(scale))
+
+
+def gated_residual(x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """x + gamma * y, gamma (B, 1, C)."""
+    return _ops().gated_residual(x, y, gamma)
+
+
+# ---- multi-scale residual quantization -----------------------------------------------------------------
+def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """z (N, C), codebook (V, C) -> int64 (N,) index of the nearest code (squared L2, lowest index on ties)."""
+    return _ops().nearest_code(z, codebook)
+
+
+def area_downsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size) as ``F.interpolate(mode='area')``."""
+    return _ops().area_downsample(x, int(size))
+
+
+def bicubic_upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, size, size) as ``F.interpolate(mode='bicubic', align_corners=False)``."""
+    return _ops().bicubic_upsample(x, int(size))
+
+
+def phi_blend(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(1 - ratio) * h + ratio * conv3x3(h) — the quantizer's Phi refinement."""
+    return _ops().phi_blend(h, weight, bias, float(ratio))
+
+
+def quant_sampler_step(tokens: torch.Tensor, codebook: torch.Tensor, f_hat: torch.Tensor, phi_weight: torch.Tensor,
+                       phi_bias: torch.Tensor, ratio: float, next_size: int) -> torch.Tensor:
+    """One scale of the sampler: add the Phi-refined, upsampled code map of ``tokens`` (B, pn*pn) to
+    ``f_hat`` (in place) and return f_hat area-downsampled to ``next_size`` (empty when 0)."""
+    return _ops().quant_sampler_step(tokens, codebook, f_hat, phi_weight, phi_bias, float(ratio), int(next_size))
+
+
+def quant_encode(f: torch.Tensor, codebook: torch.Tensor, phi_weights: torch.Tensor, phi_biases: torch.Tensor,
+                 phi_index: Sequence[int], ratio: float, patch_nums: Sequence[int]) -> List[torch.Tensor]:
+    """Residual quantization of features f (B, C, H, W) over all scales -> tokens [(B, pn*pn)]."""
+    return _ops().quant_encode(f, codebook, phi_weights, phi_biases, [int(i) for i in phi_index], float(ratio),
+                               [int(p) for p in patch_nums])
