@@ -9,7 +9,6 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
-import warnings
 from types import ModuleType
 from typing import Optional
 
@@ -61,10 +60,10 @@ _announced = set()
 
 
 def announce(path: str) -> None:
-    """Say once per process which implementation a backend runs on."""
-    if path not in _announced:
+    """Say once per process (on stderr) which implementation var_fast runs on."""
+    if path not in _announced and not os.environ.get("VAR_FAST_QUIET"):
         _announced.add(path)
-        warnings.warn(f"var_fast: {path}", stacklevel=3)
+        print(f"[var_fast] {path}", file=sys.stderr, flush=True)
 
 
 def require() -> ModuleType:

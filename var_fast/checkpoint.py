@@ -204,8 +204,8 @@ def check_pair(var_cfg: VARConfig, vae_cfg: VQVAEConfig, var_path: str, vae_path
             f"(Cvae={vae_cfg.z_channels}, vocab={vae_cfg.vocab_size})")
 
 
-def load_strict(module: torch.nn.Module, sd: StateDict, path: str, what: str) -> None:
+def load_strict(module: torch.nn.Module, sd: StateDict, path: str, what: str, assign: bool = False) -> None:
     try:
-        module.load_state_dict(dict(sd), strict=True)
+        module.load_state_dict(dict(sd), strict=True, assign=assign)
     except RuntimeError as err:
         raise CheckpointError(f"{what} checkpoint {path!r} does not match the model read off its weights: {err}") from err

@@ -74,5 +74,5 @@ class VQVAE(nn.Module):
         key = "quantize.ema_vocab_hit_SV"
         if key in state_dict and state_dict[key].shape[0] != self.quantize.ema_vocab_hit_SV.shape[0]:
             state_dict = dict(state_dict)
-            state_dict[key] = self.quantize.ema_vocab_hit_SV
+            state_dict[key] = torch.zeros(self.quantize.ema_vocab_hit_SV.shape)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,0 +1,31 @@
+"""Where the bundled default model lives (trained by scripts/train_default_model.py)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Tuple
+
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
+
+PUBLISHED = ("The published checkpoints are at https://huggingface.co/FoundationVision/var "
+             "(var_d16.pth ... var_d30.pth at 256 px, var_d36.pth at 512 px, and vae_ch160v4096z32.pth); "
+             "pass them with --var CKPT --vae CKPT (CLI) or var_fast.load(var_ckpt, vae_ckpt).")
+
+
+def default_checkpoints() -> Tuple[str, str]:
+    """Paths of the bundled VAR and VQVAE files."""
+    var_path, vae_path = os.path.join(ASSETS, VAR_FILE), os.path.join(ASSETS, VAE_FILE)
+    if not (os.path.isfile(var_path) and os.path.isfile(vae_path)):
+        raise FileNotFoundError(f"the bundled default model is missing from {ASSETS} "
+                                f"(expected {VAR_FILE} and {VAE_FILE}). {PUBLISHED}")
+    return var_path, vae_path
+
+
+def default_model_info() -> dict:
+    """Class names and recommended sampling settings of the bundled model ({} if absent)."""
+    path = os.path.join(ASSETS, INFO_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,162 @@
+"""The fast sampling loop on var_fast's native ops (CPU or CUDA kernels).
+
+Differences from the reference loop, all exact in float32 except the random stream:
+- the AdaLN modulation of every block and of the head is computed once per call, not per scale
+  (the class condition does not change across scales);
+- keys/values go into one preallocated cache per block (no concatenation, no reallocation);
+- LayerNorm + modulation, the QKV epilogue, attention and the gated residuals are fused ops;
+- CFG mixing, top-k/top-p filtering and the draw are one op whose Philox stream is keyed by
+  (seed, image index, token index), so an image does not depend on the rest of its batch;
+- the quantizer's per-scale update (lookup, bicubic upsample, Phi, accumulate, area downsample) is one op.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import ops
+from .models import VAR, VQVAE
+from .models.quantizer import Phi, phi_index
+from .reference.autoregressive import smooth_tau
+from .reference.sampling import cfg_mix, gumbel_softmax, top_k_top_p_filter_
+
+_MASK64 = (1 << 64) - 1
+
+
+def scale_seed(seed: int, si: int) -> int:
+    """A distinct 63-bit Philox key per (seed, scale): splitmix64 of the pair."""
+    z = (seed * 0x9E3779B97F4A7C15 + (si + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & ((1 << 63) - 1)
+
+
+class FastSampler:
+    def __init__(self, var: VAR, vae: VQVAE, dtype: torch.dtype = torch.float32):
+        if dtype != torch.float32:
+            # a reduced-precision copy of the transformer; the head stays float32 (logits and sampling in float32)
+            var = copy.deepcopy(var).to(dtype)
+            var.head_nm.float()
+            var.head.float()
+        self.var, self.vae, self.dtype = var, vae, dtype
+        quant = vae.quantize
+        layers = quant.quant_resi.layers()
+        C = quant.Cvae
+        weights, biases, ratios = [], [], []
+        for layer in layers:
+            if isinstance(layer, Phi):
+                weights.append(layer.weight.detach().float())
+                biases.append(layer.bias.detach().float())
+                ratios.append(layer.resi_ratio)
+            else:  # identity Phi: ratio 0 makes the blend return h exactly
+                weights.append(torch.zeros(C, C, 3, 3, device=quant.embedding.weight.device))
+                biases.append(torch.zeros(C, device=quant.embedding.weight.device))
+                ratios.append(0.0)
+        if any(w.shape[-1] != 3 for w in weights):
+            raise NotImplementedError("the fast backend supports 3x3 Phi convolutions only")
+        self.phi_weights = torch.stack(weights).contiguous()
+        self.phi_biases = torch.stack(biases).contiguous()
+        self.phi_ratios = ratios
+        self.codebook = quant.embedding.weight.detach().float().contiguous()
+        S = len(var.patch_nums)
+        self.phi_of_scale = [phi_index(si, S, len(layers)) for si in range(S)]
+
+    # ---- conditioning that does not change across scales ---------------------------------------------
+    def _modulations(self, cond_BD: torch.Tensor):
+        var = self.var
+        cond = var.shared_ada_lin(cond_BD)
+        per_block = [block.modulation(cond) for block in var.blocks]
+        head = var.head_nm.modulation(cond_BD.float())
+        return per_block, head
+
+    def _block(self, block, x, mods, k_cache, v_cache, offset):
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = mods
+        attn = block.attn
+        eps = block.ln_wo_grad.eps
+        h = ops.adaln_modulate(x, scale1, shift1, eps)
+        qkv = F.linear(h, attn.mat_qkv.weight)
+        head_scale = attn.head_scale().reshape(-1) if attn.attn_l2_norm else None
+        q = ops.qkv_to_cache(qkv, attn.q_bias, attn.v_bias, head_scale, k_cache, v_cache, offset)
+        o = ops.cached_attention(q, k_cache, v_cache, offset + x.shape[1], attn.scale)
+        x = ops.gated_residual(x, attn.proj(o), gamma1)
+        h = ops.adaln_modulate(x, scale2, shift2, eps)
+        return ops.gated_residual(x, block.ffn(h), gamma2)
+
+    @torch.no_grad()
+    def sample(self, label_B: torch.Tensor, *, seed: int, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
+               more_smooth: bool = False, image_offset: int = 0,
+               on_scale: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """label_B (B,) -> (f_hat (B, Cvae, H, W) float32, per-scale tokens). Image b of the batch draws
+        its randomness from (seed, image_offset + b)."""
+        var = self.var
+        B = label_B.shape[0]
+        pns = var.patch_nums
+        S = len(pns)
+        device = label_B.device
+        cond_BD = var.class_emb(torch.cat((label_B, torch.full_like(label_B, var.num_classes))))
+        block_mods, (head_scale, head_shift) = self._modulations(cond_BD)
+        head_scale, head_shift = head_scale.float(), head_shift.float()
+        lvl_pos = var.level_pos()
+        H, c = var.num_heads, var.C // var.num_heads
+        dtype = cond_BD.dtype
+        caches = [(torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype),
+                   torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype)) for _ in var.blocks]
+        first_l = var.first_l
+        x = (cond_BD.unsqueeze(1).expand(2 * B, first_l, -1) + var.pos_start.expand(2 * B, first_l, -1)
+             + lvl_pos[:, :first_l])
+        f_hat = torch.zeros(B, var.Cvae, pns[-1], pns[-1], device=device, dtype=torch.float32)
+        tokens: List[torch.Tensor] = []
+        offset = 0
+        for si, pn in enumerate(pns):
+            ratio = si / (S - 1)
+            l = pn * pn
+            for block, mods, (kc, vc) in zip(var.blocks, block_mods, caches):
+                x = self._block(block, x, mods, kc, vc, offset)
+            h = ops.adaln_modulate(x.float(), head_scale, head_shift, var.head_nm.ln_wo_grad.eps)
+            logits = var.head(h).float()
+            t = cfg * ratio
+            if not more_smooth:
+                idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
+                                                 row_offset=image_offset * l)
+                h_BChw = None
+            else:  # visualisation mode: soft Gumbel mix of codes (not a hot path)
+                g = torch.Generator(device=device)
+                g.manual_seed(scale_seed(seed, si))
+                mixed = top_k_top_p_filter_(cfg_mix(logits, t), top_k, top_p)
+                idx = torch.multinomial(mixed.softmax(-1).view(-1, var.V), 1, generator=g).view(B, l)
+                soft = gumbel_softmax(mixed.mul(1 + ratio), tau=smooth_tau(ratio), rng=g)
+                h_BChw = (soft @ self.codebook.unsqueeze(0)).transpose(1, 2).reshape(B, var.Cvae, pn, pn)
+            tokens.append(idx)
+            k = self.phi_of_scale[si]
+            next_size = pns[si + 1] if si + 1 < S else 0
+            if h_BChw is None:
+                nxt = ops.quant_sampler_step(idx, self.codebook, f_hat, self.phi_weights[k], self.phi_biases[k],
+                                             self.phi_ratios[k], next_size)
+            else:
+                nxt = self._soft_step(si, f_hat, h_BChw, next_size)
+            offset += l
+            if on_scale is not None:
+                on_scale(si, S)
+            if next_size:
+                x = var.word_embed(nxt.view(B, var.Cvae, -1).transpose(1, 2).to(dtype)) + lvl_pos[:, offset:offset + next_size ** 2]
+                x = x.repeat(2, 1, 1)
+        return f_hat, tokens
+
+    def _soft_step(self, si: int, f_hat: torch.Tensor, h_BChw: torch.Tensor, next_size: int) -> torch.Tensor:
+        """Quantizer update for an embedded (soft) code map, through the same resampling/Phi ops."""
+        k = self.phi_of_scale[si]
+        H = f_hat.shape[-1]
+        if h_BChw.shape[-1] != H:
+            h_BChw = ops.bicubic_upsample(h_BChw.contiguous(), H)
+        f_hat.add_(ops.phi_blend(h_BChw, self.phi_weights[k], self.phi_biases[k], self.phi_ratios[k]))
+        return ops.area_downsample(f_hat, next_size) if next_size else f_hat.new_empty(0)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Images in [-1, 1] -> per-scale tokens through the native encoder loop."""
+        f = self.vae.quant_conv(self.vae.encoder(x)).float().contiguous()
+        return ops.quant_encode(f, self.codebook, self.phi_weights, self.phi_biases, self.phi_of_scale,
+                                self.phi_ratios[0], self.var.patch_nums)

@@ -1,0 +1,156 @@
+"""``Sampler``: class-conditional sampling, encoding and decoding on a loaded VAR + VQVAE pair."""
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import _ext
+from .labels import Labels, check_sampling_args, resolve_labels
+from .models import VAR, VQVAE
+from .reference.autoregressive import autoregressive_infer_cfg, random_labels
+
+BACKENDS = ("auto", "reference", "fast")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        _ext.announce("backend 'reference' (plain PyTorch, the upstream algorithm)")
+        return "reference"
+    ext = _ext.extension()
+    if ext is None:
+        if backend == "fast":
+            _ext.require()
+        _ext.announce(f"native extension unavailable ({_ext.load_error()}); using the reference backend")
+        return "reference"
+    if device.type == "cuda" and not _ext.cuda_kernels():
+        if backend == "fast":
+            raise RuntimeError("backend='fast' on CUDA needs var_fast built with CUDA kernels "
+                               "(reinstall with a CUDA toolkit present, or VAR_FAST_CUDA=1)")
+        _ext.announce("extension built without CUDA kernels; using the reference backend on CUDA")
+        return "reference"
+    _ext.announce(f"backend 'fast' (native {device.type.upper()} kernels)")
+    return "fast"
+
+
+class Sampler:
+    """A VAR transformer with its VQVAE, ready to sample. Build it with ``var_fast.load``."""
+
+    def __init__(self, var: VAR, vae: VQVAE, *, device: torch.device, dtype: torch.dtype = torch.float32,
+                 backend: str = "auto", source: Tuple[str, str] = ("<var>", "<vae>")):
+        self.var, self.vae = var.eval(), vae.eval()
+        self.device, self.dtype = torch.device(device), dtype
+        self.backend = resolve_backend(backend, self.device)
+        self.source = source
+        self._fast = None
+
+    # ---- properties --------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.var.num_classes
+
+    @property
+    def patch_nums(self) -> Tuple[int, ...]:
+        return self.var.patch_nums
+
+    @property
+    def image_size(self) -> int:
+        return self.vae.config.image_size
+
+    def __repr__(self) -> str:
+        c = self.var.config
+        return (f"Sampler(depth={c.depth}, width={c.embed_dim}, classes={c.num_classes}, image={self.image_size}px, "
+                f"backend={self.backend!r}, device={self.device}, dtype={self.dtype})")
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _fast_sampler(self):
+        if self._fast is None:
+            from .fast_sampler import FastSampler
+            self._fast = FastSampler(self.var, self.vae, dtype=self.dtype)
+        return self._fast
+
+    # ---- sampling -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, labels: Labels = None, *, batch_size: Optional[int] = None, cfg: float = 1.5, top_k: int = 0,
+               top_p: float = 0.0, seed: Optional[int] = None, more_smooth: bool = False,
+               return_tokens: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Images (B, 3, H, W) in [0, 1] of the given classes (and, with return_tokens, the per-scale
+        tokens (B, pn*pn)).
+
+        labels: an int (repeated ``batch_size`` times, default 1), a list or a LongTensor of classes;
+        -1 is the unconditional class; None draws ``batch_size`` random classes. With the reference
+        backend a seed reproduces upstream ``autoregressive_infer_cfg(B, labels, g_seed=seed, ...)``
+        exactly; the fast backend draws from a counter-based generator keyed by (seed, image, token),
+        so an image does not depend on the others in its batch.
+        """
+        check_sampling_args(cfg, top_k, top_p)
+        label_B = resolve_labels(labels, self.num_classes, batch_size, self.device)
+        if self.backend == "reference":
+            rng = None
+            if seed is not None:
+                rng = torch.Generator(device=self.device)
+                rng.manual_seed(int(seed))
+            if label_B is None:
+                label_B = random_labels(self.num_classes, batch_size or 1, self.device, rng)
+            with self._autocast():
+                f_hat, tokens = autoregressive_infer_cfg(self.var, self.vae, label_B, rng, cfg=cfg, top_k=top_k,
+                                                         top_p=top_p, more_smooth=more_smooth)
+                images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
+        else:
+            if seed is None:
+                seed = int(torch.randint(0, 2**62, (1,)).item())
+            if label_B is None:
+                g = torch.Generator(device=self.device)
+                g.manual_seed(int(seed))
+                label_B = random_labels(self.num_classes, batch_size or 1, self.device, g)
+            f_hat, tokens = self._fast_sampler().sample(label_B, seed=int(seed), cfg=cfg, top_k=top_k, top_p=top_p,
+                                                        more_smooth=more_smooth)
+            with self._autocast():
+                images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
+        images = images.float()
+        return (images, tokens) if return_tokens else images
+
+    # ---- encoding / decoding -------------------------------------------------------------------------
+    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a float tensor (B, 3, H, W) in [0, 1], got {shape}")
+        size = self.image_size
+        if images.shape[-2:] != (size, size):
+            raise ValueError(f"images must be {size}x{size} for this VQVAE, got {images.shape[-2]}x{images.shape[-1]}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+        return images.to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> per-scale tokens [(B, pn*pn)] (upstream ``img_to_idxBl``)."""
+        x = self._check_images(images).mul(2).sub_(1)
+        if self.backend == "fast":
+            return self._fast_sampler().encode(x)
+        return self.vae.img_to_idx(x)
+
+    @torch.no_grad()
+    def decode(self, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-scale tokens [(B, pn*pn)] -> images (B, 3, H, W) in [0, 1]."""
+        tokens = list(tokens)
+        pns = self.patch_nums
+        if len(tokens) != len(pns):
+            raise ValueError(f"decode needs one token map per scale ({len(pns)} scales), got {len(tokens)}")
+        B = tokens[0].shape[0]
+        for si, (t, pn) in enumerate(zip(tokens, pns)):
+            if tuple(t.shape) != (B, pn * pn):
+                raise ValueError(f"tokens[{si}] must have shape ({B}, {pn * pn}), got {tuple(t.shape)}")
+            if t.is_floating_point():
+                raise ValueError(f"tokens[{si}] must be an integer tensor, got {t.dtype}")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.vae.vocab_size):
+                raise ValueError(f"tokens[{si}] has indices outside [0, {self.vae.vocab_size})")
+        tokens = [t.to(self.device, torch.long) for t in tokens]
+        return self.vae.idx_to_img(tokens).add_(1).mul_(0.5)
