@@ -40,7 +40,7 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> Dict[s
             sd = torch.load(path, map_location="cpu", weights_only=True, mmap=_can_mmap(path))
     except Exception as err:  # truncated zip, pickle that needs code, foreign format ...
         raise CheckpointError(f"could not read {what} {path!r} (truncated, corrupt, or not a weights-only "
-                              f"PyTorch/safetensors file): {type(err).__name__}: {err}") from err
+                              f"PyTorch/safetensors file): {type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
     for wrapper in ("state_dict", "model", "module"):  # common training-script wrappers
         if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
             sd = sd[wrapper]
@@ -208,4 +208,5 @@ def load_strict(module: torch.nn.Module, sd: StateDict, path: str, what: str, as
     try:
         module.load_state_dict(dict(sd), strict=True, assign=assign)
     except RuntimeError as err:
-        raise CheckpointError(f"{what} checkpoint {path!r} does not match the model read off its weights: {err}") from err
+        raise CheckpointError(f"{what} checkpoint {path!r} does not match the model read off its weights: "
+                              f"{' '.join(str(err).split())}") from err

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -80,7 +80,8 @@ class Sampler:
     @torch.no_grad()
     def sample(self, labels: Labels = None, *, batch_size: Optional[int] = None, cfg: float = 1.5, top_k: int = 0,
                top_p: float = 0.0, seed: Optional[int] = None, more_smooth: bool = False,
-               return_tokens: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+               return_tokens: bool = False, image_offset: int = 0,
+               on_scale: Optional[Callable[[int, int], None]] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Images (B, 3, H, W) in [0, 1] of the given classes (and, with return_tokens, the per-scale
         tokens (B, pn*pn)).
 
@@ -88,7 +89,9 @@ class Sampler:
         -1 is the unconditional class; None draws ``batch_size`` random classes. With the reference
         backend a seed reproduces upstream ``autoregressive_infer_cfg(B, labels, g_seed=seed, ...)``
         exactly; the fast backend draws from a counter-based generator keyed by (seed, image, token),
-        so an image does not depend on the others in its batch.
+        so an image does not depend on the others in its batch: image b of this call is image
+        ``image_offset + b`` of the seed's stream (split a large job into batches with it).
+        ``on_scale(si, num_scales)`` is called after each scale (progress reporting).
         """
         check_sampling_args(cfg, top_k, top_p)
         label_B = resolve_labels(labels, self.num_classes, batch_size, self.device)
@@ -101,7 +104,7 @@ class Sampler:
                 label_B = random_labels(self.num_classes, batch_size or 1, self.device, rng)
             with self._autocast():
                 f_hat, tokens = autoregressive_infer_cfg(self.var, self.vae, label_B, rng, cfg=cfg, top_k=top_k,
-                                                         top_p=top_p, more_smooth=more_smooth)
+                                                         top_p=top_p, more_smooth=more_smooth, on_scale=on_scale)
                 images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
         else:
             if seed is None:
@@ -111,7 +114,8 @@ class Sampler:
                 g.manual_seed(int(seed))
                 label_B = random_labels(self.num_classes, batch_size or 1, self.device, g)
             f_hat, tokens = self._fast_sampler().sample(label_B, seed=int(seed), cfg=cfg, top_k=top_k, top_p=top_p,
-                                                        more_smooth=more_smooth)
+                                                        more_smooth=more_smooth, image_offset=image_offset,
+                                                        on_scale=on_scale)
             with self._autocast():
                 images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
         images = images.float()

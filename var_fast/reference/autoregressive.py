@@ -5,7 +5,7 @@ concatenation: in float32 this reproduces the reference code token for token and
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -29,7 +29,8 @@ def smooth_tau(ratio: float) -> float:
 @torch.no_grad()
 def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: Optional[torch.Generator],
                              cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
-                             more_smooth: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                             more_smooth: bool = False, on_scale: Optional[Callable[[int, int], None]] = None,
+                             ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """label_B (B,) -> (f_hat (B, Cvae, H, W), per-scale tokens [(B, pn*pn)])."""
     B = label_B.shape[0]
     patch_nums = var.patch_nums
@@ -59,6 +60,8 @@ def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: O
             h = soft @ quant.embedding.weight.unsqueeze(0)
         h = h.transpose_(1, 2).reshape(B, var.Cvae, pn, pn)
         f_hat, next_map = quant.next_autoregressive_input(si, f_hat, h)
+        if on_scale is not None:
+            on_scale(si, S)
         if si != S - 1:
             next_map = next_map.view(B, var.Cvae, -1).transpose(1, 2)
             next_map = var.word_embed(next_map) + lvl_pos[:, cur_L:cur_L + patch_nums[si + 1] ** 2]
