@@ -50,5 +50,5 @@ def resolve_labels(labels: Labels, num_classes: int, batch_size: Optional[int], 
     bad = (out < 0) | (out > num_classes)
     if bool(bad.any()):
         raise ValueError(f"label {int(out[bad][0])} is out of range: this checkpoint has classes 0..{num_classes - 1} "
-                         f"(-1 for unconditional)")
+                         f"(-1 or {num_classes} for the unconditional class)")
     return out

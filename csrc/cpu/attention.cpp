@@ -105,8 +105,10 @@ at::Tensor qkv_to_cache_cpu(const at::Tensor& qkv, const at::Tensor& q_bias, con
   TORCH_CHECK(offset >= 0 && offset + L <= Lmax, "offset + L must lie in [0, Lmax]: offset ", offset, " + L ", L,
               " > Lmax ", Lmax, " (k_cache ", k_cache.sizes(), ")");
   if (head_scale.has_value()) {
-    VF_CHECK_DEVICE(*head_scale, cpu);
-    VF_CHECK_FLOATING(*head_scale);
+    const auto hs_dtype = head_scale->scalar_type();
+    TORCH_CHECK(head_scale->device() == cpu, "head_scale must be on ", cpu, ", got ", head_scale->device());
+    TORCH_CHECK(hs_dtype == at::kFloat || hs_dtype == at::kHalf || hs_dtype == at::kBFloat16,
+                "head_scale must be float32, float16 or bfloat16, got ", hs_dtype);
     TORCH_CHECK(head_scale->numel() == H, "head_scale must hold one value per head (H = ", H,
                 "), as (H,) or (1, H, 1, 1); got shape ", head_scale->sizes());
   }
