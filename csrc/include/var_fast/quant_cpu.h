@@ -85,7 +85,8 @@ VF_QUANT_HD bool nearest_code_certain(float best, float second, float zz, float 
 
 namespace var_fast::quant_cpu {
 
-// Every helper below takes contiguous float32 tensors and returns/fills float32 (int64 for tokens).
+// Unless said otherwise the helpers below take contiguous float32 tensors (int64 tokens) on the CPU,
+// already checked by the op that calls them, and return or fill float32.
 
 // z (N, C), codebook (V, C) -> int64 (N,): the reference's argmin of ||z||^2 + ||e||^2 - 2 z.e.
 at::Tensor nearest_code_f32(const at::Tensor& z, const at::Tensor& codebook);

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Configure and build csrc/ with CMake against the installed (pip) libtorch, then run the C++ tests.
+# The flags below are the ones a pip CUDA build of torch needs even for a CPU-only build
+# (see CMakeLists.txt). Set VAR_FAST_CUDA=ON to compile the CUDA sources too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+SITE=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+PREFIX=$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')
+CUDA_ROOT=${CUDA_HOME:-/usr/local/cuda}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
+NVRTC=$(ls "$SITE"/nvidia/cu13/lib/libnvrtc.so* 2>/dev/null | head -n 1 || true)
+args=(-S . -B cmake-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX"
+      -DVAR_FAST_CUDA="${VAR_FAST_CUDA:-OFF}" -DPython3_EXECUTABLE="$(command -v $PY)")
+if [ -d "$CUDA_ROOT" ]; then args+=(-DCUDA_TOOLKIT_ROOT_DIR="$CUDA_ROOT" -DCMAKE_CUDA_COMPILER="$CUDA_ROOT/bin/nvcc"); fi
+if [ -n "$NVRTC" ]; then args+=(-DCUDA_NVRTC_LIB="$NVRTC"); fi
+cmake "${args[@]}"
+cmake --build cmake-build -j "${MAX_JOBS:-2}"
+ctest --test-dir cmake-build --output-on-failure
