@@ -48,7 +48,7 @@ def _qkv_inputs(B, L, H, c, Lmax, dtype, device, l2_norm, seed=0):
 
 def _reference_qkv(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset):
     """The reference on float32 copies: (q, k_cache, v_cache), rounded once to the inputs' dtype."""
-    k_ref, v_ref = k_cache.float(), v_cache.float()
+    k_ref, v_ref = k_cache.to(torch.float32, copy=True), v_cache.to(torch.float32, copy=True)
     q = ref.qkv_to_cache(qkv.float(), q_bias.float(), v_bias.float(), head_scale, k_ref, v_ref, offset)
     return q.to(qkv.dtype), k_ref.to(k_cache.dtype), v_ref.to(v_cache.dtype)
 
@@ -66,8 +66,8 @@ def _assert_cache_write(k_cache, v_cache, k_before, v_before, k_ref, v_ref, offs
 @pytest.mark.parametrize("H,c", [(1, 64), (3, 64), (1, 192)], ids=["C64H1", "C192H3", "C192H1"])
 @pytest.mark.parametrize("B,L,at_end", [(1, 1, False), (3, 5, True), (1, 169, True), (3, 169, False)])
 def test_qkv_to_cache_matches_reference(device, dtype, B, L, at_end, H, c, l2_norm):
-    Lmax = 680
-    offset = Lmax - L if at_end else 0
+    Lmax = L + 37
+    offset = Lmax - L if at_end else 0  # 37: the cache's other rows must stay untouched either way
     args = _qkv_inputs(B, L, H, c, Lmax, dtype, device, l2_norm)
     qkv, q_bias, v_bias, head_scale, k_cache, v_cache = args
     k_before, v_before = k_cache.clone(), v_cache.clone()
@@ -261,6 +261,22 @@ def test_cached_attention_matches_reference(device, dtype, B, H, L, c, Lmax, kv_
         torch.testing.assert_close(out.cpu(), cpu, **tol(dtype))
 
 
+@pytest.mark.parametrize("B,H,L,c,Lmax,kv_len", [(2, 3, 13, 64, 680, 424), (1, 2, 33, 24, 100, 77),
+                                                    (1, 1, 40, 200, 300, 130), (2, 3, 9, 128, 200, 130)])
+def test_cached_attention_portable_cpu_kernels(monkeypatch, dtype, B, H, L, c, Lmax, kv_len):
+    # The CPU op runs AVX2 inner loops where the processor has them; VAR_FAST_CPU_PORTABLE=1 forces the
+    # portable ones: both must match the reference (on machines without AVX2 both runs are portable).
+    q, k_cache, v_cache = _attention_inputs(B, H, L, c, Lmax, kv_len, dtype, "cpu")
+    scale = 0.25 / math.sqrt(c)
+    expected = _reference_attention(q, k_cache, v_cache, kv_len, scale)
+    monkeypatch.setenv("VAR_FAST_CPU_PORTABLE", "1")
+    portable = ops.cached_attention(q, k_cache, v_cache, kv_len, scale)
+    monkeypatch.delenv("VAR_FAST_CPU_PORTABLE")
+    default = ops.cached_attention(q, k_cache, v_cache, kv_len, scale)
+    torch.testing.assert_close(portable, expected, **tol(dtype))
+    torch.testing.assert_close(default, expected, **tol(dtype))
+
+
 def test_cached_attention_sharp_softmax_across_key_blocks(device, dtype):
     # Large logits (exp overflows without the running max) with the winning key in a late key block:
     # the earlier blocks' partial sums must be rescaled correctly.
@@ -276,12 +292,30 @@ def test_cached_attention_sharp_softmax_across_key_blocks(device, dtype):
     torch.testing.assert_close(out[:, 0].view(B, H, c).float(), v_cache[:, :, 290].float(), **tol(dtype))
 
 
-def test_cached_attention_strided_inputs(device, dtype):
-    B, H, L, c, Lmax, kv_len = 2, 3, 13, 64, 90, 70
-    q = _randn(B, L, H, c, seed=20, dtype=dtype, device=device).transpose(1, 2)
-    k_cache = _randn(B, Lmax, H, c, seed=21, dtype=dtype, device=device).transpose(1, 2)  # head-interleaved rows
-    v_cache = _randn(B, H, c, Lmax, seed=22, dtype=dtype, device=device).transpose(2, 3)  # head dim stride != 1
-    assert not (q.is_contiguous() or k_cache.is_contiguous() or v_cache.stride(3) == 1)
+def _layout(shape, layout, seed, dtype, device):
+    """A (B, H, N, c) tensor in various memory layouts (values independent of the layout's strides)."""
+    B, H, N, c = shape
+    if layout == "contiguous":
+        return _randn(B, H, N, c, seed=seed, dtype=dtype, device=device)
+    if layout == "transposed":  # (B, N, H, c) memory: head-interleaved rows
+        return _randn(B, N, H, c, seed=seed, dtype=dtype, device=device).transpose(1, 2)
+    if layout == "misaligned":  # contiguous, but starting one element into its storage
+        return _randn(B * H * N * c + 1, seed=seed, dtype=dtype, device=device)[1:].view(B, H, N, c)
+    if layout == "padded_rows":  # unit stride along c, odd row stride
+        return _randn(B, H, N, c + 1, seed=seed, dtype=dtype, device=device)[..., 1:]
+    if layout == "dim_strided":  # stride along c != 1
+        return _randn(B, H, c, N, seed=seed, dtype=dtype, device=device).transpose(2, 3)
+    raise ValueError(layout)
+
+
+@pytest.mark.parametrize("q_layout,cache_layout", [("transposed", "transposed"), ("misaligned", "padded_rows"),
+                                                   ("transposed", "dim_strided")])
+@pytest.mark.parametrize("c", [64, 40])
+def test_cached_attention_strided_inputs(device, dtype, c, q_layout, cache_layout):
+    B, H, L, Lmax, kv_len = 2, 3, 13, 90, 70
+    q = _layout((B, H, L, c), q_layout, 20, dtype, device)
+    k_cache = _layout((B, H, Lmax, c), cache_layout, 21, dtype, device)
+    v_cache = _layout((B, H, Lmax, c), cache_layout, 22, dtype, device)
     out = ops.cached_attention(q, k_cache, v_cache, kv_len, 0.125)
     torch.testing.assert_close(out, _reference_attention(q, k_cache, v_cache, kv_len, 0.125), **tol(dtype))
 

@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -30,10 +32,26 @@ struct CacheLayout {
   int64_t at(int64_t b, int64_t h, int64_t l) const { return b * sb + h * sh + l * sl; }
 };
 
+// ||v|| clamped below at 1e-12 as F.normalize does; eight partial sums so that the loop vectorizes.
 inline float l2_norm_clamped(const float* v, int64_t n) {
+  constexpr int64_t kLanes = 8;
+  float lanes[kLanes] = {};
+  const int64_t body = n - n % kLanes;
+  for (int64_t j = 0; j < body; j += kLanes)
+    for (int64_t i = 0; i < kLanes; ++i) lanes[i] += v[j + i] * v[j + i];
   float sq = 0.f;
-  for (int64_t j = 0; j < n; ++j) sq += v[j] * v[j];
-  return std::max(std::sqrt(sq), 1e-12f);  // F.normalize: x / max(||x||, eps)
+  for (int64_t i = 0; i < kLanes; ++i) sq += lanes[i];
+  for (int64_t j = body; j < n; ++j) sq += v[j] * v[j];
+  return std::max(std::sqrt(sq), 1e-12f);
+}
+
+template <typename scalar_t>
+inline void store_row(scalar_t* dst, int64_t stride, const float* src, int64_t n) {
+  if (stride == 1) {  // the usual cache layout: a plain, vectorizable copy
+    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<scalar_t>(src[j]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) dst[j * stride] = static_cast<scalar_t>(src[j]);
+  }
 }
 
 template <typename scalar_t>
@@ -41,36 +59,41 @@ void qkv_to_cache_rows(const scalar_t* qkv, const scalar_t* q_bias, const scalar
                        scalar_t* q_out, scalar_t* k_cache, CacheLayout kl, scalar_t* v_cache, CacheLayout vl,
                        int64_t B, int64_t L, int64_t H, int64_t c, int64_t offset) {
   const int64_t C = H * c;
-  const int64_t grain = std::max<int64_t>(1, 4096 / (3 * C));
+  const int64_t grain = std::max<int64_t>(1, 32768 / (3 * C));  // rows per task: ~32K elements
   at::parallel_for(0, B * L, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> q(c), k(c), v(c);
+    float q[kMaxHeadDim], k[kMaxHeadDim], v[kMaxHeadDim];  // local: no aliasing with the tensors
     for (int64_t bl = begin; bl < end; ++bl) {
       const int64_t b = bl / L, l = bl % L;
       for (int64_t h = 0; h < H; ++h) {
         const scalar_t* row = qkv + bl * 3 * C + h * c;
         const scalar_t* qb = q_bias + h * c;
         const scalar_t* vb = v_bias + h * c;
+        scalar_t* qo = q_out + ((b * H + h) * L + l) * c;
+        scalar_t* ko = k_cache + kl.at(b, h, offset + l);
+        scalar_t* vo = v_cache + vl.at(b, h, offset + l);
+        if (head_scale == nullptr && kl.sd == 1 && vl.sd == 1) {  // plain copies with the biases added
+          for (int64_t j = 0; j < c; ++j)
+            qo[j] = static_cast<scalar_t>(static_cast<float>(row[j]) + static_cast<float>(qb[j]));
+          for (int64_t j = 0; j < c; ++j) ko[j] = row[C + j];
+          for (int64_t j = 0; j < c; ++j)
+            vo[j] = static_cast<scalar_t>(static_cast<float>(row[2 * C + j]) + static_cast<float>(vb[j]));
+          continue;
+        }
         for (int64_t j = 0; j < c; ++j) {
           q[j] = static_cast<float>(row[j]) + static_cast<float>(qb[j]);
           k[j] = static_cast<float>(row[C + j]);
           v[j] = static_cast<float>(row[2 * C + j]) + static_cast<float>(vb[j]);
         }
         if (head_scale != nullptr) {
-          const float q_norm = l2_norm_clamped(q.data(), c), k_norm = l2_norm_clamped(k.data(), c);
-          const float hs = head_scale[h];
+          const float q_mul = head_scale[h] / l2_norm_clamped(q, c), k_mul = 1.f / l2_norm_clamped(k, c);
           for (int64_t j = 0; j < c; ++j) {
-            q[j] = q[j] / q_norm * hs;
-            k[j] = k[j] / k_norm;
+            q[j] *= q_mul;
+            k[j] *= k_mul;
           }
         }
-        scalar_t* qo = q_out + ((b * H + h) * L + l) * c;
-        scalar_t* ko = k_cache + kl.at(b, h, offset + l);
-        scalar_t* vo = v_cache + vl.at(b, h, offset + l);
-        for (int64_t j = 0; j < c; ++j) {
-          qo[j] = static_cast<scalar_t>(q[j]);
-          ko[j * kl.sd] = static_cast<scalar_t>(k[j]);
-          vo[j * vl.sd] = static_cast<scalar_t>(v[j]);
-        }
+        store_row(qo, 1, q, c);
+        store_row(ko, kl.sd, k, c);
+        store_row(vo, vl.sd, v, c);
       }
     }
   });
@@ -140,13 +163,108 @@ at::Tensor qkv_to_cache_cpu(const at::Tensor& qkv, const at::Tensor& q_bias, con
 constexpr int64_t kQueryBlock = 32;  // queries sharing one float32 copy of a key/value block
 constexpr int64_t kKeyBlock = 64;    // keys per online-softmax step
 
+// The two inner products of one query against one key block, on float32 buffers:
+//   scores:     s[j] = sum_d q[d] * kt[d * kKeyBlock + j] for all kKeyBlock keys (kt: the block transposed)
+//   accumulate: acc[d] = acc[d] * rescale + sum_{j < nk} p[j] * v[j * c + d]
+// The portable versions are plain loops that the compiler vectorizes for the build's baseline ISA.
+void scores_portable(const float* q, const float* kt, int64_t c, float* s) {
+  for (int64_t j = 0; j < kKeyBlock; ++j) s[j] = 0.f;
+  for (int64_t d = 0; d < c; ++d) {
+    const float qd = q[d];
+    const float* kd = kt + d * kKeyBlock;
+    for (int64_t j = 0; j < kKeyBlock; ++j) s[j] += qd * kd[j];
+  }
+}
+
+void accumulate_portable(float* acc, float rescale, const float* p, int64_t nk, const float* v, int64_t c) {
+  for (int64_t d = 0; d < c; ++d) acc[d] *= rescale;
+  for (int64_t j = 0; j < nk; ++j) {
+    const float pj = p[j];
+    const float* vj = v + j * c;
+    for (int64_t d = 0; d < c; ++d) acc[d] += pj * vj[d];
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// AVX2 + FMA versions, picked at run time: the accumulators stay in eight 8-float registers
+// (GCC/Clang vector extensions), which the portable loops cannot guarantee.
+#define VAR_FAST_AVX2_KERNELS 1
+typedef float Float8 __attribute__((vector_size(32)));
+
+__attribute__((target("avx2,fma"))) void scores_avx2(const float* q, const float* kt, int64_t c, float* s) {
+  constexpr int kRegs = kKeyBlock / 8;
+  Float8 t[kRegs] = {};
+  for (int64_t d = 0; d < c; ++d) {
+    const Float8 qd = Float8{} + q[d];
+    const float* kd = kt + d * kKeyBlock;
+    for (int r = 0; r < kRegs; ++r) {
+      Float8 kr;
+      std::memcpy(&kr, kd + 8 * r, sizeof(kr));
+      t[r] += qd * kr;
+    }
+  }
+  std::memcpy(s, t, sizeof(t));
+}
+
+__attribute__((target("avx2,fma"))) void accumulate_avx2(float* acc, float rescale, const float* p, int64_t nk,
+                                                         const float* v, int64_t c) {
+  constexpr int kRegs = 8;
+  int64_t d0 = 0;
+  for (; d0 + 8 * kRegs <= c; d0 += 8 * kRegs) {
+    Float8 o[kRegs];
+    std::memcpy(o, acc + d0, sizeof(o));
+    for (int r = 0; r < kRegs; ++r) o[r] *= rescale;
+    for (int64_t j = 0; j < nk; ++j) {
+      const Float8 pj = Float8{} + p[j];
+      const float* vj = v + j * c + d0;
+      for (int r = 0; r < kRegs; ++r) {
+        Float8 vr;
+        std::memcpy(&vr, vj + 8 * r, sizeof(vr));
+        o[r] += pj * vr;
+      }
+    }
+    std::memcpy(acc + d0, o, sizeof(o));
+  }
+  if (d0 < c) {  // head dims that are not a multiple of 64
+    for (int64_t d = d0; d < c; ++d) acc[d] *= rescale;
+    for (int64_t j = 0; j < nk; ++j) {
+      const float pj = p[j];
+      const float* vj = v + j * c;
+      for (int64_t d = d0; d < c; ++d) acc[d] += pj * vj[d];
+    }
+  }
+}
+#endif
+
+struct InnerKernels {
+  void (*scores)(const float*, const float*, int64_t, float*);
+  void (*accumulate)(float*, float, const float*, int64_t, const float*, int64_t);
+};
+
+// VAR_FAST_CPU_PORTABLE=1 forces the portable loops (tests use it to cover both versions).
+InnerKernels inner_kernels() {
+#ifdef VAR_FAST_AVX2_KERNELS
+  static const bool has_avx2 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  const char* portable = std::getenv("VAR_FAST_CPU_PORTABLE");
+  if (has_avx2 && !(portable != nullptr && portable[0] == '1')) return {scores_avx2, accumulate_avx2};
+#endif
+  return {scores_portable, accumulate_portable};
+}
+
 template <typename scalar_t>
 void cached_attention_blocks(const scalar_t* q, const scalar_t* k, CacheLayout kl, const scalar_t* v, CacheLayout vl,
                              scalar_t* out, int64_t B, int64_t H, int64_t L, int64_t c, int64_t kv_len, float scale) {
+  const InnerKernels kernels = inner_kernels();
   const int64_t n_qblocks = (L + kQueryBlock - 1) / kQueryBlock;
-  at::parallel_for(0, B * H * n_qblocks, 1, [&](int64_t begin, int64_t end) {
+  // Tasks of at least ~64K multiply-adds, so that tiny problems (the first scales) stay on one thread.
+  const int64_t task_work = std::min(L, kQueryBlock) * kv_len * c;
+  const int64_t grain = std::max<int64_t>(1, 65536 / task_work);
+  at::parallel_for(0, B * H * n_qblocks, grain, [&](int64_t begin, int64_t end) {
     // Per-thread float32 buffers. The key block is stored transposed (c, kKeyBlock) so that the
-    // score loop runs over keys with unit stride; padding keys are zero and masked to -inf.
+    // score loop runs over keys with unit stride; padding keys are zero and never enter the softmax.
     std::vector<float> qf(kQueryBlock * c), acc(kQueryBlock * c), kt(c * kKeyBlock), vf(kKeyBlock * c);
     std::vector<float> row_max(kQueryBlock), row_sum(kQueryBlock);
     float s[kKeyBlock];
@@ -175,13 +293,7 @@ void cached_attention_blocks(const scalar_t* q, const scalar_t* k, CacheLayout k
           }
         }
         for (int64_t i = 0; i < nq; ++i) {
-          const float* qi = qf.data() + i * c;
-          for (int64_t j = 0; j < kKeyBlock; ++j) s[j] = 0.f;
-          for (int64_t d = 0; d < c; ++d) {
-            const float qd = qi[d];
-            const float* kd = kt.data() + d * kKeyBlock;
-            for (int64_t j = 0; j < kKeyBlock; ++j) s[j] += qd * kd[j];
-          }
+          kernels.scores(qf.data() + i * c, kt.data(), c, s);
           float block_max = s[0];
           for (int64_t j = 1; j < nk; ++j) block_max = std::max(block_max, s[j]);
           const float new_max = std::max(row_max[i], block_max);
@@ -193,13 +305,7 @@ void cached_attention_blocks(const scalar_t* q, const scalar_t* k, CacheLayout k
           }
           row_sum[i] = row_sum[i] * rescale + block_sum;
           row_max[i] = new_max;
-          float* ai = acc.data() + i * c;
-          for (int64_t d = 0; d < c; ++d) ai[d] *= rescale;
-          for (int64_t j = 0; j < nk; ++j) {
-            const float p = s[j];
-            const float* vj = vf.data() + j * c;
-            for (int64_t d = 0; d < c; ++d) ai[d] += p * vj[d];
-          }
+          kernels.accumulate(acc.data() + i * c, rescale, s, nk, vf.data(), c);
         }
       }
       for (int64_t i = 0; i < nq; ++i) {

@@ -1,12 +1,15 @@
 // phi_blend on CPU: (1 - ratio) * h + ratio * (conv3x3(h, weight, zero padding 1) + bias), the
-// quantizer's Phi. Direct convolution, one output plane (b, out channel) per task: a 16-wide strip of an
-// output row stays in registers across all C*9 taps of the zero-bordered input.
+// quantizer's Phi. Direct convolution over a zero-bordered float32 copy of h; a task is (batch element,
+// block of 4 output channels): a 16-wide strip of an output row for the 4 channels stays in registers
+// across all C*9 taps, and each input load feeds 4 channels.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
+
+#include <cstring>
 
 #include "var_fast/check.h"
 #include "var_fast/quant_cpu.h"
@@ -21,71 +24,106 @@
 namespace var_fast::quant_cpu {
 namespace {
 
-constexpr int64_t kStrip = 16;  // output columns accumulated in registers
+constexpr int64_t kStrip = 16;   // output columns per register strip (two 8-float vectors)
+constexpr int64_t kOcBlock = 4;  // output channels sharing every input load: 4 x 2 accumulators
 
-struct PhiPlane {
-  const float* padded;  // (C, H + 2, W + 2) input planes of one batch element
-  const float* weight;  // (C, 3, 3) of this output channel
-  const float* center;  // (H + 2, W + 2) input plane of this channel (the "h" of the blend)
-  float bias, keep, mix;
+// GCC/Clang vector extensions: one AVX register in the x86-64-v3 clone, two SSE registers otherwise.
+typedef float vf8 __attribute__((vector_size(32)));
+#if defined(__GNUC__) && !defined(__clang__)
+// Every function taking or returning vf8 is always inlined: GCC's note on the AVX vector ABI is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+__attribute__((always_inline)) inline vf8 load8(const float* p) {
+  vf8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+struct PhiBatch {
+  const float* padded;  // (C, H + 2, W + 2): zero-bordered input planes of one batch element
+  const float* weight;  // (C, C, 3, 3)
+  const float* bias;    // (C,)
+  float* target;        // (C, H, W) of the same batch element
+  float keep, mix;      // 1 - ratio, ratio
   int64_t C, H, W;
+  int sink;             // 0: store, 1: add, -1: subtract
 };
 
-template <int64_t N>
-__attribute__((always_inline)) inline void conv_strip(const PhiPlane& p, int64_t y, int64_t x0, int64_t n, float* acc) {
+__attribute__((always_inline)) inline void sink_value(float* t, float phi, int sink) {
+  *t = sink == 0 ? phi : (sink > 0 ? *t + phi : *t - phi);
+}
+
+// phi for output channels [oc0, oc0 + OCB), row y, columns [x0, x0 + n). Full strips (n == kStrip)
+// keep the accumulators in vector registers; the tail strip of a row uses the scalar form.
+template <int64_t OCB>
+__attribute__((always_inline)) inline void phi_strip(const PhiBatch& p, int64_t oc0, int64_t y, int64_t x0,
+                                                     int64_t n) {
   const int64_t Wp = p.W + 2, plane = (p.H + 2) * Wp;
+  const float* __restrict in = p.padded + (y * Wp + x0);
+  const float* __restrict w = p.weight + oc0 * p.C * 9;
+  if (n == kStrip) {
+    vf8 acc[OCB][2];
+    for (int64_t o = 0; o < OCB; ++o) acc[o][0] = acc[o][1] = vf8{};
+    for (int64_t ic = 0; ic < p.C; ++ic) {
+      for (int64_t tap = 0; tap < 9; ++tap) {
+        const float* row = in + ic * plane + (tap / 3) * Wp + tap % 3;
+        const vf8 a0 = load8(row), a1 = load8(row + 8);
+        for (int64_t o = 0; o < OCB; ++o) {
+          const float wv = w[(o * p.C + ic) * 9 + tap];
+          acc[o][0] += wv * a0;
+          acc[o][1] += wv * a1;
+        }
+      }
+    }
+    for (int64_t o = 0; o < OCB; ++o) {
+      float conv[kStrip];
+      std::memcpy(conv, &acc[o][0], sizeof(vf8));
+      std::memcpy(conv + 8, &acc[o][1], sizeof(vf8));
+      const float* h = p.padded + (oc0 + o) * plane + (y + 1) * Wp + x0 + 1;
+      float* t = p.target + ((oc0 + o) * p.H + y) * p.W + x0;
+      const float bias = p.bias[oc0 + o];
+      for (int64_t j = 0; j < kStrip; ++j) sink_value(t + j, p.keep * h[j] + p.mix * (conv[j] + bias), p.sink);
+    }
+    return;
+  }
+  float acc[OCB][kStrip] = {};
   for (int64_t ic = 0; ic < p.C; ++ic) {
-    for (int64_t ky = 0; ky < 3; ++ky) {
-      const float* row = p.padded + ic * plane + (y + ky) * Wp + x0;
-      const float* w = p.weight + ic * 9 + ky * 3;
-      for (int64_t kx = 0; kx < 3; ++kx) {
-        const float wv = w[kx];
-        // N is the compile-time strip width (full strips) or 0 for the runtime-width tail.
-        for (int64_t j = 0; j < (N > 0 ? N : n); ++j) acc[j] += wv * row[kx + j];
+    for (int64_t tap = 0; tap < 9; ++tap) {
+      const float* row = in + ic * plane + (tap / 3) * Wp + tap % 3;
+      for (int64_t o = 0; o < OCB; ++o) {
+        const float wv = w[(o * p.C + ic) * 9 + tap];
+        for (int64_t j = 0; j < n; ++j) acc[o][j] += wv * row[j];
       }
     }
   }
+  for (int64_t o = 0; o < OCB; ++o) {
+    const float* h = p.padded + (oc0 + o) * plane + (y + 1) * Wp + x0 + 1;
+    float* t = p.target + ((oc0 + o) * p.H + y) * p.W + x0;
+    const float bias = p.bias[oc0 + o];
+    for (int64_t j = 0; j < n; ++j) sink_value(t + j, p.keep * h[j] + p.mix * (acc[o][j] + bias), p.sink);
+  }
 }
 
+// Output channels [oc0, oc0 + count) of one batch element, count <= kOcBlock.
 VF_CPU_MULTIVERSION
-void phi_plane(const PhiPlane& p, float* target, int sink) {
-  const int64_t Wp = p.W + 2;
+void phi_channels(const PhiBatch& p, int64_t oc0, int64_t count) {
   for (int64_t y = 0; y < p.H; ++y) {
     for (int64_t x0 = 0; x0 < p.W; x0 += kStrip) {
       const int64_t n = std::min(kStrip, p.W - x0);
-      float acc[kStrip] = {};
-      if (n == kStrip) {
-        conv_strip<kStrip>(p, y, x0, n, acc);
+      if (count == kOcBlock) {
+        phi_strip<kOcBlock>(p, oc0, y, x0, n);
       } else {
-        conv_strip<0>(p, y, x0, n, acc);
-      }
-      const float* h = p.center + (y + 1) * Wp + x0 + 1;
-      float* t = target + y * p.W + x0;
-      for (int64_t j = 0; j < n; ++j) {
-        const float phi = p.keep * h[j] + p.mix * (acc[j] + p.bias);
-        t[j] = sink == 0 ? phi : (sink > 0 ? t[j] + phi : t[j] - phi);
+        for (int64_t o = 0; o < count; ++o) phi_strip<1>(p, oc0 + o, y, x0, n);
       }
     }
   }
-}
-
-void check_phi_params(const at::Tensor& weight, const at::Tensor& bias, int64_t C, const at::Device& device,
-                      const char* op) {
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == C && weight.size(2) == 3 &&
-                  weight.size(3) == 3,
-              op, ": weight must be (C, C, 3, 3) with C = ", C, ", got shape ", weight.sizes());
-  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == C, op, ": bias must be (C,) with C = ", C, ", got shape ",
-              bias.sizes());
-  VF_CHECK_FLOATING(weight);
-  VF_CHECK_FLOATING(bias);
-  VF_CHECK_DEVICE(weight, device);
-  VF_CHECK_DEVICE(bias, device);
 }
 
 at::Tensor phi_blend_cpu(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias, double ratio) {
   TORCH_CHECK(h.dim() == 4, "phi_blend: h must be 4-D (B, C, H, W), got shape ", h.sizes());
   VF_CHECK_FLOATING(h);
-  check_phi_params(weight, bias, h.size(1), h.device(), "phi_blend");
+  var_fast::quant::check_phi_args(weight, bias, h.size(1), h.device(), "phi_blend", "weight", "bias");
   auto out = at::empty(h.sizes(), h.options());
   if (out.numel() == 0) return out;
   const at::Tensor target = h.scalar_type() == at::kFloat ? out : at::empty(h.sizes(), h.options().dtype(at::kFloat));
@@ -145,12 +183,12 @@ void phi_blend_padded(const at::Tensor& h_padded, const at::Tensor& weight, cons
     });
     return;
   }
-  at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+  const int64_t blocks = (C + kOcBlock - 1) / kOcBlock;
+  at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / C, oc = task % C;
-      const float* padded_b = hp + b * C * plane_in;
-      const PhiPlane p{padded_b, w + oc * C * 9, padded_b + oc * plane_in, bs[oc], keep, mix, C, H, W};
-      phi_plane(p, out + task * H * W, sink_sign);
+      const int64_t b = task / blocks, oc0 = (task % blocks) * kOcBlock;
+      const PhiBatch p{hp + b * C * plane_in, w, bs, out + b * C * H * W, keep, mix, C, H, W, sink_sign};
+      phi_channels(p, oc0, std::min(kOcBlock, C - oc0));
     }
   });
 }

@@ -112,15 +112,8 @@ void bicubic_kernel(const in_t* x, const std::array<int64_t, 4>& xs, int64_t B, 
 
 std::array<int64_t, 4> strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
-void check_image(const at::Tensor& x, int64_t size, const char* op) {
-  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (B, C, H, W), got shape ", x.sizes());
-  VF_CHECK_FLOATING(x);
-  TORCH_CHECK(size >= 1, op, ": size must be >= 1, got ", size);
-  TORCH_CHECK(x.size(2) >= 1 && x.size(3) >= 1, op, ": x must have non-empty spatial dims, got shape ", x.sizes());
-}
-
 at::Tensor area_downsample_cpu(const at::Tensor& x, int64_t size) {
-  check_image(x, size, "area_downsample");
+  var_fast::quant::check_image_args(x, size, "area_downsample");
   const int64_t B = x.size(0), C = x.size(1);
   auto out = at::empty({B, C, size, size}, x.options());
   if (out.numel() == 0) return out;
@@ -132,7 +125,7 @@ at::Tensor area_downsample_cpu(const at::Tensor& x, int64_t size) {
 }
 
 at::Tensor bicubic_upsample_cpu(const at::Tensor& x, int64_t size) {
-  check_image(x, size, "bicubic_upsample");
+  var_fast::quant::check_image_args(x, size, "bicubic_upsample");
   const int64_t B = x.size(0), C = x.size(1);
   auto out = at::empty({B, C, size, size}, x.options());
   if (out.numel() == 0) return out;

@@ -27,7 +27,9 @@
 //    kept index with w > 0 is taken; if no tile crosses, the last kept index with w > 0 of the row.
 //  * Canonical order of a row sum: lane t (t < 256) adds the values at i = t, t + 256, ... in order;
 //    the 256 lane sums are added pairwise inside each group of 32 lanes (strides 16, 8, 4, 2, 1),
-//    then the 8 group sums (strides 4, 2, 1): the CUDA block's warp-shuffle reduction.
+//    then the 8 group sums (strides 4, 2, 1): the CUDA block's warp-shuffle reduction. Excluded
+//    tokens add 0, so mass(t) is non-increasing in t also in float32 and t_p is unique: the CUDA
+//    bisection and the CPU's candidate-list search find the same threshold.
 //  * Rows with NaN, +inf, or only -inf logits are errors (the CUDA kernel writes -1 and a flag that
 //    the launcher turns into the same error as the CPU's).
 #pragma once
@@ -112,12 +114,14 @@ VAR_FAST_HOST_DEVICE float cfg_mix(float cond, float uncond, float w_cond, float
 
 // exp(x) for x <= 0 (x = -inf gives 0) in plain float32 arithmetic, identical on host and device:
 // Cody-Waite reduction x = n ln2 + r and Cephes' degree-5 polynomial (about 1 ulp). exp(0) == 1.
+// Results below e^-87 are flushed to 0 (so 2^n stays a normal float); those inputs (and -inf) run
+// through the same arithmetic into a value that the final mask drops. Branch-free, so that the host
+// loop vectorizes.
 VAR_FAST_HOST_DEVICE float exp_nonpositive(float x) {
-  constexpr float kLowest = -87.0f;  // below: flushed to 0 (2^n stays a normal float)
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float xc = x < kLowest ? kLowest : x;
-  const float n = sub_rn(add_rn(mul_rn(xc, 1.44269504088896341f), kRound), kRound);
-  float r = sub_rn(xc, mul_rn(n, 0.693359375f));
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer n, kept in the low bits
+  const float shifted = add_rn(mul_rn(x, 1.44269504088896341f), kRound);
+  const float n = sub_rn(shifted, kRound);
+  float r = sub_rn(x, mul_rn(n, 0.693359375f));
   r = sub_rn(r, mul_rn(n, -2.12194440e-4f));
   float p = 1.9875691500e-4f;
   p = add_rn(mul_rn(p, r), 1.3981999507e-3f);
@@ -126,9 +130,10 @@ VAR_FAST_HOST_DEVICE float exp_nonpositive(float x) {
   p = add_rn(mul_rn(p, r), 1.6666665459e-1f);
   p = add_rn(mul_rn(p, r), 5.0000001201e-1f);
   p = add_rn(add_rn(mul_rn(p, mul_rn(r, r)), r), 1.0f);
-  const float scale = bits_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+  // 2^n from the bits of `shifted` (= 0x4B400000 + n for |n| < 2^22), without a float -> int conversion
+  const float scale = bits_float((float_bits(shifted) - 0x4B400000u + 127u) << 23);
   const float e = mul_rn(p, scale);
-  return x < kLowest ? 0.0f : e;
+  return bits_float(float_bits(e) & (0u - static_cast<uint32_t>(x >= -87.0f)));
 }
 
 // ---- host: argument checks shared by the CPU and CUDA launchers ----
@@ -366,7 +371,9 @@ __global__ void __launch_bounds__(kLanes) sample_rows_kernel(const SampleParams 
     kmin = r.up;
     kmax = r.down;
   }
-  flags = __syncthreads_or(flags);
+  // __syncthreads_or says whether any thread's value is non-zero, so one call per flag
+  flags = (__syncthreads_or(flags & kFlagNaN) ? kFlagNaN : 0) |
+          (__syncthreads_or(flags & kFlagPosInf) ? kFlagPosInf : 0);
   // order_key is monotone, so the max key is the max value's key; recover the value from it.
   const float m = bits_float((kmax & 0x80000000u) ? (kmax & 0x7fffffffu) : ~kmax);
   if (flags != 0 || m == -INFINITY) {

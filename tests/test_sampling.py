@@ -1,0 +1,393 @@
+"""sample_top_k_top_p / sample_cfg_top_k_top_p: fused CFG + top-k + top-p sampling, one Philox draw per row.
+
+The semantics (keep rule, tie handling, draw) are documented in csrc/include/var_fast/sampling.cuh;
+var_fast.reference.sampling holds the upstream filter (``filtered_probs``) and a float64 model of the
+op (``sample_top_k_top_p_philox``). CPU and CUDA kernels run the same float32 operations in the same
+order, so on CUDA the tokens are compared with the CPU op's for exact equality.
+"""
+import pytest
+import torch
+
+from conftest import HAS_CUDA
+from var_fast import ops
+from var_fast.reference import sampling as ref
+
+CUDA_ONLY = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+def _randn(*shape, seed, std=2.0, dtype=torch.float32, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=gen) * std).to(device=device, dtype=dtype)
+
+
+def _counts(tokens, V):
+    return torch.bincount(tokens.flatten().cpu(), minlength=V).double()
+
+
+def _mass_greater(x, top_k):
+    """For x (R, V): the probability (among the top-k survivors, float64) of the tokens whose logit is
+    strictly larger than each token's, and the top-k keep mask."""
+    x = x.double()
+    V = x.shape[-1]
+    keep = ref.top_k_top_p_keep_mask(x, top_k, 0.0)
+    w = torch.where(keep, (x - x.amax(-1, keepdim=True)).exp(), torch.zeros_like(x))
+    descending, order = x.sort(-1, descending=True)
+    cumulative = w.gather(-1, order).cumsum(-1)
+    n_greater = V - torch.searchsorted(descending.flip(-1).contiguous(), x.contiguous(), right=True)
+    greater = torch.where(n_greater > 0, cumulative.gather(-1, (n_greater - 1).clamp(min=0)), torch.zeros_like(x))
+    return greater / cumulative[..., -1:], keep
+
+
+def _top_p_margin(x, top_k, top_p):
+    """Per row of x (R, V): the smallest |mass of strictly larger tokens - top_p| over the kept tokens."""
+    greater, keep = _mass_greater(x.reshape(-1, x.shape[-1]), top_k)
+    return torch.where(keep, (greater - top_p).abs(), torch.full_like(greater, torch.inf)).amin(-1)
+
+
+def _ambiguous_rows(x, top_k, top_p, seed, row_offset, rel=3e-6):
+    """Rows (of x (R, V), float32 values) whose draw is decided within float32 rounding: u * kept mass
+    within `rel` of a cumulative-sum boundary, or a token's top-p mass within `rel` of top_p."""
+    x = x.double()
+    keep = ref.top_k_top_p_keep_mask(x, top_k, top_p)
+    w = torch.where(keep, (x - x.amax(-1, keepdim=True)).exp(), torch.zeros_like(x))
+    cdf = w.cumsum(-1) / w.sum(-1, keepdim=True)
+    u = ref.philox_uniform(seed, row_offset + torch.arange(x.shape[0]))
+    ambiguous = ((cdf - u.unsqueeze(-1)).abs() < rel).any(-1)
+    if 0 < top_p < 1:
+        ambiguous |= _top_p_margin(x, top_k, top_p) < rel
+    return ambiguous
+
+
+# ---- 1. frequencies over 10^6 draws -----------------------------------------------------------------
+N_DRAWS = 10**6
+FREQ_V = 32
+FREQ_CONFIGS = [  # (name, guidance (None: plain op), top_k, top_p)
+    ("no_filter", None, 0, 0.0),
+    ("top_k", None, 12, 0.0),
+    ("top_p", None, 0, 0.8),
+    ("top_k_top_p", None, 20, 0.9),
+    ("cfg_top_k_top_p", 1.5, 24, 0.95),
+]
+
+
+@pytest.mark.parametrize("name,guidance,top_k,top_p", FREQ_CONFIGS, ids=[c[0] for c in FREQ_CONFIGS])
+def test_frequencies_match_filtered_distribution(device, name, guidance, top_k, top_p):
+    V = FREQ_V
+    if guidance is None:
+        row = _randn(1, 1, V, seed=11, std=1.5)
+        mixed = row
+        logits = row.to(device).expand(1, N_DRAWS, V)  # one row, 10^6 draws, no memory
+        tokens = ops.sample_top_k_top_p(logits, top_k, top_p, seed=2024)
+    else:
+        halves = _randn(2, 1, V, seed=12, std=1.5)
+        mixed = ref.cfg_mix(halves, guidance)
+        logits = halves.to(device).expand(2, N_DRAWS, V)
+        tokens = ops.sample_cfg_top_k_top_p(logits, guidance, top_k, top_p, seed=2024)
+    assert tokens.shape == (1, N_DRAWS) and tokens.dtype == torch.int64
+    expected = ref.filtered_probs(mixed, top_k, top_p).flatten()
+    kept = int((expected > 0).sum())
+    assert kept < V if (top_k or top_p) else kept == V  # the filters are active
+    if top_k:
+        assert kept <= top_k
+    if top_p:
+        assert _top_p_margin(mixed, top_k, top_p).item() > 1e-3  # no rounding question at the cut
+    freq = _counts(tokens, V) / N_DRAWS
+    assert freq[expected == 0].sum() == 0, "a filtered-out token was drawn"
+    tv = 0.5 * (freq - expected).abs().sum().item()
+    assert tv < 0.005, f"total variation {tv:.4f}"
+
+
+# ---- 2. the kept set: parity with the reference rule and the float64 model -----------------------------
+PARITY_CONFIGS = [(0, 0.0), (1, 0.0), (10, 0.0), (0, 0.5), (0, 0.9), (50, 0.8), (900, 0.96), (7, 0.3)]
+
+
+@pytest.mark.parametrize("V", [1, 37, 1000, 4096])
+@pytest.mark.parametrize("top_k,top_p", PARITY_CONFIGS)
+def test_tokens_match_float64_model(V, top_k, top_p):
+    B, L = 3, 40
+    x = _randn(B, L, V, seed=V + top_k, std=3.0)
+    got = ops.sample_top_k_top_p(x, top_k, top_p, seed=99, row_offset=5)
+    want = ref.sample_top_k_top_p_philox(x, top_k, top_p, seed=99, row_offset=5)
+    ambiguous = _ambiguous_rows(x.view(B * L, V), top_k, top_p, seed=99, row_offset=5).view(B, L)
+    assert ambiguous.float().mean() < 0.05
+    assert torch.equal(got[~ambiguous], want[~ambiguous])
+
+
+@pytest.mark.parametrize("top_k,top_p", PARITY_CONFIGS)
+def test_keep_rule_is_upstreams_without_ties(top_k, top_p):
+    x = _randn(6, 5, 333, seed=3, std=3.0)
+    assert torch.equal(ref.top_k_top_p_keep_mask(x, top_k, top_p), ref.filtered_probs(x, top_k, top_p) > 0)
+
+
+@pytest.mark.parametrize("V", [37, 64])
+@pytest.mark.parametrize("top_k,top_p", [(0, 0.0), (5, 0.0), (0, 0.7), (9, 0.85)])
+def test_drawable_set_is_the_kept_set(device, V, top_k, top_p):
+    rows, draws = 4, 40000
+    x = _randn(rows, 1, V, seed=V, std=0.7)  # flat enough that every kept token is drawn often
+    keep = ref.top_k_top_p_keep_mask(x, top_k, top_p).view(rows, V)
+    probs = ref.filtered_probs(x, top_k, top_p).view(rows, V)
+    assert (probs[keep].min() * draws) > 30
+    if top_p:
+        assert _top_p_margin(x, top_k, top_p).min() > 1e-4  # no rounding question at the cut
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(rows, draws, V), top_k, top_p, seed=7)
+    for r in range(rows):
+        drawn = _counts(tokens[r], V) > 0
+        assert torch.equal(drawn, keep[r])
+
+
+def test_top_k_keeps_every_tie_at_the_kth_value(device):
+    V = 20
+    x = torch.full((V,), -2.0)
+    x[:6] = torch.tensor([5.0, 4.0, 3.0, 3.0, 3.0, 3.0])
+    x[10] = 3.0  # a tied token after lower ones
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 200000, V), 3, 0.0, seed=1)
+    counts = _counts(tokens, V)
+    kept = torch.zeros(V, dtype=torch.bool)
+    kept[[0, 1, 2, 3, 4, 5, 10]] = True
+    assert torch.equal(counts > 0, kept)
+    expected = ref.top_k_top_p_keep_mask(x, 3).double() * (x.double() - 5).exp()
+    expected /= expected.sum()
+    assert 0.5 * (counts / counts.sum() - expected).abs().sum() < 0.01
+
+
+def test_top_p_keeps_the_whole_tied_group_at_the_threshold(device):
+    V = 12
+    x = torch.tensor([2.0, 1.0, 1.0, 1.0] + [-1.0] * (V - 4))
+    p = x.double().softmax(-1)
+    top_p = p[0].item() + 0.5 * p[1].item()  # upstream's sort would keep only part of the tied group
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 100000, V), 0, top_p, seed=3)
+    counts = _counts(tokens, V)
+    assert torch.equal(counts > 0, torch.arange(V) < 4)
+    assert torch.equal(ref.top_k_top_p_keep_mask(x, 0, top_p), torch.arange(V) < 4)
+    assert counts[1:4].min() > 0.9 * counts[1:4].max()  # the tied tokens are equally likely
+
+
+def test_signed_zeros_are_one_value(device):
+    x = torch.tensor([1.0, 0.0, -0.0, -1.0, -3.0])
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 20000, 5), 2, 0.0, seed=4)
+    assert torch.equal(_counts(tokens, 5) > 0, torch.tensor([True, True, True, False, False]))
+
+
+# ---- 3. edge cases and errors --------------------------------------------------------------------------
+def test_disabled_filters_are_no_filter(device):
+    x = _randn(2, 50, 100, seed=5, device=device)
+    plain = ops.sample_top_k_top_p(x, 0, 0.0, seed=8)
+    for top_k, top_p in [(-3, 0.0), (100, 0.0), (1000, 0.0), (0, 1.0), (100, 1.0)]:
+        assert torch.equal(ops.sample_top_k_top_p(x, top_k, top_p, seed=8), plain), (top_k, top_p)
+    assert not torch.equal(ops.sample_top_k_top_p(x, 5, 0.0, seed=8), plain)
+    assert not torch.equal(ops.sample_top_k_top_p(x, 0, 0.5, seed=8), plain)
+
+
+def test_top_k_1_is_argmax(device):
+    x = _randn(4, 300, 257, seed=6, device=device)
+    assert torch.equal(ops.sample_top_k_top_p(x, 1, 0.0, seed=9), x.argmax(-1))
+    assert torch.equal(ops.sample_top_k_top_p(x, 0, 1e-9, seed=9), x.argmax(-1))  # tiny top_p: the top token
+    tied = torch.zeros(1, 4000, 10, device=device)
+    tied[..., 3] = tied[..., 7] = 1.0
+    counts = _counts(ops.sample_top_k_top_p(tied, 1, 0.0, seed=9), 10)
+    assert set(counts.nonzero().flatten().tolist()) == {3, 7}
+    assert abs(counts[3] - counts[7]) < 400
+
+
+def test_neg_inf_logits_are_never_drawn(device):
+    V = 16
+    x = _randn(V, seed=7)
+    x[::3] = -torch.inf
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 100000, V), 0, 0.0, seed=10)
+    counts = _counts(tokens, V)
+    assert counts[::3].sum() == 0
+    expected = x.double().softmax(-1)
+    assert 0.5 * (counts / counts.sum() - expected).abs().sum() < 0.01
+    # with top-k larger than the finite count the -inf tokens are kept but still never drawn
+    finite = int(torch.isfinite(x).sum())
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 20000, V), finite + 2, 0.9, seed=10)
+    assert _counts(tokens, V)[::3].sum() == 0
+
+
+def test_equal_logits_are_uniform(device):
+    V = 16
+    tokens = ops.sample_top_k_top_p(torch.full((1, 200000, V), 3.25, device=device), 0, 0.0, seed=11)
+    freq = _counts(tokens, V) / tokens.numel()
+    assert 0.5 * (freq - 1.0 / V).abs().sum() < 0.005
+
+
+def test_single_token_vocabulary(device):
+    x = _randn(3, 7, 1, seed=8, device=device)
+    for top_k, top_p in [(0, 0.0), (1, 0.0), (5, 0.5)]:
+        assert torch.equal(ops.sample_top_k_top_p(x, top_k, top_p, seed=1), torch.zeros(3, 7, dtype=torch.long,
+                                                                                          device=device))
+    assert torch.equal(ops.sample_cfg_top_k_top_p(x[:2], 1.5, 0, 0.0, seed=1), torch.zeros(1, 7, dtype=torch.long,
+                                                                                           device=device))
+
+
+def test_empty_batch(device):
+    for shape in [(0, 5, 10), (3, 0, 10)]:
+        out = ops.sample_top_k_top_p(torch.zeros(shape, device=device), 0, 0.0, seed=1)
+        assert out.shape == shape[:2] and out.dtype == torch.int64
+    out = ops.sample_cfg_top_k_top_p(torch.zeros(0, 4, 10, device=device), 1.0, 0, 0.0, seed=1)
+    assert out.shape == (0, 4)
+
+
+def test_bad_values_raise(device):
+    x = _randn(2, 3, 10, seed=9, device=device)
+    for fill, message in [(float("nan"), "logits contain NaN"), (float("inf"), r"logits contain \+inf")]:
+        bad = x.clone()
+        bad[0, 2, 4] = fill  # a conditional row, for the CFG op
+        with pytest.raises(RuntimeError, match=message):
+            ops.sample_top_k_top_p(bad, 0, 0.0, seed=1)
+        with pytest.raises(RuntimeError, match=message):
+            ops.sample_cfg_top_k_top_p(bad, 1.5, 0, 0.0, seed=1)
+    bad = x.clone()
+    bad[0, 1] = -torch.inf
+    with pytest.raises(RuntimeError, match="all -inf"):
+        ops.sample_top_k_top_p(bad, 0, 0.0, seed=1)
+    # CFG mix of -inf in both halves: (1+g)(-inf) - g(-inf) is NaN
+    both = x.clone()
+    both[0, 0, 3] = both[1, 0, 3] = -torch.inf
+    with pytest.raises(RuntimeError, match="logits contain NaN"):
+        ops.sample_cfg_top_k_top_p(both, 1.5, 0, 0.0, seed=1)
+
+
+def test_bad_arguments_raise(device):
+    x = _randn(2, 3, 10, seed=10, device=device)
+    for top_p in [-0.1, 1.5, float("nan")]:
+        with pytest.raises(RuntimeError, match="top_p"):
+            ops.sample_top_k_top_p(x, 0, top_p, seed=1)
+        with pytest.raises(RuntimeError, match="top_p"):
+            ops.sample_cfg_top_k_top_p(x, 1.0, 0, top_p, seed=1)
+    for shape in [(6, 10), (2, 3, 10, 1)]:
+        with pytest.raises(RuntimeError, match="3-D"):
+            ops.sample_top_k_top_p(x.reshape(shape), 0, 0.0, seed=1)
+        with pytest.raises(RuntimeError, match="3-D"):
+            ops.sample_cfg_top_k_top_p(x.reshape(shape), 1.0, 0, 0.0, seed=1)
+    with pytest.raises(RuntimeError, match="V >= 1"):
+        ops.sample_top_k_top_p(x[..., :0], 0, 0.0, seed=1)
+    with pytest.raises(RuntimeError, match="CFG-doubled"):
+        ops.sample_cfg_top_k_top_p(x[:1], 1.0, 0, 0.0, seed=1)
+    with pytest.raises(RuntimeError, match="guidance"):
+        ops.sample_cfg_top_k_top_p(x, float("inf"), 0, 0.0, seed=1)
+    with pytest.raises(RuntimeError, match="row_offset"):
+        ops.sample_top_k_top_p(x, 0, 0.0, seed=1, row_offset=-1)
+    with pytest.raises(RuntimeError, match="float32, float16 or bfloat16"):
+        ops.sample_top_k_top_p(x.double(), 0, 0.0, seed=1)
+    with pytest.raises(RuntimeError, match="float32, float16 or bfloat16"):
+        ops.sample_top_k_top_p(x.long(), 0, 0.0, seed=1)
+
+
+# ---- 4. reproducibility -------------------------------------------------------------------------------
+def test_seeds(device):
+    x = _randn(4, 64, 500, seed=12, device=device)
+    a = ops.sample_top_k_top_p(x, 50, 0.9, seed=123)
+    assert torch.equal(a, ops.sample_top_k_top_p(x, 50, 0.9, seed=123))
+    assert (a != ops.sample_top_k_top_p(x, 50, 0.9, seed=124)).float().mean() > 0.5
+    assert (a != ops.sample_top_k_top_p(x, 50, 0.9, seed=123, row_offset=1)).float().mean() > 0.5
+    # 64-bit seeds: both halves of the key matter; negative seeds are their two's complement
+    assert (a != ops.sample_top_k_top_p(x, 50, 0.9, seed=123 + (1 << 40))).float().mean() > 0.5
+    negative = ops.sample_top_k_top_p(x, 50, 0.9, seed=-5).cpu()
+    model = ref.sample_top_k_top_p_philox(x.cpu(), 50, 0.9, seed=-5)
+    ambiguous = _ambiguous_rows(x.cpu().view(-1, 500), 50, 0.9, seed=-5, row_offset=0).view(4, 64)
+    assert torch.equal(negative[~ambiguous], model[~ambiguous])
+
+
+@pytest.mark.parametrize("cfg", [False, True], ids=["plain", "cfg"])
+def test_rows_are_independent_of_the_batch(device, cfg):
+    B, L, V = 6, 25, 300
+    if cfg:
+        x = _randn(2 * B, L, V, seed=13, device=device)
+        full = ops.sample_cfg_top_k_top_p(x, 2.0, 40, 0.9, seed=77, row_offset=1000)
+    else:
+        x = _randn(B, L, V, seed=13, device=device)
+        full = ops.sample_top_k_top_p(x, 40, 0.9, seed=77, row_offset=1000)
+    for a, b in [(0, 1), (2, 5), (5, 6), (0, 6)]:
+        if cfg:
+            part = torch.cat((x[a:b], x[B + a:B + b]))
+            got = ops.sample_cfg_top_k_top_p(part, 2.0, 40, 0.9, seed=77, row_offset=1000 + a * L)
+        else:
+            got = ops.sample_top_k_top_p(x[a:b], 40, 0.9, seed=77, row_offset=1000 + a * L)
+        assert torch.equal(got, full[a:b]), (a, b)
+
+
+def test_cfg_is_the_plain_op_on_the_mixed_logits(device):
+    B, L, V = 3, 20, 400
+    x = _randn(2 * B, L, V, seed=14, device=device)
+    for g in [0.0, 1.5, 4.0]:
+        mixed = ref.cfg_mix(x, g)  # float32, the same roundings as the kernel's mix
+        assert torch.equal(ops.sample_cfg_top_k_top_p(x, g, 30, 0.8, seed=5, row_offset=3),
+                           ops.sample_top_k_top_p(mixed, 30, 0.8, seed=5, row_offset=3))
+
+
+# ---- 5. dtypes and strides ----------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_inputs_are_upcast(device, dtype):
+    x = _randn(3, 30, 1000, seed=15, dtype=dtype, device=device)
+    for top_k, top_p in [(0, 0.0), (100, 0.9)]:
+        assert torch.equal(ops.sample_top_k_top_p(x, top_k, top_p, seed=6),
+                           ops.sample_top_k_top_p(x.float(), top_k, top_p, seed=6))
+        assert torch.equal(ops.sample_cfg_top_k_top_p(x[:2], 1.5, top_k, top_p, seed=6),
+                           ops.sample_cfg_top_k_top_p(x[:2].float(), 1.5, top_k, top_p, seed=6))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def test_noncontiguous_logits(device, dtype):
+    B, L, V = 4, 15, 333
+    transposed = _randn(B, V, L, seed=16, dtype=dtype, device=device).transpose(1, 2)
+    strided = _randn(B, L, 2 * V, seed=17, dtype=dtype, device=device)[..., 1::2]
+    batch_slice = _randn(2 * B, L, V, seed=18, dtype=dtype, device=device)[::2]
+    for x in (transposed, strided, batch_slice):
+        assert not x.is_contiguous()
+        assert torch.equal(ops.sample_top_k_top_p(x, 20, 0.9, seed=7), ops.sample_top_k_top_p(x.contiguous(), 20, 0.9,
+                                                                                              seed=7))
+        assert torch.equal(ops.sample_cfg_top_k_top_p(x, 1.25, 20, 0.9, seed=7),
+                           ops.sample_cfg_top_k_top_p(x.contiguous(), 1.25, 20, 0.9, seed=7))
+
+
+# ---- 6. CUDA against CPU ------------------------------------------------------------------------------
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("V", [1, 37, 1000, 4096, 8192, 40000])  # 40000: too large for shared memory
+@pytest.mark.parametrize("top_k,top_p", [(0, 0.0), (1, 0.0), (900, 0.96), (0, 0.7), (20, 0.0)])
+def test_cuda_matches_cpu(dtype, V, top_k, top_p):
+    B, L = 2, 64 if V < 10000 else 8
+    x = _randn(2 * B, L, V, seed=V, std=3.0, dtype=dtype)
+    # same float32 operations in the same order on both devices: the tokens are identical
+    cpu = ops.sample_top_k_top_p(x, top_k, top_p, seed=31, row_offset=9)
+    assert torch.equal(ops.sample_top_k_top_p(x.cuda(), top_k, top_p, seed=31, row_offset=9).cpu(), cpu)
+    cpu = ops.sample_cfg_top_k_top_p(x, 1.5, top_k, top_p, seed=31, row_offset=9)
+    assert torch.equal(ops.sample_cfg_top_k_top_p(x.cuda(), 1.5, top_k, top_p, seed=31, row_offset=9).cpu(), cpu)
+
+
+@CUDA_ONLY
+def test_cuda_graph_capture():
+    x = _randn(4, 100, 4096, seed=19, device="cuda")
+    eager = ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, eager)
+
+
+# ---- 7. opcheck ---------------------------------------------------------------------------------------
+def test_opcheck(device):
+    x = _randn(2, 5, 50, seed=20, device=device)
+    torch.library.opcheck(torch.ops.var_fast.sample_top_k_top_p.default, (x, 10, 0.9, 3, 2))
+    torch.library.opcheck(torch.ops.var_fast.sample_top_k_top_p.default, (x.half(), 0, 0.0, 3, 0))
+    torch.library.opcheck(torch.ops.var_fast.sample_cfg_top_k_top_p.default, (x, 1.5, 10, 0.9, 3, 2))
+    torch.library.opcheck(torch.ops.var_fast.sample_cfg_top_k_top_p.default, (x[:, 1:].transpose(1, 2), 0.0, 0, 0.0,
+                                                                                  3, 0))
+
+
+def test_philox_known_answers():
+    # Random123's kat_vectors for philox4x32-10; the native ops' tokens are checked against this model
+    cases = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, expected in cases:
+        assert ref.philox4x32_10(torch.tensor(counter), key).tolist() == list(expected)
