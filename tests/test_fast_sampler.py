@@ -93,3 +93,31 @@ def test_reduced_precision_mostly_agrees(pair, dtype, tmp_path):
     _, tok_l = low.sample(list(range(10)), top_k=1, seed=0, return_tokens=True)
     agree = torch.cat([(a == b).reshape(-1) for a, b in zip(tok_r, tok_l)]).float().mean()
     assert agree >= 0.9
+
+
+def test_large_batches_split_without_changing_images(pair):
+    _, fast = pair
+    whole, tok_whole = fast.sample([1, 2, 3, 4, 5], seed=9, top_k=20, return_tokens=True)
+    fast.max_batch_size = 2
+    try:
+        split, tok_split = fast.sample([1, 2, 3, 4, 5], seed=9, top_k=20, return_tokens=True)
+    finally:
+        fast.max_batch_size = None
+    assert all(torch.equal(a, b) for a, b in zip(tok_whole, tok_split))
+    torch.testing.assert_close(split, whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graphs_match_eager(dtype):
+    """Replayed CUDA graphs give the eager pass's tokens, on the first call (capture) and later ones."""
+    var, vae = make_models("d3_shared")
+    var, vae = var.cuda(), vae.cuda()
+    graphed = FastSampler(var, vae, dtype=dtype, cuda_graphs=True)
+    eager = FastSampler(var, vae, dtype=dtype, cuda_graphs=False)
+    for labels, seed in (([1, 2, 3], 0), ([4, 5, 6], 1), ([7, 7, 0], 2)):
+        label_B = torch.tensor(labels, device="cuda")
+        _, tok_g = graphed.sample(label_B, seed=seed, top_k=1)
+        _, tok_e = eager.sample(label_B, seed=seed, top_k=1)
+        assert all(torch.equal(a, b) for a, b in zip(tok_g, tok_e))

@@ -78,3 +78,17 @@ def test_patch_is_idempotent_and_positional_args_work():
 def test_patch_rejects_non_var_module():
     with pytest.raises(TypeError, match="expects a VAR built by the reference code"):
         var_fast.patch(nn.Linear(2, 2))
+
+
+def test_fast_patch_greedy_matches_upstream_tokens():
+    """backend='fast': with top_k=1 the draw is deterministic, so the image equals upstream's greedy one."""
+    module = StandInVAR("d2")
+    var_fast.patch(module)
+    want = module.autoregressive_infer_cfg(3, torch.tensor([1, 2, 3]), g_seed=0, cfg=2.0, top_k=1)
+    var_fast.patch(module, backend="fast")
+    got = module.autoregressive_infer_cfg(3, torch.tensor([1, 2, 3]), g_seed=5, cfg=2.0, top_k=1)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    again = module.autoregressive_infer_cfg(3, 2, g_seed=5, cfg=2.0, top_k=20)
+    assert torch.equal(again, module.autoregressive_infer_cfg(3, 2, g_seed=5, cfg=2.0, top_k=20))
+    var_fast.unpatch(module)
+    assert "_var_fast_fast" not in module.__dict__

@@ -35,13 +35,15 @@ def scale_seed(seed: int, si: int) -> int:
 
 
 class FastSampler:
-    def __init__(self, var: VAR, vae: VQVAE, dtype: torch.dtype = torch.float32):
+    def __init__(self, var: VAR, vae: VQVAE, dtype: torch.dtype = torch.float32, cuda_graphs: bool = True):
         if dtype != torch.float32:
             # a reduced-precision copy of the transformer; the head stays float32 (logits and sampling in float32)
             var = copy.deepcopy(var).to(dtype)
             var.head_nm.float()
             var.head.float()
         self.var, self.vae, self.dtype = var, vae, dtype
+        self.cuda_graphs = cuda_graphs
+        self._graphs = {}
         quant = vae.quantize
         layers = quant.quant_resi.layers()
         C = quant.Cvae
@@ -85,6 +87,23 @@ class FastSampler:
         h = ops.adaln_modulate(x, scale2, shift2, eps)
         return ops.gated_residual(x, block.ffn(h), gamma2)
 
+    def scale_logits(self, x, block_mods, head_scale, head_shift, caches, offset: int) -> torch.Tensor:
+        """Every block on one scale's tokens x (2B, l, C), then the head: float32 logits (2B, l, V)."""
+        var = self.var
+        for block, mods, (kc, vc) in zip(var.blocks, block_mods, caches):
+            x = self._block(block, x, mods, kc, vc, offset)
+        h = ops.adaln_modulate(x.float(), head_scale, head_shift, var.head_nm.ln_wo_grad.eps)
+        return var.head(h).float()
+
+    def _workspace(self, B: int, device: torch.device, dtype: torch.dtype):
+        if device.type == "cuda" and self.cuda_graphs:
+            key = (B, device, dtype)
+            if key not in self._graphs:
+                self._graphs.clear()  # keep one batch size's graphs and caches alive at a time
+                self._graphs[key] = GraphedScales(self, B, device, dtype)
+            return self._graphs[key]
+        return EagerScales(self, B, device, dtype)
+
     @torch.no_grad()
     def sample(self, label_B: torch.Tensor, *, seed: int, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
                more_smooth: bool = False, image_offset: int = 0,
@@ -100,10 +119,9 @@ class FastSampler:
         block_mods, (head_scale, head_shift) = self._modulations(cond_BD)
         head_scale, head_shift = head_scale.float(), head_shift.float()
         lvl_pos = var.level_pos()
-        H, c = var.num_heads, var.C // var.num_heads
         dtype = cond_BD.dtype
-        caches = [(torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype),
-                   torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype)) for _ in var.blocks]
+        work = self._workspace(B, device, dtype)
+        work.set_condition(block_mods, head_scale, head_shift)
         first_l = var.first_l
         x = (cond_BD.unsqueeze(1).expand(2 * B, first_l, -1) + var.pos_start.expand(2 * B, first_l, -1)
              + lvl_pos[:, :first_l])
@@ -113,10 +131,7 @@ class FastSampler:
         for si, pn in enumerate(pns):
             ratio = si / (S - 1)
             l = pn * pn
-            for block, mods, (kc, vc) in zip(var.blocks, block_mods, caches):
-                x = self._block(block, x, mods, kc, vc, offset)
-            h = ops.adaln_modulate(x.float(), head_scale, head_shift, var.head_nm.ln_wo_grad.eps)
-            logits = var.head(h).float()
+            logits = work.logits(si, x, offset)
             t = cfg * ratio
             if not more_smooth:
                 idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
@@ -160,3 +175,69 @@ class FastSampler:
         f = self.vae.quant_conv(self.vae.encoder(x)).float().contiguous()
         return ops.quant_encode(f, self.codebook, self.phi_weights, self.phi_biases, self.phi_of_scale,
                                 self.phi_ratios[0], self.var.patch_nums)
+
+
+def allocate_kv_caches(var: VAR, B: int, device, dtype):
+    """One (k, v) pair of (2B, H, L, c) caches per block: every scale writes at its offset."""
+    H, c = var.num_heads, var.C // var.num_heads
+    return [(torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype),
+             torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype)) for _ in var.blocks]
+
+
+class EagerScales:
+    """Runs each scale's transformer pass directly (CPU, or CUDA without graphs)."""
+
+    def __init__(self, sampler: FastSampler, B: int, device, dtype):
+        self.sampler = sampler
+        self.caches = allocate_kv_caches(sampler.var, B, device, dtype)
+
+    def set_condition(self, block_mods, head_scale, head_shift) -> None:
+        self.block_mods, self.head_scale, self.head_shift = block_mods, head_scale, head_shift
+
+    def logits(self, si: int, x: torch.Tensor, offset: int) -> torch.Tensor:
+        return self.sampler.scale_logits(x, self.block_mods, self.head_scale, self.head_shift, self.caches, offset)
+
+
+class GraphedScales:
+    """One CUDA graph per scale for a batch size: the transformer pass and the head (the sampling and
+    quantizer ops stay outside, so every call draws fresh randomness). The class condition enters
+    through static buffers, the scale's tokens through a static input copied in before each replay."""
+
+    def __init__(self, sampler: FastSampler, B: int, device, dtype):
+        var = sampler.var
+        self.sampler = sampler
+        self.caches = allocate_kv_caches(var, B, device, dtype)
+        self.mods = [torch.empty(2 * B, 1, 6, var.C, device=device, dtype=dtype) for _ in var.blocks]
+        self.head = torch.empty(2 * B, 1, 2, var.C, device=device, dtype=torch.float32)
+        self.inputs = [torch.empty(2 * B, pn * pn, var.C, device=device, dtype=dtype) for pn in var.patch_nums]
+        self.graphs, self.outputs = {}, {}
+        self.pool = None
+
+    def set_condition(self, block_mods, head_scale, head_shift) -> None:
+        for buf, mods in zip(self.mods, block_mods):
+            buf.copy_(torch.stack(mods, dim=2))
+        self.head.copy_(torch.stack((head_scale, head_shift), dim=2))
+
+    def _run(self, si: int, offset: int) -> torch.Tensor:
+        mods = [list(buf.unbind(2)) for buf in self.mods]
+        scale, shift = self.head.unbind(2)
+        return self.sampler.scale_logits(self.inputs[si], mods, scale, shift, self.caches, offset)
+
+    def _capture(self, si: int, offset: int) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph (allocator, library handles)
+            self._run(si, offset)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self.outputs[si] = self._run(si, offset)
+        self.pool = graph.pool()
+        self.graphs[si] = graph
+
+    def logits(self, si: int, x: torch.Tensor, offset: int) -> torch.Tensor:
+        self.inputs[si].copy_(x)
+        if si not in self.graphs:
+            self._capture(si, offset)  # the warm-up pass already left this scale's k, v in the caches
+        self.graphs[si].replay()
+        return self.outputs[si]

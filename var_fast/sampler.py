@@ -46,6 +46,7 @@ class Sampler:
         self.backend = resolve_backend(backend, self.device)
         self.source = source
         self._fast = None
+        self.max_batch_size: Optional[int] = None  # fast backend: split larger batches (None: by free memory)
 
     # ---- properties --------------------------------------------------------------------------------
     @property
@@ -75,6 +76,20 @@ class Sampler:
             from .fast_sampler import FastSampler
             self._fast = FastSampler(self.var, self.vae, dtype=self.dtype)
         return self._fast
+
+    def _auto_batch_size(self) -> int:
+        """Images per pass that fit in 70% of the free GPU memory (no limit on the CPU)."""
+        if self.device.type != "cuda":
+            return 1 << 30
+        c = self.var.config
+        elem = torch.finfo(self.dtype).bits // 8
+        last = self.patch_nums[-1] ** 2
+        per_image = (c.depth * 2 * 2 * c.L * c.embed_dim * elem          # k and v caches, CFG-doubled
+                     + 2 * last * c.vocab_size * 4 * 3                    # float32 logits and the sampler's work
+                     + 2 * last * c.mlp_hidden * elem * 3                 # widest activations
+                     + 64 * self.image_size ** 2 * self.vae.config.ch * 2)  # VQVAE decoder activations
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, int(0.7 * free) // per_image)
 
     # ---- sampling -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -113,11 +128,17 @@ class Sampler:
                 g = torch.Generator(device=self.device)
                 g.manual_seed(int(seed))
                 label_B = random_labels(self.num_classes, batch_size or 1, self.device, g)
-            f_hat, tokens = self._fast_sampler().sample(label_B, seed=int(seed), cfg=cfg, top_k=top_k, top_p=top_p,
-                                                        more_smooth=more_smooth, image_offset=image_offset,
-                                                        on_scale=on_scale)
-            with self._autocast():
-                images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
+            chunk = self.max_batch_size or self._auto_batch_size()
+            parts, token_parts = [], []
+            for start in range(0, label_B.shape[0], chunk):  # images are independent of their batch
+                f_hat, toks = self._fast_sampler().sample(label_B[start:start + chunk], seed=int(seed), cfg=cfg,
+                                                          top_k=top_k, top_p=top_p, more_smooth=more_smooth,
+                                                          image_offset=image_offset + start, on_scale=on_scale)
+                with self._autocast():
+                    parts.append(self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5).float())
+                token_parts.append(toks)
+            images = torch.cat(parts)
+            tokens = [torch.cat(scale) for scale in zip(*token_parts)]
         images = images.float()
         return (images, tokens) if return_tokens else images
 

@@ -135,28 +135,33 @@ def render(labels: Tensor, generator: Optional[torch.Generator] = None, size: in
     grad_angle = _uniform(B, -math.pi, math.pi, g)
     fg, bg0, bg1 = _colours(B, g)
 
-    coords = (torch.arange(ss, dtype=torch.float32) + 0.5) / ss * 2 - 1  # pixel centres in [-1, 1]
-    py, px = torch.meshgrid(coords, coords, indexing="ij")
-    px, py = px.expand(B, ss, ss), py.expand(B, ss, ss)
     is_pattern = torch.tensor([CLASS_NAMES[i] in _PATTERNS for i in labels.tolist()], dtype=torch.bool)
     # into the shape's frame: translate (shapes only), rotate by -angle, scale by 1/radius (or 1/period)
     ox = torch.where(is_pattern, cx * period, cx)[:, None, None]  # patterns: cx shifts the phase
     oy = torch.where(is_pattern, cy * period, cy)[:, None, None]
     unit = torch.where(is_pattern, period, radius)[:, None, None]
     c, s = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-    dx, dy = px - ox, py - oy
+    # coverage of every pixel: the mask at twice the resolution, box-filtered down
+    fine = _pixel_centres(ss)
+    dx, dy = fine[None, None, :] - ox, fine[None, :, None] - oy
     fx, fy = (c * dx + s * dy) / unit, (-s * dx + c * dy) / unit
-
-    mask = torch.zeros(B, ss, ss, dtype=torch.bool)
+    mask = torch.zeros(B, ss, ss)
     for k, name in enumerate(CLASS_NAMES):
         sel = (labels == k).nonzero().flatten()
         if sel.numel():
-            mask[sel] = _MASKS[name](fx[sel], fy[sel])
+            mask[sel] = _MASKS[name](fx[sel], fy[sel]).float()
+    alpha = F.avg_pool2d(mask[:, None], 2)
 
-    t = (torch.cos(grad_angle)[:, None, None] * px + torch.sin(grad_angle)[:, None, None] * py) * 0.5 + 0.5
+    px = _pixel_centres(size)
+    t = (torch.cos(grad_angle)[:, None, None] * px[None, None, :]
+         + torch.sin(grad_angle)[:, None, None] * px[None, :, None]) * 0.5 + 0.5
     bg = bg0[:, :, None, None] + (bg1 - bg0)[:, :, None, None] * t[:, None]
-    img = torch.where(mask[:, None], fg[:, :, None, None], bg)
-    return F.avg_pool2d(img, 2).clamp_(0, 1)
+    return (bg + (fg[:, :, None, None] - bg) * alpha).clamp_(0, 1)
+
+
+def _pixel_centres(n: int) -> Tensor:
+    """Pixel centres of an n-pixel row in [-1, 1]."""
+    return (torch.arange(n, dtype=torch.float32) + 0.5) / n * 2 - 1
 
 
 def shapes_batch(batch_size: int, generator: Optional[torch.Generator] = None, size: int = 64,
