@@ -10,10 +10,11 @@ PREFIX=$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')
 CUDA_ROOT=${CUDA_HOME:-/usr/local/cuda}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
 NVRTC=$(ls "$SITE"/nvidia/cu13/lib/libnvrtc.so* 2>/dev/null | head -n 1 || true)
-args=(-S . -B cmake-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX"
+args=(-S . -B "${BUILD_DIR:-cmake-build}" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX"
       -DVAR_FAST_CUDA="${VAR_FAST_CUDA:-OFF}" -DPython3_EXECUTABLE="$(command -v $PY)")
 if [ -d "$CUDA_ROOT" ]; then args+=(-DCUDA_TOOLKIT_ROOT_DIR="$CUDA_ROOT" -DCMAKE_CUDA_COMPILER="$CUDA_ROOT/bin/nvcc"); fi
 if [ -n "$NVRTC" ]; then args+=(-DCUDA_NVRTC_LIB="$NVRTC"); fi
 cmake "${args[@]}"
-cmake --build cmake-build -j "${MAX_JOBS:-2}"
-ctest --test-dir cmake-build --output-on-failure
+cmake --build "${BUILD_DIR:-cmake-build}" -j "${MAX_JOBS:-2}"
+ln -sf "${BUILD_DIR:-cmake-build}/compile_commands.json" compile_commands.json  # for editors
+ctest --test-dir "${BUILD_DIR:-cmake-build}" --output-on-failure

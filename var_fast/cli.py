@@ -94,7 +94,7 @@ def run_sample(args) -> int:
     if args.var is None:
         info = default_model_info()
         print("[var-fast] no checkpoint given: using the bundled default model "
-              f"({info.get('description', 'small procedural-shapes VAR')}).\n" + PUBLISHED, file=sys.stderr)
+              f"({info.get('name', 'small procedural-shapes VAR')}).\n" + PUBLISHED, file=sys.stderr)
     rec = info.get("sampling", {})
     cfg = args.cfg if args.cfg is not None else rec.get("cfg", 1.5)
     top_k = args.top_k if args.top_k is not None else rec.get("top_k", 900)
@@ -122,7 +122,7 @@ def run_sample(args) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     labels = [c for c in classes for _ in range(per_class)]
-    names = info.get("classes")
+    names = info.get("class_names")
     batches = [labels[i:i + args.batch_size] for i in range(0, len(labels), args.batch_size)]
     S = len(sampler.patch_nums)
     bar = _progress(len(batches) * S, f"sampling {len(labels)} images")

@@ -82,10 +82,23 @@ class FastSampler:
         qkv = F.linear(h, attn.mat_qkv.weight)
         head_scale = attn.head_scale().reshape(-1) if attn.attn_l2_norm else None
         q = ops.qkv_to_cache(qkv, attn.q_bias, attn.v_bias, head_scale, k_cache, v_cache, offset)
-        o = ops.cached_attention(q, k_cache, v_cache, offset + x.shape[1], attn.scale)
+        kv_len = offset + x.shape[1]
+        if self.attention_impl(x.device) == "sdpa":
+            B2, L, C = x.shape
+            o = F.scaled_dot_product_attention(q, k_cache[:, :, :kv_len], v_cache[:, :, :kv_len], scale=attn.scale)
+            o = o.transpose(1, 2).reshape(B2, L, C)
+        else:
+            o = ops.cached_attention(q, k_cache, v_cache, kv_len, attn.scale)
         x = ops.gated_residual(x, attn.proj(o), gamma1)
         h = ops.adaln_modulate(x, scale2, shift2, eps)
         return ops.gated_residual(x, block.ffn(h), gamma2)
+
+    @staticmethod
+    def attention_impl(device: torch.device) -> str:
+        """Which attention runs over the cache. On the CPU torch's SDPA measured about 2x faster than
+        var_fast's cached_attention (benchmarks/RESULTS.md), so the CPU path uses SDPA on cache views;
+        on CUDA the native kernel."""
+        return "sdpa" if device.type == "cpu" else "native"
 
     def scale_logits(self, x, block_mods, head_scale, head_shift, caches, offset: int) -> torch.Tensor:
         """Every block on one scale's tokens x (2B, l, C), then the head: float32 logits (2B, l, V)."""
