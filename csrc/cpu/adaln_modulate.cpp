@@ -10,7 +10,7 @@
 #include <cmath>
 #include <vector>
 
-#include "var_fast/check.h"
+#include "var_fast/adaln_checks.h"
 
 namespace var_fast {
 namespace {
@@ -64,19 +64,8 @@ void adaln_modulate_rows(const scalar_t* x, const float* scale_plus_one, const f
 }
 
 at::Tensor adaln_modulate_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift, double eps) {
-  VF_CHECK_DEVICE(x, at::Device(at::kCPU));
-  VF_CHECK_DEVICE(scale, x.device());
-  VF_CHECK_DEVICE(shift, x.device());
-  VF_CHECK_FLOATING(x);
-  VF_CHECK_SAME_DTYPE(scale, x);
-  VF_CHECK_SAME_DTYPE(shift, x);
-  VF_CHECK_DIM(x, 3);
+  adaln_checks::check_adaln_modulate_inputs(x, scale, shift, eps, at::Device(at::kCPU));
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
-  TORCH_CHECK(scale.dim() == 3 && scale.size(0) == B && scale.size(1) == 1 && scale.size(2) == C,
-              "scale must have shape (B, 1, C) = (", B, ", 1, ", C, ") to match x, got ", scale.sizes());
-  TORCH_CHECK(shift.dim() == 3 && shift.size(0) == B && shift.size(1) == 1 && shift.size(2) == C,
-              "shift must have shape (B, 1, C) = (", B, ", 1, ", C, ") to match x, got ", shift.sizes());
-  TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
 
   auto y = at::empty({B, L, C}, x.options());
   if (y.numel() == 0) return y;

@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-#include "var_fast/check.h"
+#include "var_fast/adaln_checks.h"
 
 namespace var_fast {
 namespace {
@@ -29,17 +29,8 @@ void gated_residual_rows(const scalar_t* x, const scalar_t* y, const float* gamm
 }
 
 at::Tensor gated_residual_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
-  VF_CHECK_DEVICE(x, at::Device(at::kCPU));
-  VF_CHECK_DEVICE(y, x.device());
-  VF_CHECK_DEVICE(gamma, x.device());
-  VF_CHECK_FLOATING(x);
-  VF_CHECK_SAME_DTYPE(y, x);
-  VF_CHECK_SAME_DTYPE(gamma, x);
-  VF_CHECK_DIM(x, 3);
-  TORCH_CHECK(y.sizes() == x.sizes(), "y must have the shape of x ", x.sizes(), ", got ", y.sizes());
+  adaln_checks::check_gated_residual_inputs(x, y, gamma, at::Device(at::kCPU));
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
-  TORCH_CHECK(gamma.dim() == 3 && gamma.size(0) == B && gamma.size(1) == 1 && gamma.size(2) == C,
-              "gamma must have shape (B, 1, C) = (", B, ", 1, ", C, ") to match x, got ", gamma.sizes());
 
   auto out = at::empty({B, L, C}, x.options());
   if (out.numel() == 0) return out;

@@ -31,13 +31,7 @@
 
 #include "var_fast/check.h"
 #include "var_fast/quant_cpu.h"
-
-// GCC/Clang on x86-64 Linux: compile the hot loops for AVX2+FMA too and pick at load time.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define VF_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define VF_CPU_MULTIVERSION
-#endif
+#include "var_fast/quant_cpu_simd.h"  // VF_CPU_MULTIVERSION, vf8/vi8, load8/store8
 
 namespace var_fast::quant_cpu {
 namespace {
@@ -46,30 +40,6 @@ constexpr int64_t kLanes = 16;        // codes per micro-tile (two 8-float vecto
 constexpr int64_t kTileRows = 4;      // rows per micro-tile: 4 x 2 vector accumulators
 constexpr int64_t kChunkRows = 32;    // rows whose running arg-min state stays in L1
 constexpr int64_t kChunkCodes = 256;  // codes whose transposed block stays in L1/L2 across a row chunk
-
-// GCC/Clang vector extensions: 8 floats (one AVX register in the x86-64-v3 clone, two SSE registers in
-// the default one); the compiler keeps the micro-tile's accumulators in registers.
-typedef float vf8 __attribute__((vector_size(32)));
-#if defined(__GNUC__) && !defined(__clang__)
-// Every function taking or returning vf8 is always inlined: GCC's note on the AVX vector ABI is moot.
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-typedef int32_t vi8 __attribute__((vector_size(32)));
-
-__attribute__((always_inline)) inline vf8 load8(const float* p) {
-  vf8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-__attribute__((always_inline)) inline vi8 load8(const int32_t* p) {
-  vi8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename V, typename T>
-__attribute__((always_inline)) inline void store8(T* p, const V& v) {
-  std::memcpy(p, &v, sizeof(v));
-}
 
 // Per row and per lane (codes v = lane mod kLanes): best distance, its index, runner-up distance.
 struct LaneState {
@@ -277,13 +247,7 @@ at::Tensor nearest_code_f32(const at::Tensor& z, const PreparedCodebook& book) {
   });
   bool any_undecided = false;
   for (const int64_t n : undecided) any_undecided = any_undecided || unc[n] != 0;
-  if (any_undecided) {
-    // The reference formula itself, on the same shapes: its rounding, its ties, its NaN rule.
-    at::Tensor dist = zz.unsqueeze(1).add(book.norms);
-    dist.addmm_(z, book.codes.t(), /*beta=*/1, /*alpha=*/-2);
-    const at::Tensor rows = uncertain.nonzero().squeeze(1);
-    tokens.index_copy_(0, rows, dist.index_select(0, rows).argmin(1));
-  }
+  if (any_undecided) var_fast::quant::take_reference_argmin(z, zz, book.codes, book.norms, uncertain, tokens);
   return tokens;
 }
 

@@ -13,32 +13,13 @@
 
 #include "var_fast/check.h"
 #include "var_fast/quant_cpu.h"
-
-// GCC/Clang on x86-64 Linux: compile the hot loops for AVX2+FMA too and pick at load time.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define VF_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define VF_CPU_MULTIVERSION
-#endif
+#include "var_fast/quant_cpu_simd.h"  // VF_CPU_MULTIVERSION, vf8, load8
 
 namespace var_fast::quant_cpu {
 namespace {
 
 constexpr int64_t kStrip = 16;   // output columns per register strip (two 8-float vectors)
 constexpr int64_t kOcBlock = 4;  // output channels sharing every input load: 4 x 2 accumulators
-
-// GCC/Clang vector extensions: one AVX register in the x86-64-v3 clone, two SSE registers otherwise.
-typedef float vf8 __attribute__((vector_size(32)));
-#if defined(__GNUC__) && !defined(__clang__)
-// Every function taking or returning vf8 is always inlined: GCC's note on the AVX vector ABI is moot.
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-
-__attribute__((always_inline)) inline vf8 load8(const float* p) {
-  vf8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
 
 struct PhiBatch {
   const float* padded;  // (C, H + 2, W + 2): zero-bordered input planes of one batch element

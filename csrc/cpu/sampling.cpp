@@ -300,20 +300,11 @@ at::Tensor sample_cpu(const char* op, const at::Tensor& logits, bool cfg, double
   return out;
 }
 
-at::Tensor sample_top_k_top_p_cpu(const at::Tensor& logits, int64_t top_k, double top_p, int64_t seed,
-                                  int64_t row_offset) {
-  return sample_cpu("sample_top_k_top_p", logits, false, 0.0, top_k, top_p, seed, row_offset);
-}
-
-at::Tensor sample_cfg_top_k_top_p_cpu(const at::Tensor& logits, double guidance, int64_t top_k, double top_p,
-                                      int64_t seed, int64_t row_offset) {
-  return sample_cpu("sample_cfg_top_k_top_p", logits, true, guidance, top_k, top_p, seed, row_offset);
-}
-
 }  // namespace
 }  // namespace var_fast
 
 TORCH_LIBRARY_IMPL(var_fast, CPU, m) {
-  m.impl("sample_top_k_top_p", &var_fast::sample_top_k_top_p_cpu);
-  m.impl("sample_cfg_top_k_top_p", &var_fast::sample_cfg_top_k_top_p_cpu);
+  using namespace var_fast::sampling;
+  m.impl("sample_top_k_top_p", &sample_top_k_top_p_op<&var_fast::sample_cpu>);
+  m.impl("sample_cfg_top_k_top_p", &sample_cfg_top_k_top_p_op<&var_fast::sample_cpu>);
 }

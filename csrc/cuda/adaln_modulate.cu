@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "var_fast/adaln.cuh"
-#include "var_fast/check.h"
+#include "var_fast/adaln_checks.h"
 
 namespace var_fast {
 namespace {
@@ -19,18 +19,8 @@ bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 
 
 at::Tensor adaln_modulate_cuda(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift, double eps) {
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor, got ", x.device());
-  VF_CHECK_DEVICE(scale, x.device());
-  VF_CHECK_DEVICE(shift, x.device());
-  VF_CHECK_FLOATING(x);
-  VF_CHECK_SAME_DTYPE(scale, x);
-  VF_CHECK_SAME_DTYPE(shift, x);
-  VF_CHECK_DIM(x, 3);
+  adaln_checks::check_adaln_modulate_inputs(x, scale, shift, eps, x.device());
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
-  TORCH_CHECK(scale.dim() == 3 && scale.size(0) == B && scale.size(1) == 1 && scale.size(2) == C,
-              "scale must have shape (B, 1, C) = (", B, ", 1, ", C, ") to match x, got ", scale.sizes());
-  TORCH_CHECK(shift.dim() == 3 && shift.size(0) == B && shift.size(1) == 1 && shift.size(2) == C,
-              "shift must have shape (B, 1, C) = (", B, ", 1, ", C, ") to match x, got ", shift.sizes());
-  TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
   TORCH_CHECK(C <= INT32_MAX, "x's last dim must fit in int32, got ", C);
 
   const c10::cuda::CUDAGuard guard(x.device());

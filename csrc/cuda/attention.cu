@@ -15,10 +15,13 @@
 #include <type_traits>
 
 #include "var_fast/attention.cuh"
-#include "var_fast/check.h"
+#include "var_fast/attention_checks.h"
 
 namespace var_fast {
 namespace {
+
+static_assert(attention::kMaxHeadDim == attention_checks::kMaxHeadDim,
+              "the launcher's head-dim check must match the kernels' limit");
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
@@ -48,39 +51,9 @@ at::Tensor qkv_to_cache_cuda(const at::Tensor& qkv, const at::Tensor& q_bias, co
                              int64_t offset) {
   TORCH_CHECK(qkv.is_cuda(), "qkv must be a CUDA tensor, got ", qkv.device());
   const at::Device dev = qkv.device();
-  VF_CHECK_DEVICE(q_bias, dev);
-  VF_CHECK_DEVICE(v_bias, dev);
-  VF_CHECK_DEVICE(k_cache, dev);
-  VF_CHECK_DEVICE(v_cache, dev);
-  VF_CHECK_FLOATING(qkv);
-  VF_CHECK_SAME_DTYPE(q_bias, qkv);
-  VF_CHECK_SAME_DTYPE(v_bias, qkv);
-  VF_CHECK_SAME_DTYPE(k_cache, qkv);
-  VF_CHECK_SAME_DTYPE(v_cache, qkv);
-  VF_CHECK_DIM(qkv, 3);
-  VF_CHECK_DIM(k_cache, 4);
-  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "v_cache must have the shape of k_cache ", k_cache.sizes(),
-              ", got ", v_cache.sizes());
-  const int64_t B = qkv.size(0), L = qkv.size(1);
-  const int64_t H = k_cache.size(1), Lmax = k_cache.size(2), c = k_cache.size(3), C = H * c;
-  TORCH_CHECK(k_cache.size(0) == B, "k_cache must have batch ", B, " (qkv's), got shape ", k_cache.sizes());
-  TORCH_CHECK(c >= 1 && c <= attention::kMaxHeadDim, "head dim (k_cache.size(3)) must be in [1, ",
-              attention::kMaxHeadDim, "], got ", c);
-  TORCH_CHECK(qkv.size(2) == 3 * C, "qkv must have last dim 3 * H * c = ", 3 * C, " (H, c from k_cache ",
-              k_cache.sizes(), "), got ", qkv.sizes());
-  TORCH_CHECK(q_bias.dim() == 1 && q_bias.size(0) == C, "q_bias must have shape (", C, ",), got ", q_bias.sizes());
-  TORCH_CHECK(v_bias.dim() == 1 && v_bias.size(0) == C, "v_bias must have shape (", C, ",), got ", v_bias.sizes());
-  TORCH_CHECK(offset >= 0 && offset + L <= Lmax, "offset + L must lie in [0, Lmax]: offset ", offset, " + L ", L,
-              " > Lmax ", Lmax, " (k_cache ", k_cache.sizes(), ")");
+  attention_checks::check_qkv_to_cache_inputs(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, dev);
+  const int64_t B = qkv.size(0), L = qkv.size(1), H = k_cache.size(1), c = k_cache.size(3);
   TORCH_CHECK(L <= INT_MAX && H <= INT_MAX, "qkv's length and the head count must fit in int32");
-  if (head_scale.has_value()) {
-    const auto hs_dtype = head_scale->scalar_type();
-    TORCH_CHECK(head_scale->device() == dev, "head_scale must be on ", dev, ", got ", head_scale->device());
-    TORCH_CHECK(hs_dtype == at::kFloat || hs_dtype == at::kHalf || hs_dtype == at::kBFloat16,
-                "head_scale must be float32, float16 or bfloat16, got ", hs_dtype);
-    TORCH_CHECK(head_scale->numel() == H, "head_scale must hold one value per head (H = ", H,
-                "), as (H,) or (1, H, 1, 1); got shape ", head_scale->sizes());
-  }
   at::assert_no_internal_overlap(k_cache);
   at::assert_no_internal_overlap(v_cache);
   at::assert_no_overlap(k_cache, v_cache);
@@ -153,23 +126,8 @@ void launch_attention_simt(const at::Tensor& q, const at::Tensor& k, const at::T
 at::Tensor cached_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                  int64_t kv_len, double scale) {
   TORCH_CHECK(q.is_cuda(), "q must be a CUDA tensor, got ", q.device());
-  VF_CHECK_DEVICE(k_cache, q.device());
-  VF_CHECK_DEVICE(v_cache, q.device());
-  VF_CHECK_FLOATING(q);
-  VF_CHECK_SAME_DTYPE(k_cache, q);
-  VF_CHECK_SAME_DTYPE(v_cache, q);
-  VF_CHECK_DIM(q, 4);
-  VF_CHECK_DIM(k_cache, 4);
-  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "v_cache must have the shape of k_cache ", k_cache.sizes(),
-              ", got ", v_cache.sizes());
-  const int64_t B = q.size(0), H = q.size(1), L = q.size(2), c = q.size(3), Lmax = k_cache.size(2);
-  TORCH_CHECK(k_cache.size(0) == B && k_cache.size(1) == H && k_cache.size(3) == c,
-              "k_cache must have shape (B, H, Lmax, c) with (B, H, c) = (", B, ", ", H, ", ", c, ") from q, got ",
-              k_cache.sizes());
-  TORCH_CHECK(c >= 1 && c <= attention::kMaxHeadDim, "head dim (q.size(3)) must be in [1, ", attention::kMaxHeadDim,
-              "], got ", c);
-  TORCH_CHECK(kv_len >= 1 && kv_len <= Lmax, "kv_len must be in [1, Lmax = ", Lmax, "], got ", kv_len);
-  TORCH_CHECK(std::isfinite(scale), "scale must be finite, got ", scale);
+  attention_checks::check_cached_attention_inputs(q, k_cache, v_cache, kv_len, scale, q.device());
+  const int64_t B = q.size(0), H = q.size(1), L = q.size(2), c = q.size(3);
   TORCH_CHECK(L <= INT_MAX && H <= INT_MAX && kv_len <= INT_MAX, "q's length, heads and kv_len must fit in int32");
 
   const c10::cuda::CUDAGuard guard(q.device());

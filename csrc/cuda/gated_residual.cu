@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #include "var_fast/adaln.cuh"
-#include "var_fast/check.h"
+#include "var_fast/adaln_checks.h"
 
 namespace var_fast {
 namespace {
@@ -32,16 +32,8 @@ void launch_gated_residual(const T* x, const T* y, const T* gamma, int64_t gamma
 
 at::Tensor gated_residual_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor, got ", x.device());
-  VF_CHECK_DEVICE(y, x.device());
-  VF_CHECK_DEVICE(gamma, x.device());
-  VF_CHECK_FLOATING(x);
-  VF_CHECK_SAME_DTYPE(y, x);
-  VF_CHECK_SAME_DTYPE(gamma, x);
-  VF_CHECK_DIM(x, 3);
-  TORCH_CHECK(y.sizes() == x.sizes(), "y must have the shape of x ", x.sizes(), ", got ", y.sizes());
+  adaln_checks::check_gated_residual_inputs(x, y, gamma, x.device());
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
-  TORCH_CHECK(gamma.dim() == 3 && gamma.size(0) == B && gamma.size(1) == 1 && gamma.size(2) == C,
-              "gamma must have shape (B, 1, C) = (", B, ", 1, ", C, ") to match x, got ", gamma.sizes());
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

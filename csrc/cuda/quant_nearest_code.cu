@@ -68,11 +68,7 @@ at::Tensor nearest_code_f32(const at::Tensor& z, const PreparedCodebook& book) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   if (uncertain.any().item<bool>()) {
-    // The reference formula itself, on the same shapes: cuBLAS's rounding, torch.argmin's ties and NaN rule.
-    at::Tensor dist = zz.unsqueeze(1).add(book.norms);
-    dist.addmm_(z, book.codes.t(), /*beta=*/1, /*alpha=*/-2);
-    const at::Tensor rows = uncertain.nonzero().squeeze(1);
-    tokens.index_copy_(0, rows, dist.index_select(0, rows).argmin(1));
+    var_fast::quant::take_reference_argmin(z, zz, book.codes, book.norms, uncertain, tokens);  // cuBLAS's rounding
   }
   return tokens;
 }

@@ -87,20 +87,11 @@ at::Tensor sample_cuda(const char* op, const at::Tensor& logits, bool cfg, doubl
   return out;
 }
 
-at::Tensor sample_top_k_top_p_cuda(const at::Tensor& logits, int64_t top_k, double top_p, int64_t seed,
-                                   int64_t row_offset) {
-  return sample_cuda("sample_top_k_top_p", logits, false, 0.0, top_k, top_p, seed, row_offset);
-}
-
-at::Tensor sample_cfg_top_k_top_p_cuda(const at::Tensor& logits, double guidance, int64_t top_k, double top_p,
-                                       int64_t seed, int64_t row_offset) {
-  return sample_cuda("sample_cfg_top_k_top_p", logits, true, guidance, top_k, top_p, seed, row_offset);
-}
-
 }  // namespace
 }  // namespace var_fast
 
 TORCH_LIBRARY_IMPL(var_fast, CUDA, m) {
-  m.impl("sample_top_k_top_p", &var_fast::sample_top_k_top_p_cuda);
-  m.impl("sample_cfg_top_k_top_p", &var_fast::sample_cfg_top_k_top_p_cuda);
+  using namespace var_fast::sampling;
+  m.impl("sample_top_k_top_p", &sample_top_k_top_p_op<&var_fast::sample_cuda>);
+  m.impl("sample_cfg_top_k_top_p", &sample_cfg_top_k_top_p_op<&var_fast::sample_cuda>);
 }

@@ -141,6 +141,17 @@ inline void check_codebook_args(const at::Tensor& codebook, int64_t C, const at:
   VF_CHECK_DEVICE(codebook, device);
 }
 
+// nearest_code's last resort, on CPU and CUDA alike: rows flagged in `uncertain` take torch.argmin of the
+// reference formula itself, recomputed with the same ATen ops on the same shapes: the BLAS's rounding,
+// argmin's ties and NaN rule. z (N, C), zz = |z|^2 (N,), codes (V, C), norms = |e|^2 (V,), tokens (N,).
+inline void take_reference_argmin(const at::Tensor& z, const at::Tensor& zz, const at::Tensor& codes,
+                                  const at::Tensor& norms, const at::Tensor& uncertain, at::Tensor& tokens) {
+  at::Tensor dist = zz.unsqueeze(1).add(norms);
+  dist.addmm_(z, codes.t(), /*beta=*/1, /*alpha=*/-2);
+  const at::Tensor rows = uncertain.nonzero().squeeze(1);
+  tokens.index_copy_(0, rows, dist.index_select(0, rows).argmin(1));
+}
+
 // Side of a square token map of `count` tokens, or -1.
 inline int64_t square_side(int64_t count) {
   const int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(count))));

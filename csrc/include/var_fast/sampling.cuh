@@ -182,6 +182,22 @@ inline void check_row_flags(const char* op, bool cfg, int flags) {
   TORCH_CHECK(!(flags & kFlagAllNegInf), op, ": a row of logits is all -inf", where, ": nothing can be sampled");
 }
 
+// The two ops' entry points (schemas in csrc/ops.cpp) over one device's sampler
+// Sample(op, logits, cfg, guidance, top_k, top_p, seed, row_offset).
+using SampleFn = at::Tensor (*)(const char*, const at::Tensor&, bool, double, int64_t, double, int64_t, int64_t);
+
+template <SampleFn Sample>
+at::Tensor sample_top_k_top_p_op(const at::Tensor& logits, int64_t top_k, double top_p, int64_t seed,
+                                 int64_t row_offset) {
+  return Sample("sample_top_k_top_p", logits, false, 0.0, top_k, top_p, seed, row_offset);
+}
+
+template <SampleFn Sample>
+at::Tensor sample_cfg_top_k_top_p_op(const at::Tensor& logits, double guidance, int64_t top_k, double top_p,
+                                     int64_t seed, int64_t row_offset) {
+  return Sample("sample_cfg_top_k_top_p", logits, true, guidance, top_k, top_p, seed, row_offset);
+}
+
 }  // namespace sampling
 }  // namespace var_fast
 
