@@ -3,6 +3,8 @@
     var-fast sample --var var_d16.pth --vae vae_ch160v4096z32.pth --classes 207 360 --per-class 4 \\
         --cfg 4 --top-k 900 --top-p 0.96 --seed 0 --out samples/
     var-fast sample                      # the bundled default model, every class
+    var-fast sample-fid --out fid/ --npz # 50 images per class for FID, resumable, also under torchrun
+    var-fast edit --image in.png --box 16 16 48 48 --out out.png   # in-paint a box (var_fast/cli_edit.py)
     var-fast info                        # version and build of the native kernels
 """
 from __future__ import annotations
@@ -15,6 +17,9 @@ import sys
 from typing import List, Optional, Sequence
 
 import torch
+
+from var_fast.cli_edit import add_edit_parser, run_edit
+from var_fast.cli_fid import add_sample_fid_parser, run_sample_fid
 
 
 def _positive_int(text: str) -> int:
@@ -46,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per forward pass (default 16)")
     s.add_argument("--patch-nums", type=int, nargs="+", default=None,
                    help="patch layout when it cannot be read off the weights")
+    add_sample_fid_parser(sub)
+    add_edit_parser(sub)
     sub.add_parser("info", help="print version and native build information")
     return ap
 
@@ -163,6 +170,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(var_fast.build_info(), indent=2))
         return 0
     try:
+        if args.command == "sample-fid":
+            return run_sample_fid(args)
+        if args.command == "edit":
+            return run_edit(args)
         return run_sample(args)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

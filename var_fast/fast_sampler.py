@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import ops
 from .models import VAR, VQVAE
 from .models.quantizer import Phi, phi_index
-from .reference.autoregressive import smooth_tau
+from .reference.autoregressive import TeacherForce, smooth_tau
 from .reference.sampling import cfg_mix, gumbel_softmax, top_k_top_p_filter_
 
 _MASK64 = (1 << 64) - 1
@@ -120,9 +120,11 @@ class FastSampler:
     @torch.no_grad()
     def sample(self, label_B: torch.Tensor, *, seed: int, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
                more_smooth: bool = False, image_offset: int = 0,
-               on_scale: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+               on_scale: Optional[Callable[[int, int], None]] = None,
+               teacher_force: Optional[TeacherForce] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """label_B (B,) -> (f_hat (B, Cvae, H, W) float32, per-scale tokens). Image b of the batch draws
-        its randomness from (seed, image_offset + b)."""
+        its randomness from (seed, image_offset + b). ``teacher_force`` as in the reference loop
+        (``h_BChw`` is None unless more_smooth)."""
         var = self.var
         B = label_B.shape[0]
         pns = var.patch_nums
@@ -157,6 +159,8 @@ class FastSampler:
                 idx = torch.multinomial(mixed.softmax(-1).view(-1, var.V), 1, generator=g).view(B, l)
                 soft = gumbel_softmax(mixed.mul(1 + ratio), tau=smooth_tau(ratio), rng=g)
                 h_BChw = (soft @ self.codebook.unsqueeze(0)).transpose(1, 2).reshape(B, var.Cvae, pn, pn)
+            if teacher_force is not None:
+                idx, h_BChw = teacher_force(si, idx, h_BChw)
             tokens.append(idx)
             k = self.phi_of_scale[si]
             next_size = pns[si + 1] if si + 1 < S else 0

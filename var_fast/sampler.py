@@ -142,6 +142,33 @@ class Sampler:
         images = images.float()
         return (images, tokens) if return_tokens else images
 
+    # ---- zero-shot editing ----------------------------------------------------------------------------
+    def edit(self, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0, top_k: int = 900,
+             top_p: float = 0.95, seed: Optional[int] = None, more_smooth: bool = False,
+             return_tokens: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """In-paint, out-paint or re-class ``images`` (B, 3, H, W) in [0, 1]: edited images (and, with
+        return_tokens, the per-scale tokens: the input's where kept, the drawn ones elsewhere; without
+        more_smooth the image is decoded from exactly these).
+
+        keep_mask: (H, W) or (B, H, W), 1 where the input is kept, 0 where new content is generated, at
+        pixel resolution (area-averaged per token, kept when > 0.5) or on the last scale's token grid
+        (used as given). Build one with ``var_fast.editing.inpaint_mask`` / ``outpaint_mask`` /
+        ``mask_from_image``. labels: None regenerates unconditionally (the "no class" label
+        ``num_classes``, as the notebook's in-painting demo passes; its function itself would draw random
+        classes for label_B=None), an int or one label per image edits towards that class.
+
+        The input is encoded to multi-scale tokens; at every scale all positions are sampled, then the
+        mask, resized bilinearly to the scale and thresholded (> 0.5), replaces the kept positions' code
+        embeddings by the input's before f_hat is updated; scales of at most 3 tokens (pn * pn <= 3: the
+        1x1 scale) are kept entirely, whatever the mask. With backend "reference" and a seed this is
+        token for token upstream's ``autoregressive_infer_cfg_with_mask`` (demo_zero_shot_edit.ipynb)
+        given the same token-grid mask; the fast backend draws image b's generated tokens from
+        (seed, b, token).
+        """
+        from .editing import edit_images
+        return edit_images(self, images, keep_mask, labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
+                           more_smooth=more_smooth, return_tokens=return_tokens)
+
     # ---- encoding / decoding -------------------------------------------------------------------------
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:

@@ -14,6 +14,8 @@ from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from .sampling import gumbel_softmax, sample_top_k_top_p_
 
+TeacherForce = Callable[[int, torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, Optional[torch.Tensor]]]
+
 
 def random_labels(num_classes: int, B: int, device, rng: Optional[torch.Generator]) -> torch.Tensor:
     """Uniform random classes, drawn from ``rng`` as the reference does."""
@@ -30,8 +32,12 @@ def smooth_tau(ratio: float) -> float:
 def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: Optional[torch.Generator],
                              cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
                              more_smooth: bool = False, on_scale: Optional[Callable[[int, int], None]] = None,
-                             ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """label_B (B,) -> (f_hat (B, Cvae, H, W), per-scale tokens [(B, pn*pn)])."""
+                             teacher_force: Optional[TeacherForce] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """label_B (B,) -> (f_hat (B, Cvae, H, W), per-scale tokens [(B, pn*pn)]).
+
+    ``teacher_force(si, idx_Bl, h_BChw) -> (idx_Bl, h_BChw)`` may overwrite a scale's drawn tokens and
+    their embedding before f_hat is updated (zero-shot editing, reference/edit.py).
+    """
     B = label_B.shape[0]
     patch_nums = var.patch_nums
     S = len(patch_nums)
@@ -52,13 +58,15 @@ def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: O
         t = cfg * ratio
         logits = (1 + t) * logits[:B] - t * logits[B:]
         idx_Bl = sample_top_k_top_p_(logits, top_k=top_k, top_p=top_p, rng=rng)  # filters logits in place
-        tokens.append(idx_Bl)
         if not more_smooth:
             h = quant.embedding(idx_Bl)
         else:
             soft = gumbel_softmax(logits.mul(1 + ratio), tau=smooth_tau(ratio), rng=rng)
             h = soft @ quant.embedding.weight.unsqueeze(0)
         h = h.transpose_(1, 2).reshape(B, var.Cvae, pn, pn)
+        if teacher_force is not None:
+            idx_Bl, h = teacher_force(si, idx_Bl, h)
+        tokens.append(idx_Bl)
         f_hat, next_map = quant.next_autoregressive_input(si, f_hat, h)
         if on_scale is not None:
             on_scale(si, S)

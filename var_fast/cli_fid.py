@@ -1,0 +1,108 @@
+"""``var-fast sample-fid``: the 50-images-per-class sample set for FID, resumable, on one process or many.
+
+    var-fast sample-fid --var var_d16.pth --vae vae_ch160v4096z32.pth --out fid/d16 --npz
+    torchrun --nproc_per_node=8 -m var_fast.cli sample-fid --var ... --vae ... --out fid/d16 --npz
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_sample_fid_parser(sub) -> None:
+    p = sub.add_parser("sample-fid", help="sample a resumable FID set (N PNGs + .npz), also under torchrun",
+                       description="Image i (class classes[i // per-class]) goes to OUT/{i:06d}.png; its random "
+                                   "numbers depend only on (seed, i). Restart the same command to resume; under "
+                                   "torchrun each process samples every WORLD_SIZE-th batch.")
+    p.add_argument("--var", help="VAR checkpoint (.pth or .safetensors); default: the bundled model")
+    p.add_argument("--vae", help="VQVAE checkpoint (.pth or .safetensors); default: the bundled model")
+    p.add_argument("--out", required=True, help="output folder of the PNGs; --npz writes OUT.npz beside it")
+    p.add_argument("--per-class", type=_positive_int, default=50, help="images per class (default 50)")
+    p.add_argument("--classes", nargs="+", help="ranges and lists such as 0-999 or 1,5,7 (default: every class)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance (default 1.5, or the "
+                                                          "bundled model's recommendation)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k filter, 0 disables (default 900 / bundled)")
+    p.add_argument("--top-p", type=float, default=None, help="top-p filter in [0, 1], 0 disables (default 0.96)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="images per forward pass (default 32); part of the run's settings: rounding in the "
+                        "model depends on it")
+    p.add_argument("--npz", action="store_true", help="pack all images into OUT.npz (arr_0: N x H x W x 3 uint8)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available; under torchrun each "
+                                                  "process takes the GPU of its LOCAL_RANK)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--backend", default="auto", choices=["auto", "reference", "fast"],
+                   help="reference: one image per pass with a generator seeded from (seed, i) (slow)")
+
+
+def process_device(arg, local_rank: int, world: int) -> torch.device:
+    from .api import resolve_device
+    device = resolve_device(arg)
+    if device.type != "cuda":
+        return device
+    if world > 1 and device.index not in (None, local_rank):
+        raise ValueError("under torchrun pass --device cuda: each process takes the GPU of its LOCAL_RANK")
+    return torch.device("cuda", local_rank if device.index is None else device.index)
+
+
+def run_sample_fid(args) -> int:
+    from . import __version__, load
+    from .default_model import PUBLISHED, default_checkpoints, default_model_info
+    from .distributed import ProcessGroup, torchrun_ranks
+    from .fid_files import checkpoint_fingerprint
+    from .fid_sampling import FidJob, format_classes, parse_classes, run_fid_job
+    from .labels import check_sampling_args
+
+    rank, world, local_rank = torchrun_ranks()
+    if rank:
+        os.environ["VAR_FAST_QUIET"] = "1"  # one "which backend" line, not one per process
+    if (args.var is None) != (args.vae is None):
+        print("error: pass both --var and --vae, or neither to use the bundled default model.\n" + PUBLISHED,
+              file=sys.stderr)
+        return 2
+    info = {}
+    var_path, vae_path = args.var, args.vae
+    if var_path is None:
+        var_path, vae_path = default_checkpoints()
+        info = default_model_info()
+    rec = info.get("sampling", {})
+    cfg = float(args.cfg if args.cfg is not None else rec.get("cfg", 1.5))
+    top_k = args.top_k if args.top_k is not None else rec.get("top_k", 900)
+    top_p = float(args.top_p if args.top_p is not None else rec.get("top_p", 0.96))
+    check_sampling_args(cfg, top_k, top_p)
+    device = process_device(args.device, local_rank, world)
+
+    group = ProcessGroup(device)
+    try:
+        sampler = load(var_path, vae_path, device=device, dtype=args.dtype, backend=args.backend)
+        classes = (parse_classes(args.classes, sampler.num_classes) if args.classes
+                   else tuple(range(sampler.num_classes)))
+        job = FidJob(classes, args.per_class, args.batch_size, args.seed, cfg, top_k, top_p)
+        manifest = None
+        if group.is_main:
+            settings = dict(var=checkpoint_fingerprint(var_path), vae=checkpoint_fingerprint(vae_path),
+                            classes=format_classes(classes), per_class=job.per_class, cfg=cfg, top_k=top_k,
+                            top_p=top_p, seed=job.seed, batch_size=job.batch_size, dtype=args.dtype,
+                            backend=sampler.backend, device=device.type)
+            manifest = dict(command="var-fast sample-fid", var_fast=__version__, images=job.total,
+                            var_path=os.path.abspath(var_path), vae_path=os.path.abspath(vae_path),
+                            settings=settings)
+            print(f"[var-fast] sample-fid: {job.total} images ({len(classes)} classes x {job.per_class}) into "
+                  f"{args.out}, {world} process{'es' if world > 1 else ''}, batches of {job.batch_size}",
+                  file=sys.stderr)
+        summary = run_fid_job(sampler, job, args.out, group, manifest, npz=args.npz)
+    finally:
+        group.close()
+    if group.is_main:
+        print(summary.line(), file=sys.stderr)
+    return 0

@@ -1,0 +1,193 @@
+"""FID-scale sampling: N = len(classes) * per_class images, image i of class classes[i // per_class]
+written to ``DIR/{i:06d}.png``.
+
+Image i's random numbers depend on (seed, i) alone: the fast backend's draws are keyed by (seed, image
+index, token) and every batch is sampled with ``image_offset`` = its first index. Batches are fixed
+ranges of indices [k * batch_size, (k + 1) * batch_size), dealt to the ranks round-robin, so for a
+given batch size any number of processes and any interruption give the same bytes (the batch size
+itself can change floating-point rounding in the model, and so, rarely, a draw). A resumed run
+re-samples a partly written batch whole and writes only its missing images.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .distributed import ProcessGroup
+from .fid_files import (PngWriter, RunMismatchError, check_or_write_manifest, finished_images, npz_path, pack_npz,
+                        remove_stale_temps)
+from .labels import check_sampling_args
+from .sampler import Sampler
+
+_MASK64 = (1 << 64) - 1
+
+
+def parse_classes(specs: Sequence[str] | str, num_classes: int) -> Tuple[int, ...]:
+    """"0-999", "1,5,7", "0-9,20" (or several such arguments) -> class labels in the order given."""
+    text = specs if isinstance(specs, str) else ",".join(specs)
+    classes: List[int] = []
+    for part in filter(None, text.replace(" ", ",").split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ValueError(f"--classes: cannot read {part!r}; use ranges like 0-999 and lists like 1,5,7")
+        low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+        if high < low:
+            raise ValueError(f"--classes: range {part} is empty (write it low-high)")
+        if high >= num_classes:
+            raise ValueError(f"class {max(low, num_classes)} is out of range: this model has classes "
+                             f"0..{num_classes - 1}")
+        classes.extend(range(low, high + 1))
+    if not classes:
+        raise ValueError("--classes: no class given")
+    if len(set(classes)) != len(classes):
+        repeated = next(c for c in classes if classes.count(c) > 1)
+        raise ValueError(f"--classes: class {repeated} is listed twice")
+    return tuple(classes)
+
+
+def format_classes(classes: Sequence[int]) -> str:
+    """The shortest ``parse_classes`` text for ``classes``: ascending runs as ranges ("0-999", "1,5,7")."""
+    parts, i = [], 0
+    while i < len(classes):
+        j = i
+        while j + 1 < len(classes) and classes[j + 1] == classes[j] + 1:
+            j += 1
+        parts.append(f"{classes[i]}-{classes[j]}" if j > i else str(classes[i]))
+        i = j + 1
+    return ",".join(parts)
+
+
+def image_seed(seed: int, index: int) -> int:
+    """A 63-bit torch.Generator seed per (seed, image index): splitmix64 of the pair (reference backend)."""
+    z = (seed * 0xD1B54A32D192ED03 + (index + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class FidJob:
+    classes: Tuple[int, ...]
+    per_class: int
+    batch_size: int
+    seed: int
+    cfg: float
+    top_k: int
+    top_p: float
+
+    def __post_init__(self):
+        if not self.classes:
+            raise ValueError("classes is empty")
+        for name in ("per_class", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        check_sampling_args(self.cfg, self.top_k, self.top_p)
+
+    @property
+    def total(self) -> int:
+        return len(self.classes) * self.per_class
+
+    def label(self, index: int) -> int:
+        return self.classes[index // self.per_class]
+
+    def batches(self) -> List[range]:
+        return [range(s, min(s + self.batch_size, self.total)) for s in range(0, self.total, self.batch_size)]
+
+    def batches_of_rank(self, rank: int, world: int) -> List[range]:
+        return self.batches()[rank::world]
+
+
+def sample_pixels(sampler: Sampler, job: FidJob, indices: range) -> np.ndarray:
+    """Images ``indices`` of the job as (B, H, W, 3) uint8."""
+    labels = [job.label(i) for i in indices]
+    kw = dict(cfg=job.cfg, top_k=job.top_k, top_p=job.top_p)
+    if sampler.backend == "fast":
+        images = sampler.sample(labels, seed=job.seed, image_offset=indices.start, **kw)
+    else:  # upstream's generator draws for a whole batch at once: one image per call keeps each image's draws its own
+        images = torch.cat([sampler.sample([label], seed=image_seed(job.seed, i), **kw)
+                            for i, label in zip(indices, labels)])
+    pixels = images.clamp(0, 1).mul(255).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+@dataclass
+class FidSummary:
+    images: int
+    written: int
+    skipped: int
+    seconds: float
+    out: str
+    npz: Optional[str] = None
+
+    def line(self) -> str:
+        rate = self.written / self.seconds if self.seconds > 0 else 0.0
+        where = self.out + (f" and {self.npz}" if self.npz else "")
+        return (f"[var-fast] sample-fid: {self.images} images; {self.written} written, {self.skipped} were already "
+                f"there; {self.seconds:.1f} s, {rate:.2f} images/s; {where}")
+
+
+def _progress(total: int, desc: str, unit: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=not enabled)
+
+
+def run_fid_job(sampler: Sampler, job: FidJob, out: str, group: ProcessGroup, manifest: Optional[dict],
+                npz: bool = False) -> FidSummary:
+    """This rank's share of the job (``manifest`` is needed on rank 0 only); rank 0 then checks that all
+    images exist and packs the .npz."""
+    sampler.max_batch_size = job.batch_size  # one pass per batch, never split by free memory: same rounding everywhere
+    os.makedirs(out, exist_ok=True)
+    error = None
+    if group.is_main:
+        try:
+            check_or_write_manifest(out, manifest, job.total)
+            remove_stale_temps(out)
+        except RunMismatchError as err:
+            error = str(err)
+    error = group.broadcast_from_main(error)  # also the barrier: no rank writes before the manifest is settled
+    if error:
+        raise RunMismatchError(error)
+
+    done = finished_images(out, job.total)
+    mine = job.batches_of_rank(group.rank, group.world)
+    todo = [r for r in mine if not all(i in done for i in r)]
+    desc = "sample-fid" + (f" (rank 0 of {group.world})" if group.world > 1 else "")  # ranks share the work evenly
+    bar = _progress(sum(len(r) for r in todo), desc, "img", group.is_main)
+    start = time.perf_counter()
+    written = 0
+    try:
+        with PngWriter(out) as writer:
+            for indices in todo:
+                pixels = sample_pixels(sampler, job, indices)
+                for i in indices:
+                    if i not in done:
+                        writer.submit(pixels[i - indices.start], i)
+                        written += 1
+                bar.update(len(indices))
+    finally:
+        bar.close()
+    skipped = sum(len(r) for r in mine) - written
+    # all_reduce returns once every rank has closed its writer: all images are renamed into place
+    written, skipped = group.sum([written, skipped])
+    summary = FidSummary(job.total, written, skipped, time.perf_counter() - start, out)
+    if group.is_main:
+        missing = sorted(set(range(job.total)) - finished_images(out, job.total))
+        if missing:
+            raise RuntimeError(f"{len(missing)} images are missing from {out} after sampling (first: {missing[0]}); "
+                               f"run the same command again to finish them")
+        if npz:
+            summary.npz = npz_path(out)
+            bar = _progress(job.total, f"packing {summary.npz}", "img", True)
+            try:
+                pack_npz(out, job.total, summary.npz, on_image=bar.update)
+            finally:
+                bar.close()
+    return summary
+
