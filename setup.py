@@ -79,7 +79,7 @@ if __name__ == "__main__":
         version=VERSION,
         description="Fast sampling for VAR (Visual AutoRegressive) models: C++/CUDA kernels for PyTorch",
         packages=find_packages(include=["var_fast", "var_fast.*"]),
-        package_data={"var_fast": ["assets/*.safetensors", "assets/*.json"]},
+        package_data={"var_fast": ["assets/*.pth", "assets/*.json"]},
         python_requires=">=3.11",
         install_requires=["torch>=2.11", "numpy", "safetensors", "pillow", "tqdm"],
         ext_modules=extension_modules(),

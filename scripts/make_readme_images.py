@@ -1,6 +1,9 @@
 """Make the README's example images from the bundled default model (deterministic, well under a minute on a CPU).
 
-    PYTHONPATH=. python scripts/make_readme_images.py        # writes docs/edit_example.png
+    PYTHONPATH=. python scripts/make_readme_images.py    # writes docs/default_grid.png and docs/edit_example.png
+
+docs/default_grid.png: the grid that README's first command (``var-fast sample`` with no checkpoint)
+writes to samples/grid.png, a row per class, enlarged for the README.
 
 docs/edit_example.png: one row per edit, columns input | mask (the input, darkened where new content is
 generated) | edited. The inputs
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import torch
 
@@ -18,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import var_fast  # noqa: E402
-from var_fast.cli import make_grid, save_png  # noqa: E402
+from var_fast.cli import main as cli_main, make_grid, save_png  # noqa: E402
 from var_fast.default_model import default_model_info  # noqa: E402
 from var_fast.editing import inpaint_mask, outpaint_mask  # noqa: E402
 
@@ -42,7 +46,26 @@ def edit_rows(sampler, names, recommended):
     ]
 
 
+def enlarge(image: torch.Tensor, factor: int = SCALE) -> torch.Tensor:
+    return torch.nn.functional.interpolate(image[None], scale_factor=factor, mode="nearest")[0]
+
+
+def default_grid(path: str) -> None:
+    """What ``var-fast sample`` writes with no arguments (the CLI itself, on the CPU)."""
+    from PIL import Image
+    import numpy as np
+    with tempfile.TemporaryDirectory() as tmp:
+        if cli_main(["sample", "--out", tmp, "--device", "cpu"]) != 0:
+            raise SystemExit("var-fast sample failed")
+        with Image.open(os.path.join(tmp, "grid.png")) as img:
+            grid = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).float().div(255)
+    save_png(enlarge(grid, 2), path)
+    print(f"wrote {path}")
+
+
 def main() -> None:
+    os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
+    default_grid(os.path.join(ROOT, "docs", "default_grid.png"))
     info = default_model_info()
     names = info.get("class_names", [])
     rec = info.get("sampling", {})
@@ -53,9 +76,7 @@ def main() -> None:
         edited = sampler.edit(image[None], mask, label, seed=seed, **recommended)[0]
         tiles += [image, image * (0.25 + 0.75 * mask), edited]
         print(f"row {seed}: {caption}")
-    grid = make_grid(torch.stack(tiles), ncol=3, pad=2)
-    grid = torch.nn.functional.interpolate(grid[None], scale_factor=SCALE, mode="nearest")[0]
-    os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
+    grid = enlarge(make_grid(torch.stack(tiles), ncol=3, pad=2))
     path = os.path.join(ROOT, "docs", "edit_example.png")
     save_png(grid, path)
     print(f"wrote {path}")

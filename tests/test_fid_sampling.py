@@ -136,6 +136,7 @@ def test_npz_has_the_evaluator_layout(single):
     (["--batch-size", "5"], "batch_size: 4 recorded, 5 now"),
     (["--per-class", "2"], "per_class: 3 recorded, 2 now"),
     (["--backend", "reference"], "backend: 'fast' recorded, 'reference' now"),
+    (["--cpu-threads", "2"], "cpu_threads: 1 recorded, 2 now"),
 ])
 def test_other_settings_are_refused(ckpts, single, capsys, extra, message):
     before = png_bytes(single), (single / MANIFEST).read_bytes()

@@ -41,6 +41,10 @@ def add_sample_fid_parser(sub) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available; under torchrun each "
                                                   "process takes the GPU of its LOCAL_RANK)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--cpu-threads", type=_positive_int, default=1,
+                   help="intra-op threads of each process on the CPU (default 1); part of the run's settings: "
+                        "the CPU's float reductions depend on the thread count. Scale a CPU run with "
+                        "torchrun --nproc_per_node instead")
     p.add_argument("--backend", default="auto", choices=["auto", "reference", "fast"],
                    help="reference: one image per pass with a generator seeded from (seed, i) (slow)")
 
@@ -82,6 +86,9 @@ def run_sample_fid(args) -> int:
     check_sampling_args(cfg, top_k, top_p)
     device = process_device(args.device, local_rank, world)
 
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(args.cpu_threads)  # the same numerics whatever the process count
     group = ProcessGroup(device)
     try:
         sampler = load(var_path, vae_path, device=device, dtype=args.dtype, backend=args.backend)
@@ -93,7 +100,8 @@ def run_sample_fid(args) -> int:
             settings = dict(var=checkpoint_fingerprint(var_path), vae=checkpoint_fingerprint(vae_path),
                             classes=format_classes(classes), per_class=job.per_class, cfg=cfg, top_k=top_k,
                             top_p=top_p, seed=job.seed, batch_size=job.batch_size, dtype=args.dtype,
-                            backend=sampler.backend, device=device.type)
+                            backend=sampler.backend, device=device.type,
+                            cpu_threads=args.cpu_threads if device.type == "cpu" else None)
             manifest = dict(command="var-fast sample-fid", var_fast=__version__, images=job.total,
                             var_path=os.path.abspath(var_path), vae_path=os.path.abspath(vae_path),
                             settings=settings)
@@ -103,6 +111,7 @@ def run_sample_fid(args) -> int:
         summary = run_fid_job(sampler, job, args.out, group, manifest, npz=args.npz)
     finally:
         group.close()
+        torch.set_num_threads(threads_before)
     if group.is_main:
         print(summary.line(), file=sys.stderr)
     return 0

@@ -1,0 +1,393 @@
+#!/usr/bin/env python
+"""Train the bundled default model: a small VQVAE and a small VAR on the procedural shapes set.
+
+    python scripts/train_default_model.py                 # the bundled files (CPU, 2 cores: see README)
+    python scripts/train_default_model.py --quick --out-dir /tmp/vf_default   # a minute, to debug
+
+Stage 1 trains the VQVAE: the reference encoder/decoder at width 64 with ch_mult (1,1,1,1)
+(downsample 8: 64 px images -> 8x8 latents), a 512-code vocabulary and the multi-scale residual
+quantizer over patch_nums (1,2,3,4,6,8). Phase A trains it as a plain autoencoder with small batches (most of the
+learning, at the lowest cost), phase B as the VQVAE with the reference quantizer objective
+(straight-through f_hat over all scales, codebook loss + 0.25 x commitment), restarting unused
+codes from encoder residuals. Loss: L1 + L2 reconstruction. Stage 2 encodes a fixed set of
+images to tokens. Stage 3 trains a VAR on them by teacher forcing (cross-entropy over all scales,
+10% of the labels dropped to the unconditional class for classifier-free guidance).
+
+Why width 64 and not the reference's ch_mult (1,1,2,2,4) at width 32: GroupNorm has 32 groups, so
+at width 32 every full-resolution norm is an instance norm that erases each channel's mean and
+scale per image; the decoder's last norm then cannot pass colours at all. Width 64 (2 channels per
+group) can, and a flat ch_mult keeps the weights small. Why downsample 8 and not 16: a 4x4 latent
+grid at 64 px gives every token a 16x16 pixel patch and the decoder draws blobs (a heart, a square
+and a disk become alike); at 8x8 the reconstructions keep corners and holes.
+
+Both models are saved exactly as the reference saves them, ``torch.save(model.state_dict(), path)``
+with the reference key layout; ``var_fast.checkpoint`` reads their configuration back off the
+weights. Everything is seeded: the same command on the same machine gives the same files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import List, Tuple
+
+# Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread waits for a
+# descheduled one at every barrier and a step gets several times slower. Must precede `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, shapes_batch  # noqa: E402
+from var_fast.models import VAR, VARConfig, VQVAE, VQVAEConfig  # noqa: E402
+from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
+from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
+
+VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int, final_ratio: float = 0.05) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+# ---- stage 1: VQVAE ------------------------------------------------------------------------------
+def quantize_for_training(quant: MultiScaleQuantizer, f: torch.Tensor, beta: float
+                          ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+    """The reference training forward of the multi-scale quantizer.
+
+    Returns the straight-through f_hat (its value is the quantized sum over all scales, its gradient
+    goes to the encoder unchanged), the VQ loss (codebook + beta * commitment, averaged over scales),
+    the per-scale token indices and the per-scale residual vectors that were quantized (for restarts).
+    """
+    B, C, H, W = f.shape
+    pns = quant.v_patch_nums
+    S = len(pns)
+    f_no_grad = f.detach()
+    f_rest = f_no_grad.clone()
+    f_hat = torch.zeros_like(f_rest)
+    vq_loss = f.new_zeros(())
+    indices, residuals = [], []
+    for si, pn in enumerate(pns):
+        rest = F.interpolate(f_rest, size=(pn, pn), mode="area") if si != S - 1 else f_rest
+        z_NC = rest.permute(0, 2, 3, 1).reshape(-1, C)
+        idx_N = quant.nearest_code(z_NC)
+        h = quant.embedding(idx_N.view(B, pn, pn)).permute(0, 3, 1, 2)
+        if si != S - 1:
+            h = F.interpolate(h, size=(H, W), mode="bicubic")
+        h = quant.phi(si, S)(h.contiguous())
+        f_hat = f_hat + h
+        f_rest = f_rest - h.detach()
+        # the codebook and Phi learn to reach f; the encoder commits to f_hat
+        vq_loss = vq_loss + beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f_no_grad)
+        indices.append(idx_N)
+        residuals.append(z_NC)
+    f_st = (f_hat.detach() - f_no_grad) + f
+    return f_st, vq_loss / S, indices, residuals
+
+
+def init_vae(vae: VQVAE) -> None:
+    """Residual blocks and attention start as the identity (their last layer at zero): the
+    skip path carries the signal from the first step, which trains much faster."""
+    for m in vae.modules():
+        if isinstance(m, ResnetBlock):
+            nn.init.zeros_(m.conv2.weight)
+            nn.init.zeros_(m.conv2.bias)
+        elif isinstance(m, AttnBlock):
+            nn.init.zeros_(m.proj_out.weight)
+            nn.init.zeros_(m.proj_out.bias)
+
+
+def train_vae(args, device: torch.device) -> VQVAE:
+    """Phase A: the encoder/decoder as a plain autoencoder (no quantizer; small batches, many
+    steps). Phase B: the whole VQVAE with its multi-scale quantizer."""
+    torch.manual_seed(args.seed)
+    cfg = VQVAEConfig(vocab_size=args.vocab, z_channels=args.cvae, ch=args.vae_ch, ch_mult=tuple(args.vae_ch_mult),
+                      num_res_blocks=args.vae_res_blocks, using_sa=True, using_mid_sa=True,
+                      patch_nums=args.patch_nums)
+    if cfg.image_size != args.image_size:
+        raise SystemExit(f"patch_nums {args.patch_nums} with downsample {cfg.downsample} gives {cfg.image_size} px, "
+                         f"not --image-size {args.image_size}")
+    vae = VQVAE(cfg).to(device)
+    init_vae(vae)
+    vae.train()
+    quant = vae.quantize
+    log(f"VQVAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, {cfg}")
+    opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    total = args.vae_ae_steps + args.vae_steps
+    t0 = time.time()
+
+    def reconstruction_step(step: int, x: torch.Tensor, f_dec: torch.Tensor, extra: torch.Tensor) -> float:
+        set_lr(opt, cosine_lr(step, total, args.vae_lr, warmup=min(50, total // 10 + 1)))
+        rec = vae.decoder(vae.post_quant_conv(f_dec))
+        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        (rec_loss + extra).backward()
+        opt.step()
+        return rec_loss.item()
+
+    for step in range(args.vae_ae_steps):
+        img, _ = shapes_batch(args.vae_ae_batch, gen, args.image_size)
+        x = img.to(device).mul(2).sub(1)
+        rec_loss = reconstruction_step(step, x, vae.quant_conv(vae.encoder(x)), x.new_zeros(()))
+        if step % args.log_every == 0 or step == args.vae_ae_steps - 1:
+            log(f"vae (autoencoder) step {step:5d}/{args.vae_ae_steps} rec {rec_loss:.4f} "
+                f"({(time.time() - t0) / (step + 1):.2f} s/step)")
+
+    hits_ema = torch.zeros(args.vocab, device=device)
+    restarted = 0
+    t0 = time.time()
+    for step in range(args.vae_steps):
+        img, _ = shapes_batch(args.vae_batch, gen, args.image_size)
+        x = img.to(device).mul(2).sub(1)
+        f = vae.quant_conv(vae.encoder(x))
+        if step == 0:  # start the codebook on actual features: their averages over every scale's cells
+            with torch.no_grad():
+                feats = torch.cat([F.interpolate(f, size=(pn, pn), mode="area").permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+                                   for pn in args.patch_nums])
+                quant.embedding.weight.copy_(feats[torch.randint(len(feats), (args.vocab,), generator=gen)] * 0.5)
+        f_st, vq_loss, indices, residuals = quantize_for_training(quant, f, beta=0.25)
+        rec_loss = reconstruction_step(args.vae_ae_steps + step, x, f_st, vq_loss)
+        with torch.no_grad():
+            hits = torch.bincount(torch.cat(indices), minlength=args.vocab).float()
+            hits_ema.mul_(0.9).add_(hits, alpha=0.1)
+            # dead-code restart: codes nobody picked for a while take the place of random residuals
+            if step % 10 == 9 and step < 0.7 * args.vae_steps:
+                dead = (hits_ema < 0.02).nonzero().flatten()
+                if dead.numel():
+                    pool = torch.cat(residuals)
+                    pick = torch.randint(len(pool), (dead.numel(),), generator=gen).to(device)
+                    quant.embedding.weight[dead] = pool[pick] + 0.01 * torch.randn(
+                        dead.numel(), pool.shape[1], generator=gen).to(device)
+                    hits_ema[dead] = 0.1
+                    restarted += dead.numel()
+        if step % args.log_every == 0 or step == args.vae_steps - 1:
+            used = (hits_ema > 0.02).float().mean().item() * 100
+            log(f"vae (VQ) step {step:5d}/{args.vae_steps} rec {rec_loss:.4f} vq {vq_loss.item():.4f} "
+                f"codes used {used:5.1f}% restarted {restarted} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+    vae.eval()
+    return vae
+
+
+# ---- stage 2: tokens -----------------------------------------------------------------------------
+@torch.no_grad()
+def encode_dataset(vae: VQVAE, args, device: torch.device) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    S = len(args.patch_nums)
+    tokens: List[List[torch.Tensor]] = [[] for _ in range(S)]
+    labels, err = [], 0.0
+    hit_SV = torch.zeros(S, args.vocab)
+    batches = math.ceil(args.var_images / 250)
+    for b in range(batches):
+        img, lab = shapes_batch(250, gen, args.image_size)
+        x = img.to(device).mul(2).sub(1)
+        idx_Bl = vae.img_to_idx(x)
+        for si, idx in enumerate(idx_Bl):
+            tokens[si].append(idx.cpu())
+            hit_SV[si] += torch.bincount(idx.flatten().cpu(), minlength=args.vocab).float()
+        labels.append(lab)
+        if b == 0:
+            err = (vae.idx_to_img(idx_Bl) - x).abs().mean().item()
+    # the quantizer's usage statistics, as the reference keeps them (hits per scale per batch)
+    vae.quantize.ema_vocab_hit_SV.copy_(hit_SV / batches)
+    log(f"encoded {batches * 250} images to tokens; reconstruction L1 in [-1,1]: {err:.4f}; "
+        f"codes used per scale: {[(h > 0).sum().item() for h in hit_SV]}")
+    return [torch.cat(t) for t in tokens], torch.cat(labels)
+
+
+def teacher_forcing_input(quant: MultiScaleQuantizer, idx_Bl: List[torch.Tensor]) -> torch.Tensor:
+    """(B, L - first_l, Cvae) VAR input: for every scale after the first, the accumulated f_hat of the
+    previous scales, area-downsampled to this scale and flattened (the reference ``idxBl_to_var_input``)."""
+    pns = quant.v_patch_nums
+    B, C, S, HW = idx_Bl[0].shape[0], quant.Cvae, len(pns), pns[-1]
+    f_hat = quant.embedding.weight.new_zeros(B, C, HW, HW)
+    out = []
+    for si in range(S - 1):
+        h = quant.embedding(idx_Bl[si]).transpose(1, 2).reshape(B, C, pns[si], pns[si])
+        f_hat = f_hat + quant.phi(si, S)(F.interpolate(h, size=(HW, HW), mode="bicubic"))
+        nxt = pns[si + 1]
+        out.append(F.interpolate(f_hat, size=(nxt, nxt), mode="area").reshape(B, C, -1).transpose(1, 2))
+    return torch.cat(out, dim=1)
+
+
+# ---- stage 3: VAR --------------------------------------------------------------------------------
+def init_var(var: VAR, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02) -> None:
+    """Initialisation in the spirit of the reference: small truncated normals, near-identity blocks."""
+    std = (1 / var.C / 3) ** 0.5
+    for m in var.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+    for p in (var.pos_start, var.pos_1LC):
+        nn.init.trunc_normal_(p, std=std)
+    with torch.no_grad():
+        var.head.weight.mul_(init_head)
+        var.head_nm.ada_lin[-1].weight.mul_(init_adaln)
+        depth = len(var.blocks)
+        for block in var.blocks:
+            block.attn.proj.weight.div_(math.sqrt(2 * depth))
+            block.ffn.fc2.weight.div_(math.sqrt(2 * depth))
+            w = block.ada_lin[-1].weight
+            w[2 * var.C:].mul_(init_adaln)
+            w[:2 * var.C].mul_(init_adaln_gamma)
+
+
+def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args, device: torch.device) -> VAR:
+    torch.manual_seed(args.seed + 3)
+    cfg = VARConfig(depth=args.var_depth, embed_dim=args.var_width, num_heads=max(1, args.var_width // 64),
+                    mlp_hidden=4 * args.var_width, num_classes=NUM_CLASSES, shared_aln=False, attn_l2_norm=True,
+                    patch_nums=args.patch_nums, Cvae=args.cvae, vocab_size=args.vocab)
+    var = VAR(cfg).to(device)
+    init_var(var)
+    var.train()
+    log(f"VAR: {sum(p.numel() for p in var.parameters()) / 1e6:.2f} M parameters, {cfg}")
+    quant = vae.quantize.requires_grad_(False)
+    with torch.no_grad():  # the VAE is frozen: compute every teacher-forcing input once
+        x_all = torch.cat([teacher_forcing_input(quant, [t[i:i + 1000].to(device) for t in tokens])
+                           for i in range(0, len(labels), 1000)])
+    target_all = torch.cat(tokens, dim=1)  # (N, L)
+    decay, no_decay = [], []
+    for name, p in var.named_parameters():
+        (no_decay if p.ndim < 2 or "emb" in name or "pos_" in name or "scale_mul" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.var_lr, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(args.seed + 4)
+    N = len(labels)
+    t0 = time.time()
+    loss_avg = None
+    for step in range(args.var_steps):
+        set_lr(opt, cosine_lr(step, args.var_steps, args.var_lr, warmup=min(200, args.var_steps // 10 + 1)))
+        pick = torch.randint(N, (args.var_batch,), generator=gen)
+        label = labels[pick].to(device)
+        drop = torch.rand(args.var_batch, generator=gen).to(device) < args.label_dropout
+        label = torch.where(drop, torch.full_like(label, NUM_CLASSES), label)
+        logits = var(label, x_all[pick].to(device))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_all[pick].to(device).reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
+        opt.step()
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        if args.save_every and step % args.save_every == args.save_every - 1:  # to evaluate while training
+            save_reference_format(var, os.path.join(args.out_dir, VAR_FILE))
+        if step % args.log_every == 0 or step == args.var_steps - 1:
+            log(f"var step {step:5d}/{args.var_steps} loss {loss_avg:.4f} "
+                f"({(time.time() - t0) / (step + 1):.3f} s/step)")
+    var.eval()
+    return var
+
+
+def save_reference_format(module: nn.Module, path: str) -> None:
+    """What the reference does: the plain state dict (tensors only, contiguous, on the CPU)."""
+    torch.save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, path)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out-dir", default=os.path.join(ROOT, "var_fast", "assets"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--patch-nums", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
+    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--cvae", type=int, default=32)
+    p.add_argument("--vae-ch", type=int, default=64)
+    p.add_argument("--vae-ch-mult", type=int, nargs="+", default=[1, 1, 1, 1])
+    p.add_argument("--vae-res-blocks", type=int, default=1)
+    p.add_argument("--vae-ae-steps", type=int, default=900, help="phase A: plain autoencoder steps")
+    p.add_argument("--vae-ae-batch", type=int, default=4)
+    p.add_argument("--vae-steps", type=int, default=300, help="phase B: VQVAE steps")
+    p.add_argument("--vae-batch", type=int, default=8)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--vae-checkpoint", default="", help="skip stage 1: use this trained VQVAE")
+    p.add_argument("--var-images", type=int, default=10000, help="images encoded to tokens for the VAR")
+    p.add_argument("--var-depth", type=int, default=4)
+    p.add_argument("--var-width", type=int, default=128)
+    p.add_argument("--var-steps", type=int, default=3000)
+    p.add_argument("--var-batch", type=int, default=64)
+    p.add_argument("--var-lr", type=float, default=2e-3)
+    p.add_argument("--label-dropout", type=float, default=0.1)
+    p.add_argument("--cfg", type=float, default=3.0, help="recommended guidance, written to the json")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.0)
+    p.add_argument("--per-class", type=int, default=8, help="images per class `var-fast sample` draws by default")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--save-every", type=int, default=0, help="also save the VAR every N steps (0: only at the end)")
+    p.add_argument("--quick", action="store_true", help="tiny run to check the pipeline (about a minute)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.vae_ae_steps, args.vae_steps, args.var_images, args.var_steps, args.log_every = 10, 10, 500, 20, 5
+    args.patch_nums = tuple(args.patch_nums)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    os.makedirs(args.out_dir, exist_ok=True)
+
+    t_start = time.time()
+    vae_path = os.path.join(args.out_dir, VAE_FILE)
+    if args.vae_checkpoint:  # reuse a trained VQVAE (e.g. to try VAR settings); its layout must fit the args
+        from var_fast.checkpoint import read_state_dict, vae_config_from_state_dict
+        sd = read_state_dict(args.vae_checkpoint, "VQVAE")
+        vae = VQVAE(vae_config_from_state_dict(sd, args.vae_checkpoint, patch_nums=args.patch_nums)).to(device)
+        vae.load_state_dict(sd)
+        vae.eval()
+        log(f"loaded the VQVAE {args.vae_checkpoint}")
+    else:
+        vae = train_vae(args, device)
+        save_reference_format(vae, vae_path)  # usage statistics are filled in after encoding
+    t_vae = time.time()
+    tokens, labels = encode_dataset(vae, args, device)
+    t_tok = time.time()
+    save_reference_format(vae, vae_path)
+    var = train_var(vae, tokens, labels, args, device)
+    t_var = time.time()
+
+    save_reference_format(vae, vae_path)
+    save_reference_format(var, os.path.join(args.out_dir, VAR_FILE))
+    info = {
+        "name": "var_fast default model (procedural shapes)",
+        "class_names": list(CLASS_NAMES),
+        "image_size": args.image_size,
+        "patch_nums": list(args.patch_nums),
+        "var_checkpoint": VAR_FILE,
+        "vae_checkpoint": VAE_FILE,
+        "sampling": {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p, "more_smooth": False,
+                     "per_class": args.per_class},
+        "training": {
+            "command": "python scripts/train_default_model.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+            "seed": args.seed, "vae_ae_steps": args.vae_ae_steps, "vae_steps": args.vae_steps, "vae_batch": args.vae_batch,
+            "var_images": args.var_images, "var_steps": args.var_steps, "var_batch": args.var_batch,
+            "seconds": {"vae": round(t_vae - t_start), "tokens": round(t_tok - t_vae), "var": round(t_var - t_tok)},
+            "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+        },
+    }
+    with open(os.path.join(args.out_dir, INFO_FILE), "w") as fh:
+        json.dump(info, fh, indent=2)
+        fh.write("\n")
+    log(f"saved {VAE_FILE}, {VAR_FILE}, {INFO_FILE} in {args.out_dir}; total {time.time() - t_start:.0f} s "
+        f"(vae {t_vae - t_start:.0f} s, tokens {t_tok - t_vae:.0f} s, var {t_var - t_tok:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""End-to-end quality guard: the bundled default model draws recognisable classes.
+
+A small CNN is trained here, in seconds on the CPU, on the procedural shapes set the bundled model
+was trained on (var_fast.datasets.shapes); it must recognise held-out procedural images (>= 95%).
+Then every class is sampled from the bundled checkpoints (var_fast/assets) with each backend, and
+>= 90% of the images must be recognised as the class they were drawn for. The same predictions
+compared with shuffled labels must agree rarely, so a model that ignores its class (or a broken
+kernel that scrambles the tokens) fails.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import var_fast
+from var_fast import _ext, checkpoint
+from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, shapes_batch
+from var_fast.default_model import ASSETS, INFO_FILE, default_checkpoints
+from var_fast.models import VAR, VQVAE
+
+INFO = json.loads((Path(ASSETS) / INFO_FILE).read_text())
+VAR_PATH = Path(ASSETS) / INFO["var_checkpoint"]
+VAE_PATH = Path(ASSETS) / INFO["vae_checkpoint"]
+SAMPLING = INFO["sampling"]
+
+PER_CLASS = 10
+SEED = 0
+MIN_SAMPLE_ACCURACY = 0.90
+MIN_CLASSIFIER_ACCURACY = 0.95
+MAX_SHUFFLED_AGREEMENT = 0.30  # chance is 1/10
+
+BACKENDS = ["reference", "fast"]
+
+
+# ---- the classifier --------------------------------------------------------------------------------
+def classifier_input(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 1, 32, 32): brightness (the HSV value, which separates shape
+    and background by construction), standardised per image, the background made negative."""
+    v = F.adaptive_avg_pool2d(images.float().amax(dim=1, keepdim=True), 32)
+    v = v - v.mean(dim=(1, 2, 3), keepdim=True)
+    v = v / (v.std(dim=(1, 2, 3), keepdim=True) + 1e-2)
+    border = torch.cat([v[..., 0, :], v[..., -1, :], v[..., :, 0], v[..., :, -1]], dim=-1).mean(dim=(1, 2))
+    return v * torch.where(border > 0, -1.0, 1.0)[:, None, None, None]
+
+
+def soften(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Blur half of the images (down 2x or 4x, bilinear up): generated images are softer than
+    the crisp training renders."""
+    B, _, H, W = images.shape
+    out = images.clone()
+    which = torch.randint(3, (B,), generator=g)
+    for factor, k in ((2, 1), (4, 2)):
+        sel = which == k
+        if sel.any():
+            small = F.avg_pool2d(images[sel], factor)
+            out[sel] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    return out
+
+
+def make_classifier() -> nn.Module:
+    def block(cin: int, cout: int, stride: int):
+        return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(*block(1, 32, 2), *block(32, 48, 2), *block(48, 64, 2), *block(64, 64, 1),
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, NUM_CLASSES))
+
+
+def train_classifier(images: int = 2400, steps: int = 360, batch: int = 64, lr: float = 3e-3) -> nn.Module:
+    torch.manual_seed(1234)
+    g = torch.Generator().manual_seed(1234)
+    imgs, labels = shapes_batch(images, g)
+    x = classifier_input(soften(imgs, g))
+    model = make_classifier()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pick = torch.randint(images, (batch,), generator=g)
+        loss = F.cross_entropy(model(x[pick]), labels[pick])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return model(classifier_input(images.cpu())).argmax(dim=1)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> nn.Module:
+    with torch.random.fork_rng():
+        return train_classifier()
+
+
+# ---- sampling --------------------------------------------------------------------------------------
+def load_sampler(backend: str):
+    """The bundled files through var_fast.load, exactly as a published checkpoint is loaded."""
+    if backend == "fast" and _ext.extension() is None:
+        pytest.skip(f"the native extension is not built ({_ext.load_error()}), so backend='fast' cannot run")
+    try:
+        return var_fast.load(VAR_PATH, VAE_PATH, device="cpu", dtype=torch.float32, backend=backend)
+    except (NotImplementedError, ImportError) as err:
+        if backend == "reference":
+            raise
+        pytest.skip(f"var_fast.load(backend={backend!r}) is not available: {type(err).__name__}: {err}")
+
+
+_samples: dict = {}
+
+
+def sampled_images(backend: str):
+    """(labels, images) of PER_CLASS images of every class, drawn once per backend."""
+    if backend not in _samples:
+        sampler = load_sampler(backend)
+        labels = balanced_labels(PER_CLASS)
+        images = sampler.sample(labels, cfg=SAMPLING["cfg"], top_k=SAMPLING["top_k"], top_p=SAMPLING["top_p"],
+                                seed=SEED)
+        _samples[backend] = labels, images
+    return _samples[backend]
+
+
+# ---- tests -----------------------------------------------------------------------------------------
+def test_bundled_files_are_reference_checkpoints():
+    assert tuple(map(Path, default_checkpoints())) == (VAR_PATH, VAE_PATH)  # what var_fast.load() uses
+    size = VAR_PATH.stat().st_size + VAE_PATH.stat().st_size
+    assert size <= 20 * 2 ** 20, f"bundled weights take {size / 2 ** 20:.1f} MiB, more than 20 MiB"
+    var_sd = checkpoint.read_state_dict(VAR_PATH, "VAR")
+    vae_sd = checkpoint.read_state_dict(VAE_PATH, "VQVAE")
+    for sd in (var_sd, vae_sd):  # float32 weights, as the published files (lvl_1L is an int64 buffer there too)
+        assert all(v.dtype == torch.float32 for v in sd.values() if v.is_floating_point())
+    assert checkpoint.looks_like_var(var_sd) and checkpoint.looks_like_vae(vae_sd)
+    var_cfg = checkpoint.var_config_from_state_dict(var_sd, str(VAR_PATH))
+    vae_cfg = checkpoint.vae_config_from_state_dict(vae_sd, str(VAE_PATH), patch_nums=var_cfg.patch_nums)
+    checkpoint.check_pair(var_cfg, vae_cfg, str(VAR_PATH), str(VAE_PATH))
+    assert var_cfg.num_classes == NUM_CLASSES == len(INFO["class_names"])
+    assert tuple(INFO["class_names"]) == CLASS_NAMES
+    assert var_cfg.patch_nums == tuple(INFO["patch_nums"])
+    assert vae_cfg.image_size == INFO["image_size"]
+    # exactly the reference key layout: a strict load into the models read off the weights
+    var, vae = VAR(var_cfg), VQVAE(vae_cfg)
+    checkpoint.load_strict(var, var_sd, str(VAR_PATH), "VAR")
+    checkpoint.load_strict(vae, vae_sd, str(VAE_PATH), "VQVAE")
+    assert set(var_sd) == set(var.state_dict()) and set(vae_sd) == set(vae.state_dict())
+
+
+def test_classifier_recognises_procedural_images(classifier):
+    images, labels = shapes_batch(1000, torch.Generator().manual_seed(98765))
+    accuracy = (predict(classifier, images) == labels).float().mean().item()
+    assert accuracy >= MIN_CLASSIFIER_ACCURACY, f"classifier accuracy on held-out shapes: {accuracy:.3f}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_samples_are_recognised_as_their_class(classifier, backend):
+    labels, images = sampled_images(backend)
+    size = INFO["image_size"]
+    assert images.shape == (len(labels), 3, size, size)
+    assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    pred = predict(classifier, images)
+    accuracy = (pred == labels).float().mean().item()
+    per_class = {name: (pred[labels == k] == k).float().mean().item() for k, name in enumerate(CLASS_NAMES)}
+    assert accuracy >= MIN_SAMPLE_ACCURACY, (
+        f"backend={backend}: {accuracy:.0%} of the samples recognised as their class; per class: "
+        + ", ".join(f"{name} {acc:.0%}" for name, acc in per_class.items()))
+
+
+def test_the_check_discriminates(classifier):
+    """Predictions on the samples compared with a derangement of their labels (what sampling with
+    shuffled labels would give) must agree about as rarely as chance."""
+    labels, images = sampled_images("reference")
+    pred = predict(classifier, images)
+    shift = 1 + torch.arange(len(labels)) % (NUM_CLASSES - 1)  # never 0 mod NUM_CLASSES
+    shuffled = (labels + shift) % NUM_CLASSES
+    assert (shuffled != labels).all()
+    agreement = (pred == shuffled).float().mean().item()
+    assert agreement <= MAX_SHUFFLED_AGREEMENT, f"predictions agree with shuffled labels {agreement:.0%} of the time"
