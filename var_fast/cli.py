@@ -89,25 +89,24 @@ def make_grid(images: torch.Tensor, ncol: int, pad: int = 2) -> torch.Tensor:
     return grid
 
 
+def sampling_flags(args, info: dict, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96):
+    """(cfg, top_k, top_p): the flags given, else the bundled model's recommendation (``info``), else
+    the defaults passed here."""
+    rec = info.get("sampling", {})
+    return (float(args.cfg if args.cfg is not None else rec.get("cfg", cfg)),
+            int(args.top_k if args.top_k is not None else rec.get("top_k", top_k)),
+            float(args.top_p if args.top_p is not None else rec.get("top_p", top_p)))
+
+
 def run_sample(args) -> int:
     import var_fast
-    from var_fast.default_model import PUBLISHED, default_model_info
+    from var_fast.default_model import chosen_checkpoints
 
-    if (args.var is None) != (args.vae is None):
-        print("error: pass both --var and --vae, or neither to use the bundled default model.\n" + PUBLISHED,
-              file=sys.stderr)
-        return 2
-    info = {}
-    if args.var is None:
-        info = default_model_info()
-        print("[var-fast] no checkpoint given: using the bundled default model "
-              f"({info.get('name', 'small procedural-shapes VAR')}).\n" + PUBLISHED, file=sys.stderr)
+    var_path, vae_path, info = chosen_checkpoints(args.var, args.vae)
+    cfg, top_k, top_p = sampling_flags(args, info)
     rec = info.get("sampling", {})
-    cfg = args.cfg if args.cfg is not None else rec.get("cfg", 1.5)
-    top_k = args.top_k if args.top_k is not None else rec.get("top_k", 900)
-    top_p = args.top_p if args.top_p is not None else rec.get("top_p", 0.96)
     per_class = args.per_class or rec.get("per_class", 4)
-    sampler = var_fast.load(args.var, args.vae, device=args.device, dtype=args.dtype, backend=args.backend,
+    sampler = var_fast.load(var_path, vae_path, device=args.device, dtype=args.dtype, backend=args.backend,
                             patch_nums=args.patch_nums)
     if args.classes is None:
         if sampler.num_classes > 100:

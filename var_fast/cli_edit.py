@@ -62,27 +62,16 @@ def _keep_mask(args, size: int, grid: int, image_size_wh):
 
 def run_edit(args) -> int:
     import var_fast
-    from var_fast.cli import save_png
-    from var_fast.default_model import PUBLISHED, default_model_info
+    from var_fast.cli import sampling_flags, save_png
+    from var_fast.default_model import chosen_checkpoints
     from var_fast.editing import load_image
 
     if args.outpaint and args.box is None:
         print("error: --outpaint needs --box (with --mask, paint what to keep white)", file=sys.stderr)
         return 2
-    if (args.var is None) != (args.vae is None):
-        print("error: pass both --var and --vae, or neither to use the bundled default model.\n" + PUBLISHED,
-              file=sys.stderr)
-        return 2
-    rec = {}
-    if args.var is None:
-        info = default_model_info()
-        rec = info.get("sampling", {})
-        print("[var-fast] no checkpoint given: using the bundled default model "
-              f"({info.get('name', 'small procedural-shapes VAR')}).", file=sys.stderr)
-    cfg = args.cfg if args.cfg is not None else rec.get("cfg", 4.0)
-    top_k = args.top_k if args.top_k is not None else rec.get("top_k", 900)
-    top_p = args.top_p if args.top_p is not None else rec.get("top_p", 0.95)
-    sampler = var_fast.load(args.var, args.vae, device=args.device, dtype=args.dtype, backend=args.backend,
+    var_path, vae_path, info = chosen_checkpoints(args.var, args.vae)
+    cfg, top_k, top_p = sampling_flags(args, info, cfg=4.0, top_k=900, top_p=0.95)
+    sampler = var_fast.load(var_path, vae_path, device=args.device, dtype=args.dtype, backend=args.backend,
                             patch_nums=args.patch_nums)
     size = sampler.image_size
     try:

@@ -61,7 +61,8 @@ def process_device(arg, local_rank: int, world: int) -> torch.device:
 
 def run_sample_fid(args) -> int:
     from . import __version__, load
-    from .default_model import PUBLISHED, default_checkpoints, default_model_info
+    from .cli import sampling_flags
+    from .default_model import chosen_checkpoints
     from .distributed import ProcessGroup, torchrun_ranks
     from .fid_files import checkpoint_fingerprint
     from .fid_sampling import FidJob, format_classes, parse_classes, run_fid_job
@@ -70,19 +71,8 @@ def run_sample_fid(args) -> int:
     rank, world, local_rank = torchrun_ranks()
     if rank:
         os.environ["VAR_FAST_QUIET"] = "1"  # one "which backend" line, not one per process
-    if (args.var is None) != (args.vae is None):
-        print("error: pass both --var and --vae, or neither to use the bundled default model.\n" + PUBLISHED,
-              file=sys.stderr)
-        return 2
-    info = {}
-    var_path, vae_path = args.var, args.vae
-    if var_path is None:
-        var_path, vae_path = default_checkpoints()
-        info = default_model_info()
-    rec = info.get("sampling", {})
-    cfg = float(args.cfg if args.cfg is not None else rec.get("cfg", 1.5))
-    top_k = args.top_k if args.top_k is not None else rec.get("top_k", 900)
-    top_p = float(args.top_p if args.top_p is not None else rec.get("top_p", 0.96))
+    var_path, vae_path, info = chosen_checkpoints(args.var, args.vae, announce=rank == 0)
+    cfg, top_k, top_p = sampling_flags(args, info)
     check_sampling_args(cfg, top_k, top_p)
     device = process_device(args.device, local_rank, world)
 

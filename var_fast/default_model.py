@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Tuple
+import sys
+from typing import Optional, Tuple
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
@@ -29,3 +30,19 @@ def default_model_info() -> dict:
         return {}
     with open(path) as f:
         return json.load(f)
+
+
+def chosen_checkpoints(var: Optional[str], vae: Optional[str], *, announce: bool = True) -> Tuple[str, str, dict]:
+    """The command line's model: (var path, vae path, info). Both paths given: them and no info; neither:
+    the bundled files and their info (class names, recommended sampling), said once on stderr. One
+    without the other is a ValueError naming the fix."""
+    if (var is None) != (vae is None):
+        raise ValueError("pass both --var and --vae, or neither to use the bundled default model.\n" + PUBLISHED)
+    if var is not None:
+        return var, vae, {}
+    var, vae = default_checkpoints()
+    info = default_model_info()
+    if announce:
+        print("[var-fast] no checkpoint given: using the bundled default model "
+              f"({info.get('name', 'small procedural-shapes VAR')}).\n" + PUBLISHED, file=sys.stderr)
+    return var, vae, info
