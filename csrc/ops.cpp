@@ -1,42 +1,12 @@
-// The one place where var_fast's operator schemas are declared. CPU implementations register
-// beside their kernels in csrc/cpu/, CUDA ones in csrc/cuda/, fake (meta) ones in var_fast/_fake.py.
+// Declares the `var_fast` operator library (schemas: var_fast/op_schemas.h).
 #include <torch/library.h>
 
-TORCH_LIBRARY(var_fast, m) {
-  // ---- sampling: logits (B, L, V) -> int64 tokens (B, L) ----
-  // top-k keeps every logit equal to the k-th largest; top-p drops the smallest tokens whose
-  // cumulative probability is <= 1 - top_p (never the top one). One draw per row from Philox
-  // keyed by (seed, row_offset + b * L + l).
-  m.def("sample_top_k_top_p(Tensor logits, int top_k, float top_p, int seed, int row_offset=0) -> Tensor");
-  // logits (2B, L, V): conditional half then unconditional half, mixed as (1+g)*cond - g*uncond.
-  m.def("sample_cfg_top_k_top_p(Tensor logits, float guidance, int top_k, float top_p, int seed, int row_offset=0) -> Tensor");
+#include "var_fast/op_schemas.h"
+#include "var_fast/status_flags.h"
 
-  // ---- AdaLN-modulated attention ----
-  // LayerNorm without affine over the last dim, then x * (1 + scale) + shift; scale/shift (B, 1, C).
-  m.def("adaln_modulate(Tensor x, Tensor scale, Tensor shift, float eps=1e-6) -> Tensor");
-  // qkv (B, L, 3C) from the bias-free QKV GEMM -> q (B, H, L, c). Adds q/v biases, L2-normalises
-  // q and k per head when head_scale (H,) is given (q then multiplied by head_scale), and writes
-  // k, v into the caches (B, H, Lmax, c) at [offset, offset + L).
-  m.def("qkv_to_cache(Tensor qkv, Tensor q_bias, Tensor v_bias, Tensor? head_scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int offset) -> Tensor");
-  // q (B, H, L, c) over the first kv_len cached keys/values -> (B, L, H*c).
-  m.def("cached_attention(Tensor q, Tensor k_cache, Tensor v_cache, int kv_len, float scale) -> Tensor");
-  // x + gamma * y with gamma (B, 1, C).
-  m.def("gated_residual(Tensor x, Tensor y, Tensor gamma) -> Tensor");
+TORCH_LIBRARY(var_fast, m) { var_fast::define_ops(m); }
 
-  // ---- multi-scale residual quantization ----
-  // z (N, C), codebook (V, C) -> int64 (N,): argmin squared L2, lowest index on ties.
-  m.def("nearest_code(Tensor z, Tensor codebook) -> Tensor");
-  // (B, C, H, W) -> (B, C, size, size), F.interpolate(mode='area') semantics.
-  m.def("area_downsample(Tensor x, int size) -> Tensor");
-  // (B, C, h, w) -> (B, C, size, size), F.interpolate(mode='bicubic', align_corners=False) semantics.
-  m.def("bicubic_upsample(Tensor x, int size) -> Tensor");
-  // (1 - ratio) * h + ratio * (conv3x3(h, weight, padding=1) + bias).
-  m.def("phi_blend(Tensor h, Tensor weight, Tensor bias, float ratio) -> Tensor");
-  // Sampler step of one scale: tokens (B, pn*pn) -> codebook lookup -> bicubic to f_hat's size (if
-  // smaller) -> Phi -> f_hat += (in place) -> returns area_downsample(f_hat, next_size), or an empty
-  // tensor when next_size == 0 (last scale).
-  m.def("quant_sampler_step(Tensor tokens, Tensor codebook, Tensor(a!) f_hat, Tensor phi_weight, Tensor phi_bias, float ratio, int next_size) -> Tensor");
-  // Encoder loop: features f (B, C, H, W) -> tokens per scale [(B, pn*pn)]. phi_weights (K, C, C, 3, 3),
-  // phi_biases (K, C); scale si uses Phi number phi_index[si].
-  m.def("quant_encode(Tensor f, Tensor codebook, Tensor phi_weights, Tensor phi_biases, int[] phi_index, float ratio, int[] patch_nums) -> Tensor[]");
+// Any device: one read of the flags.
+TORCH_LIBRARY_IMPL(var_fast, CompositeExplicitAutograd, m) {
+  m.impl("check_status", &var_fast::status::check_status_op);
 }

@@ -9,12 +9,12 @@ def _register(name):
 
 
 @_register("sample_top_k_top_p")
-def _(logits, top_k, top_p, seed, row_offset=0):
+def _(logits, top_k, top_p, seed, row_offset=0, status=None):
     return logits.new_empty(logits.shape[:2], dtype=torch.int64)
 
 
 @_register("sample_cfg_top_k_top_p")
-def _(logits, guidance, top_k, top_p, seed, row_offset=0):
+def _(logits, guidance, top_k, top_p, seed, row_offset=0, status=None):
     torch._check(logits.shape[0] % 2 == 0, lambda: "logits must hold a CFG-doubled batch (2B, L, V)")
     return logits.new_empty((logits.shape[0] // 2, logits.shape[1]), dtype=torch.int64)
 
@@ -63,7 +63,7 @@ def _(h, weight, bias, ratio):
 
 
 @_register("quant_sampler_step")
-def _(tokens, codebook, f_hat, phi_weight, phi_bias, ratio, next_size):
+def _(tokens, codebook, f_hat, phi_weight, phi_bias, ratio, next_size, status=None):
     if next_size == 0:
         return f_hat.new_empty((0,))
     return f_hat.new_empty((f_hat.shape[0], f_hat.shape[1], next_size, next_size))
@@ -72,3 +72,8 @@ def _(tokens, codebook, f_hat, phi_weight, phi_bias, ratio, next_size):
 @_register("quant_encode")
 def _(f, codebook, phi_weights, phi_biases, phi_index, ratio, patch_nums):
     return [f.new_empty((f.shape[0], pn * pn), dtype=torch.int64) for pn in patch_nums]
+
+
+@_register("check_status")
+def _(status, vocab_size):
+    return None

@@ -13,14 +13,20 @@ import torch
 from ._ext import require
 
 
+# The operator library the wrappers call: "var_fast", or "var_fast_emu" while the tests run the CUDA
+# sources on the CPU through the emulator (tests/emu): same schemas, CPU tensors.
+_library = "var_fast"
+
+
 def _ops():
-    require()
-    return torch.ops.var_fast
+    if _library == "var_fast":
+        require()
+    return getattr(torch.ops, _library)
 
 
 # ---- sampling -------------------------------------------------------------------------------------
 def sample_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0, seed: int = 0,
-                       row_offset: int = 0) -> torch.Tensor:
+                       row_offset: int = 0, status: Optional[torch.Tensor] = None) -> torch.Tensor:
     """logits (B, L, V) -> int64 tokens (B, L), one draw per row after top-k/top-p filtering.
 
     ``top_k`` <= 0 or >= V and ``top_p`` <= 0 or == 1 disable the filters. Row (b, l) draws from
@@ -31,10 +37,10 @@ def sample_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
 
 
 def sample_cfg_top_k_top_p(logits: torch.Tensor, guidance: float, top_k: int = 0, top_p: float = 0.0,
-                           seed: int = 0, row_offset: int = 0) -> torch.Tensor:
+                           seed: int = 0, row_offset: int = 0, status: Optional[torch.Tensor] = None) -> torch.Tensor:
     """logits (2B, L, V) [conditional; unconditional] -> tokens (B, L) of (1+g)*cond - g*uncond."""
     return _ops().sample_cfg_top_k_top_p(logits, float(guidance), int(top_k), float(top_p), int(seed),
-                                         int(row_offset))
+                                         int(row_offset), status)
 
 
 # ---- AdaLN-modulated attention -----------------------------------------------------------------------
@@ -84,10 +90,14 @@ def phi_blend(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ratio: 
 
 
 def quant_sampler_step(tokens: torch.Tensor, codebook: torch.Tensor, f_hat: torch.Tensor, phi_weight: torch.Tensor,
-                       phi_bias: torch.Tensor, ratio: float, next_size: int) -> torch.Tensor:
+                       phi_bias: torch.Tensor, ratio: float, next_size: int,
+                       status: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One scale of the sampler: add the Phi-refined, upsampled code map of ``tokens`` (B, pn*pn) to
-    ``f_hat`` (in place) and return f_hat area-downsampled to ``next_size`` (empty when 0)."""
-    return _ops().quant_sampler_step(tokens, codebook, f_hat, phi_weight, phi_bias, float(ratio), int(next_size))
+    ``f_hat`` (in place) and return f_hat area-downsampled to ``next_size`` (empty when 0).
+
+    Tokens outside [0, V) raise; with ``status`` they set its flag instead (f_hat is then unspecified)."""
+    return _ops().quant_sampler_step(tokens, codebook, f_hat, phi_weight, phi_bias, float(ratio), int(next_size),
+                                     status)
 
 
 def quant_encode(f: torch.Tensor, codebook: torch.Tensor, phi_weights: torch.Tensor, phi_biases: torch.Tensor,
@@ -95,3 +105,14 @@ def quant_encode(f: torch.Tensor, codebook: torch.Tensor, phi_weights: torch.Ten
     """Residual quantization of features f (B, C, H, W) over all scales -> tokens [(B, pn*pn)]."""
     return _ops().quant_encode(f, codebook, phi_weights, phi_biases, [int(i) for i in phi_index], float(ratio),
                                [int(p) for p in patch_nums])
+
+
+# ---- errors found on the device ---------------------------------------------------------------------------
+def new_status(device) -> torch.Tensor:
+    """A cleared status word for the ``status=`` argument of the sampling ops and quant_sampler_step."""
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
+def check_status(status: torch.Tensor, vocab_size: int) -> None:
+    """Raises the error the ops that shared ``status`` would have raised (one device-to-host read)."""
+    _ops().check_status(status, int(vocab_size))

@@ -271,9 +271,10 @@ int64_t sample_row(const scalar_t* cond, int64_t uncond_offset, int64_t stride_v
 }
 
 at::Tensor sample_cpu(const char* op, const at::Tensor& logits, bool cfg, double guidance, int64_t top_k,
-                      double top_p, int64_t seed, int64_t row_offset) {
+                      double top_p, int64_t seed, int64_t row_offset, const std::optional<at::Tensor>& status) {
   VF_CHECK_DEVICE(logits, at::Device(at::kCPU));
   const SamplingPlan plan = plan_sampling(op, logits, cfg, guidance, top_k, top_p, seed, row_offset);
+  if (status.has_value()) status::check_status_tensor(op, *status, logits.device());
   auto out = at::empty({plan.B, plan.L}, logits.options().dtype(at::kLong));
   const int64_t rows = plan.B * plan.L;
   if (rows == 0) return out;
@@ -296,7 +297,14 @@ at::Tensor sample_cpu(const char* op, const at::Tensor& logits, bool cfg, double
       if (flags != 0) bad_flags.fetch_or(flags);
     });
   });
-  check_row_flags(op, cfg, bad_flags.load());
+  if (status.has_value()) {
+    if (bad_flags.load() != 0) {
+      int* word = status->mutable_data_ptr<int>();
+      *word |= bad_flags.load() | (cfg ? status::kSampleCfg : 0);
+    }
+  } else {
+    check_row_flags(cfg, bad_flags.load());
+  }
   return out;
 }
 

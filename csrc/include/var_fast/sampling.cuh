@@ -39,21 +39,20 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 
 #include "var_fast/check.h"
 #include "var_fast/philox.h"
+#include "var_fast/sampling_launch.h"
+#include "var_fast/status_flags.h"
 
 namespace var_fast {
 namespace sampling {
 
-constexpr int kLanes = 256;  // the CUDA block size; part of the canonical summation order
-constexpr int kWarpSize = 32;
-constexpr int kWarps = kLanes / kWarpSize;
-
 // Row flags (bitwise or), reported as errors.
-constexpr int kFlagNaN = 1;
-constexpr int kFlagPosInf = 2;
-constexpr int kFlagAllNegInf = 4;
+constexpr int kFlagNaN = status::kSampleNaN;
+constexpr int kFlagPosInf = status::kSamplePosInf;
+constexpr int kFlagAllNegInf = status::kSampleAllNegInf;
 
 // Multiplications whose products nvcc must not fuse into an FMA with a following add (the host build
 // is ISO C++, which does not contract), so that host and device round identically.
@@ -175,27 +174,25 @@ inline SamplingPlan plan_sampling(const char* op, const at::Tensor& logits, bool
 }
 
 // The error of rows flagged bad (flags: or of kFlag*).
-inline void check_row_flags(const char* op, bool cfg, int flags) {
-  const char* where = cfg ? " (in the mixed logits (1+g)*cond - g*uncond)" : "";
-  TORCH_CHECK(!(flags & kFlagNaN), op, ": logits contain NaN", where);
-  TORCH_CHECK(!(flags & kFlagPosInf), op, ": logits contain +inf", where);
-  TORCH_CHECK(!(flags & kFlagAllNegInf), op, ": a row of logits is all -inf", where, ": nothing can be sampled");
+inline void check_row_flags(bool cfg, int flags) {
+  if (flags != 0) status::raise_for_flags(flags | (cfg ? status::kSampleCfg : 0), 0);
 }
 
 // The two ops' entry points (schemas in csrc/ops.cpp) over one device's sampler
-// Sample(op, logits, cfg, guidance, top_k, top_p, seed, row_offset).
-using SampleFn = at::Tensor (*)(const char*, const at::Tensor&, bool, double, int64_t, double, int64_t, int64_t);
+// Sample(op, logits, cfg, guidance, top_k, top_p, seed, row_offset, status).
+using SampleFn = at::Tensor (*)(const char*, const at::Tensor&, bool, double, int64_t, double, int64_t, int64_t,
+                                const std::optional<at::Tensor>&);
 
 template <SampleFn Sample>
 at::Tensor sample_top_k_top_p_op(const at::Tensor& logits, int64_t top_k, double top_p, int64_t seed,
-                                 int64_t row_offset) {
-  return Sample("sample_top_k_top_p", logits, false, 0.0, top_k, top_p, seed, row_offset);
+                                 int64_t row_offset, const std::optional<at::Tensor>& status) {
+  return Sample("sample_top_k_top_p", logits, false, 0.0, top_k, top_p, seed, row_offset, status);
 }
 
 template <SampleFn Sample>
 at::Tensor sample_cfg_top_k_top_p_op(const at::Tensor& logits, double guidance, int64_t top_k, double top_p,
-                                     int64_t seed, int64_t row_offset) {
-  return Sample("sample_cfg_top_k_top_p", logits, true, guidance, top_k, top_p, seed, row_offset);
+                                     int64_t seed, int64_t row_offset, const std::optional<at::Tensor>& status) {
+  return Sample("sample_cfg_top_k_top_p", logits, true, guidance, top_k, top_p, seed, row_offset, status);
 }
 
 }  // namespace sampling
@@ -207,31 +204,7 @@ at::Tensor sample_cfg_top_k_top_p_op(const at::Tensor& logits, double guidance, 
 namespace var_fast {
 namespace sampling {
 
-struct SampleParams {
-  const void* logits;  // element (b, l, v) at b * stride_b + l * stride_l + v * stride_v
-  int64_t stride_b, stride_l, stride_v;
-  int64_t uncond_offset;  // CFG: elements from a conditional row to its unconditional row
-  int64_t L, V;
-  float w_cond, w_uncond;
-  int64_t top_k;  // 0: off, else 0 < top_k < V
-  double top_p;   // 0: off, else 0 < top_p < 1
-  uint64_t seed, row_offset;
-  bool cached;  // keys and weights kept in dynamic shared memory (8 * V bytes)
-  int64_t* out;
-  int* status;  // or of the flags of bad rows
-};
-
 constexpr unsigned kFullMask = 0xffffffffu;
-
-// Shared scratch of the block reductions: per-warp partials, then the broadcast result.
-struct BlockScratch {
-  float mass[kWarps];
-  uint32_t count[kWarps];
-  uint32_t up[kWarps];
-  uint32_t down[kWarps];
-  float mass_all;
-  uint32_t count_all, up_all, down_all;
-};
 
 // Canonical pairwise sum (see the top of the file); lane 0 of each warp holds its group's sum.
 __device__ __forceinline__ float warp_tree_sum(float v) {
@@ -395,7 +368,7 @@ __global__ void __launch_bounds__(kLanes) sample_rows_kernel(const SampleParams 
   if (flags != 0 || m == -INFINITY) {
     if (tid == 0) {
       p.out[row] = -1;
-      atomicOr(p.status, static_cast<int>(flags) | (flags == 0 ? kFlagAllNegInf : 0));
+      atomicOr(p.status, static_cast<int>(flags) | (flags == 0 ? kFlagAllNegInf : 0) | (kCfg ? status::kSampleCfg : 0));
     }
     return;
   }
