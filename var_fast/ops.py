@@ -32,8 +32,11 @@ def sample_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
     ``top_k`` <= 0 or >= V and ``top_p`` <= 0 or == 1 disable the filters. Row (b, l) draws from
     Philox keyed by (seed, row_offset + b * L + l): a row's token depends only on its logits, the
     seed and its global index, never on the other rows in the batch.
+
+    Bad rows (NaN, +inf, all -inf) raise; with ``status`` (``new_status(device)``) they set its flags
+    instead and nothing waits for the device: ``check_status`` raises the same error later.
     """
-    return _ops().sample_top_k_top_p(logits, int(top_k), float(top_p), int(seed), int(row_offset))
+    return _ops().sample_top_k_top_p(logits, int(top_k), float(top_p), int(seed), int(row_offset), status)
 
 
 def sample_cfg_top_k_top_p(logits: torch.Tensor, guidance: float, top_k: int = 0, top_p: float = 0.0,
