@@ -1,37 +1,58 @@
 // quant_sampler_step and quant_encode on CPU, composed from the helpers of quant_nearest_code.cpp,
 // quant_resample.cpp and quant_phi.cpp (declared in var_fast/quant_cpu.h). All arithmetic is float32:
 // f_hat must be float32; other inputs of any floating dtype are converted once.
+//
+// Tokens outside [0, V) raise, or, with a `status` tensor, set its kTokenOutOfRange flag (as the CUDA op
+// does without a host round trip) and are read as code 0, so that the step stays memory-safe.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <vector>
 
 #include "var_fast/check.h"
 #include "var_fast/quant_cpu.h"
+#include "var_fast/status_flags.h"
 
 namespace var_fast::quant_cpu {
 namespace {
 
-void check_tokens_in_range(const at::Tensor& tokens, int64_t V) {
+// Flat position of the first token outside [0, V), or -1.
+int64_t first_token_out_of_range(const at::Tensor& tokens, int64_t V) {
   const int64_t* t = tokens.const_data_ptr<int64_t>();
   const int64_t n = tokens.numel();
-  int64_t bad = -1;
-  for (int64_t i = 0; i < n && bad < 0; ++i) {
-    if (t[i] < 0 || t[i] >= V) bad = i;
+  for (int64_t i = 0; i < n; ++i) {
+    if (t[i] < 0 || t[i] >= V) return i;
   }
-  TORCH_CHECK(bad < 0, "quant_sampler_step: token out of range: tokens must lie in [0, V) with V = ", V,
-              ", got ", (bad < 0 ? 0 : t[bad]), " at flat position ", bad);
+  return -1;
+}
+
+// tokens with every value outside [0, V) replaced by code 0 (a copy).
+at::Tensor out_of_range_as_code_zero(const at::Tensor& tokens, int64_t V) {
+  at::Tensor safe = tokens.clone();
+  int64_t* t = safe.mutable_data_ptr<int64_t>();
+  for (int64_t i = 0, n = safe.numel(); i < n; ++i) {
+    if (t[i] < 0 || t[i] >= V) t[i] = 0;
+  }
+  return safe;
 }
 
 at::Tensor quant_sampler_step_cpu(const at::Tensor& tokens, const at::Tensor& codebook, const at::Tensor& f_hat,
                                   const at::Tensor& phi_weight, const at::Tensor& phi_bias, double ratio,
-                                  int64_t next_size) {
+                                  int64_t next_size, const std::optional<at::Tensor>& status) {
+  constexpr const char* op = "quant_sampler_step";
   const int64_t pn = var_fast::quant::check_sampler_step_args(tokens, codebook, f_hat, phi_weight, phi_bias, next_size);
-  const int64_t H = f_hat.size(2), W = f_hat.size(3);
-  const at::Tensor tok = tokens.contiguous();
-  check_tokens_in_range(tok, codebook.size(0));
+  if (status.has_value()) status::check_status_tensor(op, *status, f_hat.device());
+  const int64_t H = f_hat.size(2), W = f_hat.size(3), V = codebook.size(0);
+  at::Tensor tok = tokens.contiguous();
+  if (const int64_t bad = first_token_out_of_range(tok, V); bad >= 0) {
+    TORCH_CHECK(status.has_value(), op, ": token out of range: tokens must lie in [0, V) with V = ", V, ", got ",
+                tok.const_data_ptr<int64_t>()[bad], " at flat position ", bad);
+    *status->mutable_data_ptr<int>() |= status::kTokenOutOfRange;
+    tok = out_of_range_as_code_zero(tok, V);
+  }
   // A non-contiguous f_hat is updated through a contiguous copy, written back.
   const at::Tensor target = f_hat.contiguous();
   if (f_hat.numel() > 0) {

@@ -1,4 +1,5 @@
-// Device code of the multi-scale residual quantization ops (launchers: csrc/cuda/quant_*.cu).
+// Device code of the multi-scale residual quantization ops (launch plans: var_fast/quant_launch.h; run
+// functions: csrc/cuda/quant_kernels.cu; torch-facing launchers: csrc/cuda/quant_*.cpp).
 //   nearest_code_partial_kernel - 64 rows x 64 codes per tile, 4 x 4 per thread, float32 FMA chain over
 //                                 the channels, fused running arg-min; the (N, V) matrix is never written.
 //                                 Codes are split across grid.y; each split leaves a (best, index, second).
@@ -10,24 +11,17 @@
 //                                 bias and blend, stored or added to/subtracted from a float32 target.
 #pragma once
 
-#include <ATen/core/Tensor.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "var_fast/quant_cpu.h"  // index/weight math and the certification bounds (host + device)
+#include "var_fast/quant_cpu.h"     // index/weight math and the certification bounds (host + device)
+#include "var_fast/quant_launch.h"  // tile sizes, Strides4
+#include "var_fast/status_flags.h"  // status::kTokenOutOfRange
 
 namespace var_fast::quant_cuda {
 
-constexpr int kWarpSize = 32;
-
 // ---- nearest_code ------------------------------------------------------------------------------------
-constexpr int kNcRows = 64;     // rows of z per tile
-constexpr int kNcCodes = 64;    // codes per tile
-constexpr int kNcK = 16;        // channels per shared-memory stage
-constexpr int kNcThreads = 256; // 16 x 16 threads, each 4 rows x 4 codes
-constexpr int kNcPad = 4;       // keeps float4 alignment of the shared rows
-
 // Running arg-min of one row: best distance, its index, runner-up distance.
 struct Top2 {
   float best;
@@ -230,10 +224,6 @@ static __global__ void nearest_code_refine_kernel(const float* __restrict__ z, c
 }
 
 // ---- area / bicubic -----------------------------------------------------------------------------------
-struct Strides4 {
-  int64_t b, c, y, x;
-};
-
 // One thread per output element (b, c, oy, ox), flattened in the output's own order given by `order`
 // sizes (so that consecutive threads write consecutive addresses): out_layout_nhwc selects c fastest.
 template <typename in_t, typename out_t>
@@ -290,10 +280,6 @@ __global__ void bicubic_kernel(const in_t* __restrict__ x, Strides4 xs, int64_t 
 }
 
 // ---- Phi ----------------------------------------------------------------------------------------------
-constexpr int kPhiThreads = 256;
-constexpr int kPhiOcBlock = 8;  // output channels per thread item (weights of one tap: two float4)
-constexpr int kPhiXBlock = 4;   // output columns per thread item
-
 // h(b, c, y, x) of a dense (B, C, H, W) tensor of any strides.
 template <typename scalar_t>
 struct DenseSource {
@@ -306,23 +292,30 @@ struct DenseSource {
 };
 
 // h(b, c, y, x) = the code map of tokens (B, pn*pn), bicubic-upsampled to (H, W) unless pn == H == W.
+// A token outside [0, V) reads code 0 (memory-safe) and ORs kTokenOutOfRange into *status (if not null).
 struct EmbedSource {
   static constexpr bool kChannelFastest = true;  // neighbouring threads read neighbouring floats of a code
   const int64_t* tokens;
   const float* codes;  // (V, C)
-  int64_t C, pn, H, W;
+  int64_t V, C, pn, H, W;
+  int* status;
+  __device__ __forceinline__ const float* code(int64_t token) const {
+    if (token >= 0 && token < V) return codes + token * C;
+    if (status != nullptr) atomicOr(status, status::kTokenOutOfRange);
+    return codes;
+  }
   __device__ __forceinline__ float operator()(int64_t b, int64_t c, int64_t y, int64_t x) const {
     const int64_t* tok = tokens + b * pn * pn;
-    if (pn == H && pn == W) return codes[tok[y * pn + x] * C + c];
+    if (pn == H && pn == W) return code(tok[y * pn + x])[c];
     const var_fast::quant::CubicTaps ty = var_fast::quant::cubic_taps(y, pn, H);
     const var_fast::quant::CubicTaps tx = var_fast::quant::cubic_taps(x, pn, W);
     float acc = 0.0f;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t* row = tok + ty.index[j] * pn;
-      float r = codes[row[tx.index[0]] * C + c] * tx.weight[0];
+      float r = code(row[tx.index[0]])[c] * tx.weight[0];
 #pragma unroll
-      for (int k = 1; k < 4; ++k) r += codes[row[tx.index[k]] * C + c] * tx.weight[k];
+      for (int k = 1; k < 4; ++k) r += code(row[tx.index[k]])[c] * tx.weight[k];
       acc = j == 0 ? r * ty.weight[0] : acc + r * ty.weight[j];
     }
     return acc;
@@ -420,28 +413,5 @@ __global__ void __launch_bounds__(kPhiThreads)
     }
   }
 }
-
-// ---- host side (csrc/cuda/quant_*.cu) -------------------------------------------------------------------
-// float32 codebook on the GPU prepared once for nearest_code_f32.
-struct PreparedCodebook {
-  at::Tensor codes;         // (V, C) contiguous float32
-  at::Tensor norms;         // (V,) |e|^2 from the same ATen reduction as the reference
-  at::Tensor sqrt_norm_max; // () sqrt(max |e|^2) on the device (NaN/inf when a norm is)
-};
-PreparedCodebook prepare_codebook_f32(const at::Tensor& codebook);
-
-// z (N, C) contiguous float32 -> int64 (N,): torch.argmin of the reference formula, token for token.
-// Synchronizes with the device once (to know whether a row needs the exact fallback).
-at::Tensor nearest_code_f32(const at::Tensor& z, const PreparedCodebook& book);
-
-// x (B, C, H, W) float32, any strides -> area average (B, C, size, size), or (B*size*size, C) rows.
-at::Tensor area_downsample_f32(const at::Tensor& x, int64_t size, bool channels_last_rows);
-
-// weight (C, C, 3, 3) -> weight_t (C, 9, Cp) float32 as phi_tile_kernel reads it.
-at::Tensor phi_weight_layout(const at::Tensor& weight);
-
-// target (B, C, H, W) contiguous float32 += sign * Phi(code map of tokens (B, pn*pn), upsampled).
-void embed_phi_accumulate(const at::Tensor& tokens, const at::Tensor& codes, int64_t pn, const at::Tensor& weight_t,
-                          const at::Tensor& bias, double ratio, const at::Tensor& target, float sign);
 
 }  // namespace var_fast::quant_cuda

@@ -1,19 +1,25 @@
-// quant_sampler_step and quant_encode on CUDA. The sampler step is one fused kernel (code lookup ->
-// bicubic -> Phi -> f_hat +=, intermediates in shared memory) and the area downsample of f_hat; the
-// encoder loop runs on the host over the scales with the same kernels plus nearest_code.
+// quant_sampler_step and quant_encode on the kernel device. The sampler step is one fused kernel (code
+// lookup -> bicubic -> Phi -> f_hat +=, intermediates in shared memory) and the area downsample of f_hat;
+// the encoder loop runs on the host over the scales with the same kernels plus nearest_code.
+//
+// Tokens outside [0, V): with a `status` tensor the Phi kernel reads them as code 0 and ORs
+// kTokenOutOfRange into it, and nothing waits for the device (the sampler checks the status once per
+// batch). Without one, the tokens are checked on the host first (one reduction, one synchronisation)
+// with the CPU op's clear error.
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/stack.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <vector>
 
 #include "var_fast/check.h"
-#include "var_fast/quant.cuh"
+#include "var_fast/kernel_device.h"
+#include "var_fast/quant_cpu.h"
+#include "var_fast/quant_device_ops.h"
+#include "var_fast/status_flags.h"
 
 namespace var_fast::quant_cuda {
 namespace {
@@ -28,31 +34,34 @@ void check_tokens_in_range(const at::Tensor& tokens, int64_t V) {
               ", got values in [", low, ", ", high, "]");
 }
 
-at::Tensor quant_sampler_step_cuda(const at::Tensor& tokens, const at::Tensor& codebook, const at::Tensor& f_hat,
-                                   const at::Tensor& phi_weight, const at::Tensor& phi_bias, double ratio,
-                                   int64_t next_size) {
-  TORCH_CHECK(f_hat.is_cuda(), "quant_sampler_step: f_hat must be a CUDA tensor, got ", f_hat.device());
+at::Tensor quant_sampler_step_on_device(const at::Tensor& tokens, const at::Tensor& codebook, const at::Tensor& f_hat,
+                                        const at::Tensor& phi_weight, const at::Tensor& phi_bias, double ratio,
+                                        int64_t next_size, const std::optional<at::Tensor>& status) {
+  constexpr const char* op = "quant_sampler_step";
+  VF_CHECK_KERNEL_DEVICE(op, f_hat);
   const int64_t pn = var_fast::quant::check_sampler_step_args(tokens, codebook, f_hat, phi_weight, phi_bias, next_size);
-  const c10::cuda::CUDAGuard guard(f_hat.device());
+  if (status.has_value()) status::check_status_tensor(op, *status, f_hat.device());
+  const KernelDeviceGuard guard(f_hat.device());
   const at::Tensor tok = tokens.contiguous();
-  check_tokens_in_range(tok, codebook.size(0));
+  if (!status.has_value()) check_tokens_in_range(tok, codebook.size(0));
   // A non-contiguous f_hat is updated through a contiguous copy, written back.
   const at::Tensor target = f_hat.contiguous();
   if (f_hat.numel() > 0) {
     embed_phi_accumulate(tok, codebook.to(at::kFloat).contiguous(), pn, phi_weight_layout(phi_weight),
-                         phi_bias.to(at::kFloat).contiguous(), ratio, target, 1.0f);
+                         phi_bias.to(at::kFloat).contiguous(), ratio, target, 1.0f,
+                         status.has_value() ? status->mutable_data_ptr<int>() : nullptr);
     if (!target.is_same(f_hat)) f_hat.copy_(target);
   }
   if (next_size == 0) return at::empty({0}, f_hat.options());
   return area_downsample_f32(target, next_size, /*channels_last_rows=*/false);
 }
 
-std::vector<at::Tensor> quant_encode_cuda(const at::Tensor& f, const at::Tensor& codebook,
-                                          const at::Tensor& phi_weights, const at::Tensor& phi_biases,
-                                          at::IntArrayRef phi_index, double ratio, at::IntArrayRef patch_nums) {
-  TORCH_CHECK(f.is_cuda(), "quant_encode: f must be a CUDA tensor, got ", f.device());
+std::vector<at::Tensor> quant_encode_on_device(const at::Tensor& f, const at::Tensor& codebook,
+                                               const at::Tensor& phi_weights, const at::Tensor& phi_biases,
+                                               at::IntArrayRef phi_index, double ratio, at::IntArrayRef patch_nums) {
+  VF_CHECK_KERNEL_DEVICE("quant_encode", f);
   var_fast::quant::check_encode_args(f, codebook, phi_weights, phi_biases, phi_index, patch_nums);
-  const c10::cuda::CUDAGuard guard(f.device());
+  const KernelDeviceGuard guard(f.device());
   const int64_t B = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3), K = phi_weights.size(0);
   const int64_t S = static_cast<int64_t>(patch_nums.size());
   // Residual f_rest = f - sum of the Phi-refined code maps so far; f_hat itself is not needed for tokens.
@@ -82,7 +91,7 @@ std::vector<at::Tensor> quant_encode_cuda(const at::Tensor& f, const at::Tensor&
 }  // namespace
 }  // namespace var_fast::quant_cuda
 
-TORCH_LIBRARY_IMPL(var_fast, CUDA, m) {
-  m.impl("quant_sampler_step", &var_fast::quant_cuda::quant_sampler_step_cuda);
-  m.impl("quant_encode", &var_fast::quant_cuda::quant_encode_cuda);
+TORCH_LIBRARY_IMPL(VAR_FAST_KERNEL_NAMESPACE, VAR_FAST_KERNEL_DISPATCH_KEY, m) {
+  m.impl("quant_sampler_step", &var_fast::quant_cuda::quant_sampler_step_on_device);
+  m.impl("quant_encode", &var_fast::quant_cuda::quant_encode_on_device);
 }
