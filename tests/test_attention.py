@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from conftest import HAS_CUDA, tol
 from var_fast import ops
+from var_fast._ext import require
 from var_fast.models import PATCH_NUMS_256, PATCH_NUMS_512
 from var_fast.models.blocks import KVCache, SelfAttention
 from var_fast.reference import attention as ref
@@ -22,6 +23,17 @@ PATCH_SETS = [pytest.param(PATCH_NUMS_256, id="256px"), pytest.param(PATCH_NUMS_
 def _randn(*shape, seed, dtype=torch.float32, device="cpu", std=1.0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(*shape, generator=gen) * std).to(device=device, dtype=dtype)
+
+
+def _cpu_ops():
+    """The CPU ops themselves (``ops`` may be routed to the emulated CUDA kernels)."""
+    require()
+    return torch.ops.var_fast
+
+
+def _skip_on_emu(device_name, why):
+    if device_name == "emu":
+        pytest.skip(f"emulated CUDA (~1000x slower): {why}")
 
 
 def _scale_starts(patch_nums):
@@ -65,7 +77,9 @@ def _assert_cache_write(k_cache, v_cache, k_before, v_before, k_ref, v_ref, offs
 @pytest.mark.parametrize("l2_norm", [False, True], ids=["plain", "l2norm"])
 @pytest.mark.parametrize("H,c", [(1, 64), (3, 64), (1, 192)], ids=["C64H1", "C192H3", "C192H1"])
 @pytest.mark.parametrize("B,L,at_end", [(1, 1, False), (3, 5, True), (1, 169, True), (3, 169, False)])
-def test_qkv_to_cache_matches_reference(device, dtype, B, L, at_end, H, c, l2_norm):
+def test_qkv_to_cache_matches_reference(device, device_name, dtype, B, L, at_end, H, c, l2_norm):
+    if B * L > 169:
+        _skip_on_emu(device_name, "(1, 169) and (3, 5) cover this shape's rows and batches")
     Lmax = L + 37
     offset = Lmax - L if at_end else 0  # 37: the cache's other rows must stay untouched either way
     args = _qkv_inputs(B, L, H, c, Lmax, dtype, device, l2_norm)
@@ -80,10 +94,10 @@ def test_qkv_to_cache_matches_reference(device, dtype, B, L, at_end, H, c, l2_no
         torch.testing.assert_close(k_cache[:, :, offset:offset + L].float().norm(dim=-1),
                                    torch.ones(B, H, L, device=device), **tol(dtype))
         torch.testing.assert_close(q.float().norm(dim=-1), head_scale.view(1, H, 1).expand(B, H, L), **tol(dtype))
-    if device == "cuda":
+    if device_name != "cpu":
         k_cpu, v_cpu = k_before.cpu(), v_before.cpu()
-        q_cpu = ops.qkv_to_cache(qkv.cpu(), q_bias.cpu(), v_bias.cpu(),
-                                 None if head_scale is None else head_scale.cpu(), k_cpu, v_cpu, offset)
+        q_cpu = _cpu_ops().qkv_to_cache(qkv.cpu(), q_bias.cpu(), v_bias.cpu(),
+                                        None if head_scale is None else head_scale.cpu(), k_cpu, v_cpu, offset)
         torch.testing.assert_close(q.cpu(), q_cpu, **tol(dtype))
         torch.testing.assert_close(k_cache.cpu(), k_cpu, **tol(dtype))
         torch.testing.assert_close(v_cache.cpu(), v_cpu, **tol(dtype))
@@ -211,7 +225,9 @@ def test_qkv_to_cache_device_mismatch():
 
 
 @pytest.mark.parametrize("l2_norm", [False, True], ids=["plain", "l2norm"])
-def test_qkv_to_cache_opcheck(device, l2_norm):
+def test_qkv_to_cache_opcheck(device, device_name, l2_norm):
+    if device_name == "emu":
+        pytest.skip("opcheck of var_fast_emu ops fails test_faketensor: fake kernels are registered for var_fast:: only")
     qkv, q_bias, v_bias, head_scale, k_cache, v_cache = _qkv_inputs(2, 5, 3, 64, 16, torch.float32, device, l2_norm)
     torch.library.opcheck(torch.ops.var_fast.qkv_to_cache.default,
                           (qkv, q_bias, v_bias, head_scale, k_cache, v_cache, 4))
@@ -250,15 +266,40 @@ ATTENTION_SHAPES = [  # (B, H, L, c, Lmax, kv_len)
 
 
 @pytest.mark.parametrize("B,H,L,c,Lmax,kv_len", ATTENTION_SHAPES)
-def test_cached_attention_matches_reference(device, dtype, B, H, L, c, Lmax, kv_len):
+def test_cached_attention_matches_reference(device, device_name, dtype, B, H, L, c, Lmax, kv_len):
+    if B * H * L * kv_len > 100_000:
+        _skip_on_emu(device_name, "large shape; test_cached_attention_kernel_paths runs the VAR shapes on emu")
     q, k_cache, v_cache = _attention_inputs(B, H, L, c, Lmax, kv_len, dtype, device)
     scale = 0.25 / math.sqrt(c)
     out = ops.cached_attention(q, k_cache, v_cache, kv_len, scale)
     assert out.shape == (B, L, H * c) and out.dtype == dtype and out.is_contiguous()
     torch.testing.assert_close(out, _reference_attention(q, k_cache, v_cache, kv_len, scale), **tol(dtype))
-    if device == "cuda":
-        cpu = ops.cached_attention(q.cpu(), k_cache.cpu(), v_cache.cpu(), kv_len, scale)
+    if device_name != "cpu":
+        cpu = _cpu_ops().cached_attention(q.cpu(), k_cache.cpu(), v_cache.cpu(), kv_len, scale)
         torch.testing.assert_close(out.cpu(), cpu, **tol(dtype))
+
+
+# The two CUDA kernels: tensor cores (WMMA) for float16 / bfloat16 with head dim 64 or 128 (on sm_80+,
+# and the emulated H100), CUDA cores (SIMT) for float32 and every other head dim.
+KERNEL_PATH_SHAPES = [  # (B, H, L, c, Lmax, kv_len)
+    pytest.param(1, 1, 169, 64, 680, 424, id="VAR-13x13-424keys"),  # one head of a 256px model's scale
+    pytest.param(1, 1, 1, 64, 680, 1, id="L1-kv1"),
+    pytest.param(1, 2, 70, 128, 200, 130, id="c128-kv-not-tile-multiple"),
+    pytest.param(1, 2, 33, 24, 100, 77, id="c24-simt"),
+    pytest.param(1, 1, 7, 63, 50, 45, id="odd-c63-simt"),
+    pytest.param(2, 1, 3, 1, 10, 9, id="c1-simt"),
+]
+
+
+@pytest.mark.parametrize("B,H,L,c,Lmax,kv_len", KERNEL_PATH_SHAPES)
+def test_cached_attention_kernel_paths(kernel_device, dtype, B, H, L, c, Lmax, kv_len):
+    q, k_cache, v_cache = _attention_inputs(B, H, L, c, Lmax, kv_len, dtype, kernel_device, seed=30)
+    scale = 1 / math.sqrt(c)
+    out = ops.cached_attention(q, k_cache, v_cache, kv_len, scale)
+    assert out.shape == (B, L, H * c) and out.dtype == dtype and out.isfinite().all()
+    torch.testing.assert_close(out, _reference_attention(q, k_cache, v_cache, kv_len, scale), **tol(dtype))
+    cpu = _cpu_ops().cached_attention(q.cpu(), k_cache.cpu(), v_cache.cpu(), kv_len, scale)
+    torch.testing.assert_close(out.cpu(), cpu, **tol(dtype))
 
 
 @pytest.mark.parametrize("B,H,L,c,Lmax,kv_len", [(2, 3, 13, 64, 680, 424), (1, 2, 33, 24, 100, 77),
@@ -366,7 +407,9 @@ def test_cached_attention_device_mismatch():
         ops.cached_attention(**args)
 
 
-def test_cached_attention_opcheck(device):
+def test_cached_attention_opcheck(device, device_name):
+    if device_name == "emu":
+        pytest.skip("opcheck of var_fast_emu ops fails test_faketensor: fake kernels are registered for var_fast:: only")
     q, k_cache, v_cache = _attention_inputs(2, 3, 5, 64, 16, 9, torch.float32, device, poison=False)
     torch.library.opcheck(torch.ops.var_fast.cached_attention.default, (q, k_cache, v_cache, 9, 0.125))
 

@@ -1,4 +1,5 @@
-// Device code of the AdaLN elementwise ops (launchers: csrc/cuda/adaln_modulate.cu, gated_residual.cu).
+// Device code of the AdaLN elementwise ops (launchers: csrc/cuda/adaln_modulate.cpp, gated_residual.cpp;
+// launch plans: var_fast/adaln_launch.h; kernel translation unit: csrc/cuda/adaln_kernels.cu).
 //   adaln_modulate_kernel - one warp per row: float32 mean, then centred variance, then
 //                           y = (x - mean) * rstd * (1 + scale) + shift, with 16-byte loads when aligned.
 //   gated_residual_kernel - out = x + gamma * y over packs of VEC elements (16 bytes when aligned).
@@ -8,11 +9,10 @@
 
 #include <cstdint>
 
+#include "var_fast/adaln_launch.h"
+
 namespace var_fast {
 namespace adaln {
-
-constexpr int kWarpSize = 32;
-constexpr int kRowsPerBlock = 4;  // warps (rows) per block of adaln_modulate_kernel
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
 // x, y, out (rows, C) contiguous, gamma rows of C contiguous elements at b * gamma_stride_b.
 // Pack i holds elements [i * VEC, (i + 1) * VEC) of the flat tensors; VEC divides C.
 template <typename T, int VEC>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(kGatedThreads)
     gated_residual_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gamma,
                           int64_t gamma_stride_b, T* __restrict__ out, int64_t packs, int64_t packs_per_row,
                           int64_t L) {

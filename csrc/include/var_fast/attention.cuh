@@ -1,4 +1,5 @@
-// Device code of the attention ops (launchers: csrc/cuda/attention.cu).
+// Device code of the attention ops (launcher: csrc/cuda/attention.cpp; launch plans and tile geometry:
+// var_fast/attention_launch.h; kernel translation unit: csrc/cuda/attention_kernels.cu).
 //   qkv_to_cache_kernel    - one warp per (b, l, h): biases, optional L2 norms (warp reductions),
 //                            q written out, k and v written into the caches at offset + l.
 //   attention_wmma_kernel  - fp16/bf16, head dim 64 or 128: tensor-core (WMMA) flash attention, 64
@@ -17,18 +18,12 @@
 
 #include <cstdint>
 
+#include "var_fast/attention_launch.h"
+
 namespace var_fast {
 namespace attention {
 
-constexpr int kWarpSize = 32;
-constexpr int kMaxHeadDim = 256;
 constexpr float kLog2e = 1.4426950408889634f;
-
-// Element strides of a (B, H, Lmax, c) cache.
-struct CacheStrides {
-  int64_t b, h, l, d;
-  __device__ __forceinline__ int64_t row(int64_t bi, int64_t hi, int64_t li) const { return bi * b + hi * h + li * l; }
-};
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -52,7 +47,6 @@ __device__ __forceinline__ U* dynamic_smem() {
 // ---------------------------------------------------------------------------------------------------
 // qkv_to_cache
 // ---------------------------------------------------------------------------------------------------
-constexpr int kQkvWarpsPerBlock = 4;
 constexpr int kQkvPerLane = kMaxHeadDim / kWarpSize;  // head dims per lane at most
 
 // qkv (B, L, 3, H, c) contiguous; q_out (B, H, L, c) contiguous; biases (H * c) contiguous;
@@ -121,27 +115,6 @@ template <>
 struct WmmaType<c10::BFloat16> {
   using type = __nv_bfloat16;
   static __device__ __forceinline__ type from_float(float v) { return __float2bfloat16_rn(v); }
-};
-
-// Shared memory layout of one block. Rows are padded (8 halves / 4 floats) against bank conflicts;
-// every region and every 16-row / 16-column fragment start stays 32-byte aligned, as WMMA needs.
-template <int D>
-struct WmmaAttentionTile {
-  static_assert(D % 16 == 0, "head dim must be a multiple of 16");
-  static constexpr int kWarps = 4;
-  static constexpr int BQ = 16 * kWarps;  // queries per block, 16 per warp
-  static constexpr int BK = 64;           // keys per tile
-  static constexpr int LDK = D + 8;       // halves per row of the K, V (and Q staging) tiles
-  static constexpr int LDS = BK + 4;      // floats per row of a warp's scores
-  static constexpr int LDP = BK + 8;      // halves per row of a warp's probabilities (alias the scores)
-  static constexpr int LDO = D + 4;       // floats per row of the output accumulator
-  static constexpr int kKBytes = BK * LDK * 2;
-  static constexpr int kSBytes = kWarps * 16 * LDS * 4;
-  static constexpr int kOBytes = BQ * LDO * 4;
-  static constexpr int kSmemBytes = 2 * kKBytes + kSBytes + kOBytes;
-  static_assert(16 * LDP * 2 <= 16 * LDS * 4, "probabilities must fit in the scores they replace");
-  static_assert(BQ * LDK * 2 <= kOBytes, "the Q staging tile must fit in the output accumulator");
-  static_assert(kKBytes % 128 == 0 && kSBytes % 128 == 0, "regions must stay aligned");
 };
 
 // q (B, H, L, D) contiguous and 16-byte aligned; caches with unit stride along D; out (B, L, H * D).
@@ -307,16 +280,6 @@ __global__ void __launch_bounds__(WmmaAttentionTile<D>::kWarps* kWarpSize)
 // ---------------------------------------------------------------------------------------------------
 // cached_attention, CUDA cores (any dtype, head dim <= 256)
 // ---------------------------------------------------------------------------------------------------
-struct SimtAttentionTile {
-  static constexpr int kWarps = 4;
-  static constexpr int kRowsPerWarp = 4;
-  static constexpr int BQ = kWarps * kRowsPerWarp;  // queries per block
-  static constexpr int BK = kWarpSize;              // keys per tile: one per lane
-  static constexpr int kDimsPerLane = kMaxHeadDim / kWarpSize;
-  // Q (BQ, D), K (BK, D + 1: odd row stride, so lane j reading key j hits its own bank), V (BK, D)
-  static size_t smem_bytes(int D) { return sizeof(float) * (BQ * D + BK * (D + 1) + BK * D); }
-};
-
 template <typename scalar_t>
 __global__ void __launch_bounds__(SimtAttentionTile::kWarps* kWarpSize)
     attention_simt_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k_cache, CacheStrides ks,
