@@ -7,7 +7,9 @@ Differences from the reference loop, all exact in float32 except the random stre
 - LayerNorm + modulation, the QKV epilogue, attention and the gated residuals are fused ops;
 - CFG mixing, top-k/top-p filtering and the draw are one op whose Philox stream is keyed by
   (seed, image index, token index), so an image does not depend on the rest of its batch;
-- the quantizer's per-scale update (lookup, bicubic upsample, Phi, accumulate, area downsample) is one op.
+- the quantizer's per-scale update (lookup, bicubic upsample, Phi, accumulate, area downsample) is one op;
+- nothing in the loop waits for the device: bad logits and out-of-range tokens set flags in a device
+  status word, checked once after the last scale (with the errors the ops would have raised).
 """
 from __future__ import annotations
 
@@ -143,6 +145,7 @@ class FastSampler:
         f_hat = torch.zeros(B, var.Cvae, pns[-1], pns[-1], device=device, dtype=torch.float32)
         tokens: List[torch.Tensor] = []
         offset = 0
+        status = ops.new_status(device)
         for si, pn in enumerate(pns):
             ratio = si / (S - 1)
             l = pn * pn
@@ -150,7 +153,7 @@ class FastSampler:
             t = cfg * ratio
             if not more_smooth:
                 idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
-                                                 row_offset=image_offset * l)
+                                                 row_offset=image_offset * l, status=status)
                 h_BChw = None
             else:  # visualisation mode: soft Gumbel mix of codes (not a hot path)
                 g = torch.Generator(device=device)
@@ -166,7 +169,7 @@ class FastSampler:
             next_size = pns[si + 1] if si + 1 < S else 0
             if h_BChw is None:
                 nxt = ops.quant_sampler_step(idx, self.codebook, f_hat, self.phi_weights[k], self.phi_biases[k],
-                                             self.phi_ratios[k], next_size)
+                                             self.phi_ratios[k], next_size, status=status)
             else:
                 nxt = self._soft_step(si, f_hat, h_BChw, next_size)
             offset += l
@@ -175,6 +178,7 @@ class FastSampler:
             if next_size:
                 x = var.word_embed(nxt.view(B, var.Cvae, -1).transpose(1, 2).to(dtype)) + lvl_pos[:, offset:offset + next_size ** 2]
                 x = x.repeat(2, 1, 1)
+        ops.check_status(status, var.V)  # the loop's one wait for the device
         return f_hat, tokens
 
     def _soft_step(self, si: int, f_hat: torch.Tensor, h_BChw: torch.Tensor, next_size: int) -> torch.Tensor:
