@@ -3,6 +3,7 @@ then tables) and the same data as JSON, written with whatever stages finished.""
 from __future__ import annotations
 
 import json
+import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .upstream import Verdict, ratio_or_refusal
@@ -28,10 +29,16 @@ def cell(record: Optional[Dict], field: str, digits: int = 3) -> str:
     return fmt(record.get(field), digits)
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]], right_from: int = 1) -> List[str]:
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+_NUMBER = re.compile(r"^[\d.,x×—e+-]*$")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
+    """A markdown table; columns holding only numbers (or —) are right-aligned."""
+    rows = [[str(c) for c in row] for row in rows]
+    numeric = [all(_NUMBER.match(row[i]) for row in rows) for i in range(len(header))]
+    align = ["---:" if n else "---" for n in numeric]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def pivot(records: List[Dict], section: str, keys: Sequence[str]) -> Tuple[List[Tuple], Dict[Tuple, Dict[str, Dict]], List[str]]:
@@ -67,7 +74,7 @@ def stages_section(stages: List[Dict], total_s: float, budget_s: float) -> List[
              s.get("detail", "").replace("|", "/")) for s in stages]
     rows.append(("total", "", f"{total_s:.1f}", f"{budget_s:.0f}", ""))
     lines = ["Stages (seconds measured by the script; a stage that ran out of its budget was stopped there):", ""]
-    lines += table(["stage", "status", "seconds", "budget (s)", "detail"], rows, right_from=2)
+    lines += table(["stage", "status", "seconds", "budget (s)", "detail"], rows)
     for s in stages:
         if s.get("output_tail"):
             lines += ["", f"`{s['name']}` output (last lines):", ""] + ["    " + line for line in s["output_tail"]]
@@ -97,7 +104,7 @@ def sampling_section(records: List[Dict]) -> List[str]:
                     + [speedup(got.get("var_fast"), best)])
     return (["Sampling, V = 4096, top_k = 900, top_p = 0.96, float32 logits; median ms (CFG rows: tokens drawn, "
              "from twice as many logit rows, g = 1.5):", ""]
-            + table(["op", "rows"] + impls + ["var_fast vs best baseline"], rows, right_from=1))
+            + table(["op", "rows"] + impls + ["var_fast vs best baseline"], rows))
 
 
 def attention_section(records: List[Dict]) -> List[str]:
@@ -109,7 +116,7 @@ def attention_section(records: List[Dict]) -> List[str]:
     dtype = order[0][7]
     return ([f"Attention over the static KV cache ({dtype}): one scale's queries over the cached keys so far, "
              "CFG-doubled batch; median ms:", ""]
-            + table(["model", "scale", "B×H", "queries", "keys", "head dim"] + impls + ["fastest"], rows, right_from=1))
+            + table(["model", "scale", "B×H", "queries", "keys", "head dim"] + impls + ["fastest"], rows))
 
 
 def quant_section(records: List[Dict]) -> List[str]:
@@ -119,7 +126,7 @@ def quant_section(records: List[Dict]) -> List[str]:
     rows = [[k[0], k[1], k[2]] + [cell(cases[k].get(i), "median_ms") for i in impls]
             + [speedup(cases[k].get("var_fast"), cases[k].get("reference"))] for k in order]
     return (["Quantization (V = 4096 codes of 32, four shared Phi layers); median ms:", ""]
-            + table(["op", "batch", "size"] + impls + ["var_fast vs reference"], rows, right_from=1))
+            + table(["op", "batch", "size"] + impls + ["var_fast vs reference"], rows))
 
 
 def sampler_section(records: List[Dict]) -> List[str]:
@@ -147,10 +154,12 @@ def sampler_section(records: List[Dict]) -> List[str]:
             rows.append([key[0], f"{key[1]} px", key[2], backend, cell(r, "latency_s", 4), cell(r, "images_per_s", 4),
                          cell(r, "peak_memory_gib"), cell(dec, "latency_s", 3), cell(r, "floor_fraction", 2),
                          vs_ref, vs_up])
-    lines = [f"Whole sampler ({order[0][3]}), random weights, cfg 1.5, top_k 900, top_p 0.96, VQVAE decoding "
-             "included; median of the timed runs:", ""]
+    settings = next((r.get("settings") for r in records if r.get("section") == "model" and r.get("settings")), {})
+    drawn = ", ".join(f"{k} {v}" for k, v in settings.items())
+    lines = [f"Whole sampler ({order[0][3]}), random weights, {drawn}, VQVAE decoding included; median of the "
+             "timed runs:", ""]
     lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "peak memory (GiB)",
-                    "decode (s)", "FLOP floor", "speed-up vs reference", "fast vs upstream"], rows, right_from=2)
+                    "decode (s)", "FLOP-floor fraction", "speed-up vs reference", "fast vs upstream"], rows)
     for model, v in verdicts.items():
         lines.append(f"\nUpstream check for {model}: {'passed' if v.ok else 'refused'} — {v.reason}.")
     return lines

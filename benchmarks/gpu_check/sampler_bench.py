@@ -59,9 +59,9 @@ def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: t
     t = time.perf_counter()
     var, vae = build(name, device)
     _sync(device)
-    rec.add("model", case=dict(base, params=sum(p.numel() for p in var.parameters())), impl="build",
-            status="ok", seconds=time.perf_counter() - t, flops_per_image=flops)
     settings = sampling_settings(var_cfg.vocab_size)
+    rec.add("model", case=dict(base, params=sum(p.numel() for p in var.parameters())), impl="build",
+            status="ok", seconds=time.perf_counter() - t, flops_per_image=flops, settings=settings)
     samplers = {"fast": var_fast.Sampler(var, vae, device=device, dtype=dtype, backend="fast"),
                 "reference": var_fast.Sampler(var, vae, device=device, dtype=dtype, backend="reference")}
     verdict, uvar = None, None
