@@ -66,3 +66,14 @@ def test_parse_budgets():
     import pytest
     with pytest.raises(ValueError, match="unknown stage 'bench'"):
         parse_budgets("bench=3", {"build": 1.0})
+
+
+def test_interrupted_before_the_kill(tmp_path):
+    """SIGINT comes first, so pytest can still write its junit XML; the limit itself holds."""
+    marker = tmp_path / "interrupted"
+    code = (f"import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+            f"    open({str(marker)!r}, 'w').write('yes')\n    raise SystemExit(2)\n")
+    start = time.monotonic()
+    done = run_limited([sys.executable, "-c", code], limit_s=4, grace_s=1)
+    assert done.timed_out and marker.read_text() == "yes"
+    assert time.monotonic() - start < 4.5

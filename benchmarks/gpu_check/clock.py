@@ -58,26 +58,40 @@ class Completed:
 
 
 def run_limited(cmd: Sequence[str], limit_s: float, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
-                log_path: Optional[str] = None) -> Completed:
-    """Run ``cmd`` with stdout+stderr captured (and copied to ``log_path``); kill its whole process
-    group at ``limit_s`` (pip/ninja/nvcc and pytest's children too)."""
+                log_path: Optional[str] = None, grace_s: float = 10.0) -> Completed:
+    """Run ``cmd`` with stdout+stderr captured (and copied to ``log_path``), ending by ``limit_s``:
+    its whole process group (pip/ninja/nvcc, pytest's children) gets SIGINT ``grace_s`` before the
+    limit, so that pytest still writes its junit XML of the tests run so far, then SIGKILL at it."""
     start = time.monotonic()
     if limit_s <= 0:
         return Completed(None, 0.0, "not started: no time left in the budget\n")
+    soft = limit_s - grace_s if limit_s > 3 * grace_s else limit_s
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                             text=True, errors="replace", start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=limit_s)
+        out, _ = proc.communicate(timeout=soft)
         code: Optional[int] = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        _signal_group(proc.pid, signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=max(0.1, limit_s - soft))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        _signal_group(proc.pid, signal.SIGKILL)  # children that outlived their parent
         out += f"\n[gpu-check] stopped at its time limit of {limit_s:.0f} s\n"
         code = None
     if log_path:
         with open(log_path, "w") as f:
             f.write(out)
     return Completed(code, time.monotonic() - start, out)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def tail(text: str, lines: int = 15) -> List[str]:

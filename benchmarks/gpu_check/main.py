@@ -22,7 +22,7 @@ from .stage import FAILED, PASSED, SKIPPED, TIMEOUT, StageResult
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # seconds; the benchmarks get what is left of --total after these and the report's reserve
-BUDGETS = {"build": 150.0, "tests": 110.0, "sanitizers": 80.0}
+BUDGETS = {"build": 120.0, "tests": 100.0, "sanitizers": 100.0}
 SMOKE_BUDGETS = {"build": 0.0, "tests": 60.0, "sanitizers": 0.0}
 REPORT_RESERVE_S = 10.0
 
