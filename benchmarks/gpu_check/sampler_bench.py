@@ -62,8 +62,12 @@ def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: t
     settings = sampling_settings(var_cfg.vocab_size)
     rec.add("model", case=dict(base, params=sum(p.numel() for p in var.parameters())), impl="build",
             status="ok", seconds=time.perf_counter() - t, flops_per_image=flops, settings=settings)
-    samplers = {"fast": var_fast.Sampler(var, vae, device=device, dtype=dtype, backend="fast"),
-                "reference": var_fast.Sampler(var, vae, device=device, dtype=dtype, backend="reference")}
+    samplers, broken = {}, {}
+    for backend in ("fast", "reference"):
+        try:
+            samplers[backend] = var_fast.Sampler(var, vae, device=device, dtype=dtype, backend=backend)
+        except Exception as err:  # e.g. the extension did not build: the baselines are still measured
+            broken[backend] = f"{type(err).__name__}: {str(err)[:200]}"
     verdict, uvar = None, None
     if upstream is not None:
         try:
@@ -81,6 +85,8 @@ def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: t
         runs = {name_: (lambda s=s: s.sample(labels, seed=0, **settings)) for name_, s in samplers.items()}
         if uvar is not None and verdict is not None and verdict.ok:
             runs["upstream"] = lambda: upstream.sample(uvar, labels, dtype, **settings)
+        for backend, why in broken.items():
+            rec.add("sampler", case=case, impl=backend, status="error", error=why)
         for backend, fn in runs.items():
             predicted = estimator.predict(backend, flops["total"] * batch)
             if deadline.passed() or (predicted is not None and not deadline.allows(2 * predicted)):

@@ -25,7 +25,7 @@ _randn.gen = torch.Generator().manual_seed(0)
 
 
 def _sampling(ops, device) -> Iterator[Tuple[str, str, Callable]]:
-    for label, (B, L, V, k, p) in {"B4 L256 V4096 k900 p0.96": (4, 256, 4096, 900, 0.96),
+    for label, (B, L, V, k, p) in {"B2 L64 V4096 k900 p0.96": (2, 64, 4096, 900, 0.96),
                                    "B3 L7 V1": (3, 7, 1, 0, 0.0), "B1 L1 V37 k5": (1, 1, 37, 5, 0.5)}.items():
         logits = _randn(B, L, V, device=device, std=3)
         yield "sample_top_k_top_p", label, lambda x=logits, k=k, p=p: ops.sample_top_k_top_p(x, k, p, seed=1)
@@ -58,7 +58,7 @@ def _attention(ops, device) -> Iterator[Tuple[str, str, Callable]]:
 def _quant(ops, device) -> Iterator[Tuple[str, str, Callable]]:
     from var_fast.models.quantizer import phi_index
     # (B, C, V, patch_nums): the published VQVAE's codebook at 256 px, and odd sizes with V = 1 and a 1x1 scale
-    for B, C, V, patch_nums in ((4, 32, 4096, (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)), (3, 7, 1, (1, 3, 5)),
+    for B, C, V, patch_nums in ((2, 32, 4096, (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)), (3, 7, 1, (1, 3, 5)),
                                 (1, 5, 3, (1,))):
         label = f"B{B} C{C} V{V} scales {'-'.join(map(str, patch_nums))}"
         H = patch_nums[-1]

@@ -85,9 +85,10 @@ def run(root: str, out: str, limit_s: float, sanitizer: Optional[str] = None) ->
 
 def _toolkit_sanitizer() -> Optional[str]:
     for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        path = os.path.join(root or "", "compute-sanitizer", "compute-sanitizer")
-        if root and os.path.isfile(path):
-            return path
+        for sub in ("bin", "compute-sanitizer"):
+            path = os.path.join(root or "", sub, "compute-sanitizer")
+            if root and os.path.isfile(path):
+                return path
     return None
 
 
