@@ -13,9 +13,9 @@ class RunClock:
     """The whole run's time limit. A stage gets its nominal budget, but never so much that the stages
     after it lose theirs; the last stage (``nominal=None``) gets whatever is left."""
 
-    def __init__(self, total_s: float, now: Callable[[], float] = time.monotonic):
+    def __init__(self, total_s: float, now: Callable[[], float] = time.monotonic, start: Optional[float] = None):
         self.total_s, self.now = total_s, now
-        self.start = now()
+        self.start = now() if start is None else start
 
     def elapsed(self) -> float:
         return self.now() - self.start
