@@ -158,7 +158,7 @@ def sampler_section(records: List[Dict]) -> List[str]:
     drawn = ", ".join(f"{k} {v}" for k, v in settings.items())
     lines = [f"Whole sampler ({order[0][3]}), random weights, {drawn}, VQVAE decoding included; median of the "
              "timed runs:", ""]
-    lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "peak memory (GiB)",
+    lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "peak memory over weights (GiB)",
                     "decode (s)", "FLOP-floor fraction", "speed-up vs reference", "fast vs upstream"], rows)
     for model, v in verdicts.items():
         lines.append(f"\nUpstream check for {model}: {'passed' if v.ok else 'refused'} — {v.reason}.")
