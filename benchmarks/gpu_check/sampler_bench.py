@@ -15,6 +15,7 @@ from .clock import Deadline
 from .flops import image_flops
 from .random_models import build, configs
 from .timing import measure
+from .upstream import Verdict
 
 
 class Estimator:
@@ -77,7 +78,6 @@ def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: t
             ref32 = var_fast.Sampler(var, vae, device=device, dtype=torch.float32, backend="reference")
             verdict = upstream.greedy_check(uvar, ref32, torch.arange(2, device=device) % var_cfg.num_classes)
         except Exception as err:
-            from .upstream import Verdict
             verdict = Verdict(False, f"upstream failed to build or run: {type(err).__name__}: {str(err)[:200]}")
         rec.add("upstream_check", case=dict(base), impl="upstream", status="ok" if verdict.ok else "refused",
                 reason=verdict.reason, differing=verdict.differing, total=verdict.total)
