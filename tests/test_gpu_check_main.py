@@ -21,7 +21,7 @@ def stubs(monkeypatch):
     monkeypatch.setattr(gpu_check.build, "run", stage("build"))
     monkeypatch.setattr(gpu_check.cuda_tests, "run", stage("tests"))
     monkeypatch.setattr(gpu_check.sanitizer, "run", stage("sanitizers"))
-    monkeypatch.setattr(gpu_check, "benchmarks_stage", lambda args, out, limit: stage("benchmarks")(float(limit)))
+    monkeypatch.setattr(gpu_check, "benchmarks_stage", lambda args, out, limit, path: stage("benchmarks")(float(limit)))
     return calls, stage, monkeypatch
 
 

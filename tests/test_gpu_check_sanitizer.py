@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from benchmarks.gpu_check import sanitize_driver, sanitizer
+from benchmarks.gpu_check.clock import Completed
 from benchmarks.gpu_check.stage import FAILED, PASSED, TIMEOUT
 from var_fast import _ext, ops
 
@@ -73,3 +74,26 @@ def test_driver_covers_every_op_in_var_fast_ops():
 def test_driver_runs_on_the_cpu(capsys):
     assert sanitize_driver.main(["--device", "cpu"]) == 0
     assert sanitize_driver.DONE in capsys.readouterr().out
+
+
+def test_stage_runs_the_three_tools_into_one_log(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_run(cmd, limit_s, env=None, cwd=None, log_path=None):
+        seen.append((cmd[cmd.index("--tool") + 1], limit_s, env.get("PYTORCH_NO_CUDA_MEMORY_CACHING")))
+        return Completed(0, 5.0, CLEAN)
+
+    monkeypatch.setattr(sanitizer, "run_limited", fake_run)
+    result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="/bin/compute-sanitizer")
+    assert [tool for tool, _, _ in seen] == list(sanitizer.TOOLS)
+    assert seen[0][2] == "1" and seen[1][2] is None  # memcheck without the caching allocator
+    assert result.status == PASSED and result.seconds == 15.0
+    assert [p.name for p in tmp_path.iterdir()] == [sanitizer.LOG]
+    assert (tmp_path / sanitizer.LOG).read_text().count("===== /bin/compute-sanitizer --tool") == 3
+
+
+def test_stage_fails_when_one_tool_fails(monkeypatch, tmp_path):
+    outputs = iter([CLEAN, CLEAN.replace("0 errors", "1 errors"), CLEAN])
+    monkeypatch.setattr(sanitizer, "run_limited", lambda cmd, limit_s, env=None, cwd=None: Completed(0, 1.0, next(outputs)))
+    result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="cs")
+    assert result.status == FAILED and "racecheck failed (1 errors)" in result.detail

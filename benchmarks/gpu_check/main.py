@@ -10,14 +10,15 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
 from . import build, cuda_tests, report, sanitizer
 from .clock import RunClock, run_limited, tail
 from .environment import describe
-from .run_benchmarks import BENCH_FILE
 from .stage import FAILED, PASSED, SKIPPED, TIMEOUT, StageResult
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,13 +53,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def benchmarks_stage(args, out: str, limit_s: float) -> StageResult:
-    path = os.path.join(out, BENCH_FILE)
-    if os.path.exists(path):
-        os.remove(path)
+def benchmarks_stage(args, out: str, limit_s: float, path: str) -> StageResult:
     # the child stops starting cases a little before the hard limit, so the limit only catches a hang
     deadline = time.time() + max(0.0, limit_s - 5.0)
-    cmd = [sys.executable, "-m", "benchmarks.gpu_check.run_benchmarks", "--out", out, "--deadline", f"{deadline:.0f}",
+    cmd = [sys.executable, "-m", "benchmarks.gpu_check.run_benchmarks", "--records", path, "--deadline", f"{deadline:.0f}",
            "--models", args.models, "--batches", args.batches]
     cmd += ["--cpu-smoke"] if args.cpu_smoke else []
     cmd += ["--upstream", os.path.abspath(args.upstream)] if args.upstream else []
@@ -99,6 +97,9 @@ def main(argv=None, started: Optional[float] = None) -> int:
     budgets = parse_budgets(args.budgets, SMOKE_BUDGETS if args.cpu_smoke else BUDGETS)
     skip = set(filter(None, args.skip.split(",")))
     stages: List[StageResult] = []
+    # OUT keeps 7 files (report.md/.json, junit XML, build/tests/sanitizers/benchmarks logs); the raw
+    # records live beside it and are copied into report.json
+    records_path = os.path.join(tempfile.mkdtemp(prefix="gpu-check-"), "records.jsonl")
 
     def limit(name: str) -> float:
         later = [s for s in BUDGETS if list(BUDGETS).index(s) > list(BUDGETS).index(name) and s not in skip]
@@ -121,9 +122,10 @@ def main(argv=None, started: Optional[float] = None) -> int:
     if "benchmarks" in skip:
         stages.append(StageResult("benchmarks", SKIPPED, detail="--skip"))
     else:
-        stages.append(benchmarks_stage(args, out, clock.stage_limit(None, REPORT_RESERVE_S)))
+        stages.append(benchmarks_stage(args, out, clock.stage_limit(None, REPORT_RESERVE_S), records_path))
     command = "python -m benchmarks.gpu_check " + shlex.join(argv)
-    records = read_records(os.path.join(out, BENCH_FILE))
+    records = read_records(records_path)
+    shutil.rmtree(os.path.dirname(records_path), ignore_errors=True)  # report.json holds them now
     md, js = report.write(out, describe(ROOT), command, [s.to_json() for s in stages], records,
                           clock.elapsed(), args.total, args.cpu_smoke)
     print("\n[gpu-check] seconds per stage (budget):")

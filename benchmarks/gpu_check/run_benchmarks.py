@@ -1,13 +1,13 @@
 """Stage 4, in its own process: every benchmark in one process, one JSON line per measurement
-appended to OUT/bench.jsonl as soon as it is taken (a run stopped at its time limit keeps them).
+appended to the records file as soon as it is taken (a run stopped at its time limit keeps them;
+the report copies them into OUT/report.json).
 
-    python -m benchmarks.gpu_check.run_benchmarks --out DIR --deadline EPOCH_S [--cpu-smoke] [--models d16,d30]
+    python -m benchmarks.gpu_check.run_benchmarks --records FILE --deadline EPOCH_S [--cpu-smoke] [--models d16,d30]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import List
@@ -15,9 +15,6 @@ from typing import List
 import torch
 
 from .clock import Deadline
-
-BENCH_FILE = "bench.jsonl"
-
 
 class Recorder:
     def __init__(self, path: str):
@@ -37,7 +34,7 @@ def _ints(text: str) -> List[int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--out", required=True)
+    p.add_argument("--records", required=True, help="JSON-lines file the measurements are appended to")
     p.add_argument("--deadline", type=float, required=True, help="epoch seconds at which to stop starting cases")
     p.add_argument("--cpu-smoke", action="store_true")
     p.add_argument("--models", default="d16,d20,d24,d30,d36")
@@ -50,7 +47,7 @@ def main(argv=None) -> int:
     smoke = a.cpu_smoke
     device = torch.device("cpu" if smoke else "cuda")
     deadline = Deadline(a.deadline)
-    rec = Recorder(os.path.join(a.out, BENCH_FILE))
+    rec = Recorder(a.records)
     models = ["tiny"] if smoke else [m for m in a.models.split(",") if m]
     batches = [1] if smoke else _ints(a.batches)
     skip = set(a.skip.split(","))

@@ -12,6 +12,7 @@ from .sanitize_driver import DONE
 from .stage import FAILED, PASSED, SKIPPED, TIMEOUT, StageResult
 
 TOOLS = ("memcheck", "racecheck", "synccheck")
+LOG = "sanitizers.log"
 ERROR_EXITCODE = 86  # what compute-sanitizer exits with when it reported an error (the driver never does)
 # share of the stage's budget per tool: racecheck instruments every shared-memory access and is the slowest
 SHARES = {"memcheck": 0.3, "racecheck": 0.45, "synccheck": 0.25}
@@ -62,12 +63,14 @@ def run(root: str, out: str, limit_s: float, sanitizer: Optional[str] = None) ->
     if sanitizer is None:
         return StageResult("sanitizers", FAILED, budget_s=limit_s, detail="compute-sanitizer not found")
     results, seconds, tails = [], 0.0, []
+    open(os.path.join(out, LOG), "w").close()
     for tool in TOOLS:
         cmd = command(tool, sanitizer)
         share = tool_limit(tool, limit_s - seconds)
         print(f"[gpu-check] sanitizer: {' '.join(cmd)} (limit {share:.0f} s)", flush=True)
-        done = run_limited(cmd, share, env=environment(tool, os.environ), cwd=root,
-                           log_path=os.path.join(out, f"sanitizer-{tool}.log"))
+        done = run_limited(cmd, share, env=environment(tool, os.environ), cwd=root)
+        with open(os.path.join(out, LOG), "a") as log:  # one file for the three tools
+            log.write(f"===== {' '.join(cmd)}\n{done.output}\n")
         seconds += done.seconds
         r = parse(tool, done.output, done.returncode)
         r["seconds"] = round(done.seconds, 1)
@@ -80,7 +83,7 @@ def run(root: str, out: str, limit_s: float, sanitizer: Optional[str] = None) ->
     detail = ", ".join(f"{r['tool']} {r['verdict']}" + (f" ({r['errors']} errors)" if r["errors"] else "") for r in results)
     return StageResult("sanitizers", status, seconds, limit_s, detail=detail,
                        command=" | ".join(" ".join(command(t, "compute-sanitizer", "python")) for t in TOOLS),
-                       log="sanitizer-<tool>.log", data=dict(tools=results), output_tail=tails)
+                       log=LOG, data=dict(tools=results), output_tail=tails)
 
 
 def _toolkit_sanitizer() -> Optional[str]:
