@@ -97,3 +97,18 @@ def test_stage_fails_when_one_tool_fails(monkeypatch, tmp_path):
     monkeypatch.setattr(sanitizer, "run_limited", lambda cmd, limit_s, env=None, cwd=None: Completed(0, 1.0, next(outputs)))
     result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="cs")
     assert result.status == FAILED and "racecheck failed (1 errors)" in result.detail
+
+
+def test_an_unknown_option_is_dropped_and_the_tool_rerun(monkeypatch, tmp_path):
+    commands = []
+
+    def fake_run(cmd, limit_s, env=None, cwd=None):
+        commands.append(cmd)
+        if "--report-api-errors" in cmd:
+            return Completed(1, 0.5, "========= Error: unrecognized option '--report-api-errors'\n")
+        return Completed(0, 1.0, CLEAN)
+
+    monkeypatch.setattr(sanitizer, "run_limited", fake_run)
+    result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="cs")
+    assert result.status == PASSED
+    assert len(commands) == 4 and all("--report-api-errors" not in c for c in commands[1:])
