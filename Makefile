@@ -5,7 +5,7 @@ MAX_JOBS ?= 2
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py
 STAMP := build/.installed
 
-.PHONY: install sample test bench cmake clean
+.PHONY: install sample test bench cmake clean gpu-check gpu-check-smoke
 
 $(STAMP): $(SOURCES) requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
@@ -23,6 +23,17 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) -m pytest -q benchmarks --benchmark-only $(ARGS)
+
+# On a GPU machine, from a fresh checkout: builds for the present GPU's arch only (not the install
+# stamp's four), runs the CUDA tests, compute-sanitizer and the benchmarks, writes $(OUT)/report.md
+# and report.json in at most 8 minutes. ARGS: --upstream DIR, --models d16,d30, --batches 1,16, ...
+OUT ?= out/gpu-check
+gpu-check:
+	$(PYTHON) -m benchmarks.gpu_check --out $(OUT) $(ARGS)
+
+# The same script on the CPU with tiny shapes (no build, no sanitizer): CI keeps it working.
+gpu-check-smoke: $(STAMP)
+	$(PYTHON) -m benchmarks.gpu_check --cpu-smoke --out build/gpu-check-smoke $(ARGS)
 
 # Development build of csrc/ with CMake against libtorch (compile_commands.json, C++ unit tests).
 cmake: $(STAMP)

@@ -35,7 +35,13 @@ MIN_SAMPLE_ACCURACY = 0.90
 MIN_CLASSIFIER_ACCURACY = 0.95
 MAX_SHUFFLED_AGREEMENT = 0.30  # chance is 1/10
 
-BACKENDS = ["reference", "fast"]
+ON_GPU = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+# (backend, device, CUDA graphs): the fast backend on the GPU with its per-scale graphs and without them
+RUNS = [pytest.param(("reference", "cpu", None), id="reference-cpu"),
+        pytest.param(("fast", "cpu", None), id="fast-cpu"),
+        pytest.param(("reference", "cuda", None), id="reference-cuda", marks=ON_GPU),
+        pytest.param(("fast", "cuda", True), id="fast-cuda-graphs", marks=ON_GPU),
+        pytest.param(("fast", "cuda", False), id="fast-cuda-eager", marks=ON_GPU)]
 
 
 # ---- the classifier --------------------------------------------------------------------------------
@@ -101,12 +107,15 @@ def classifier() -> nn.Module:
 
 
 # ---- sampling --------------------------------------------------------------------------------------
-def load_sampler(backend: str):
+def load_sampler(backend: str, device: str = "cpu", cuda_graphs=None):
     """The bundled files through var_fast.load, exactly as a published checkpoint is loaded."""
     if backend == "fast" and _ext.extension() is None:
         pytest.skip(f"the native extension is not built ({_ext.load_error()}), so backend='fast' cannot run")
     try:
-        return var_fast.load(VAR_PATH, VAE_PATH, device="cpu", dtype=torch.float32, backend=backend)
+        sampler = var_fast.load(VAR_PATH, VAE_PATH, device=device, dtype=torch.float32, backend=backend)
+        if cuda_graphs is not None:
+            sampler._fast_sampler().cuda_graphs = cuda_graphs
+        return sampler
     except (NotImplementedError, ImportError) as err:
         if backend == "reference":
             raise
@@ -116,15 +125,16 @@ def load_sampler(backend: str):
 _samples: dict = {}
 
 
-def sampled_images(backend: str):
-    """(labels, images) of PER_CLASS images of every class, drawn once per backend."""
-    if backend not in _samples:
-        sampler = load_sampler(backend)
+def sampled_images(backend: str, device: str = "cpu", cuda_graphs=None):
+    """(labels, images on the CPU) of PER_CLASS images of every class, drawn once per run."""
+    key = (backend, device, cuda_graphs)
+    if key not in _samples:
+        sampler = load_sampler(backend, device, cuda_graphs)
         labels = balanced_labels(PER_CLASS)
-        images = sampler.sample(labels, cfg=SAMPLING["cfg"], top_k=SAMPLING["top_k"], top_p=SAMPLING["top_p"],
-                                seed=SEED)
-        _samples[backend] = labels, images
-    return _samples[backend]
+        images = sampler.sample(labels.to(device), cfg=SAMPLING["cfg"], top_k=SAMPLING["top_k"],
+                                top_p=SAMPLING["top_p"], seed=SEED)
+        _samples[key] = labels, images.cpu()
+    return _samples[key]
 
 
 # ---- tests -----------------------------------------------------------------------------------------
@@ -157,9 +167,10 @@ def test_classifier_recognises_procedural_images(classifier):
     assert accuracy >= MIN_CLASSIFIER_ACCURACY, f"classifier accuracy on held-out shapes: {accuracy:.3f}"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_samples_are_recognised_as_their_class(classifier, backend):
-    labels, images = sampled_images(backend)
+@pytest.mark.parametrize("run", RUNS)
+def test_samples_are_recognised_as_their_class(classifier, run):
+    backend = "-".join(str(part) for part in run)
+    labels, images = sampled_images(*run)
     size = INFO["image_size"]
     assert images.shape == (len(labels), 3, size, size)
     assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1

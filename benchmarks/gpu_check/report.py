@@ -1,0 +1,193 @@
+"""The report: markdown in the format of benchmarks/RESULTS.md (date, machine, commit, exact command,
+then tables) and the same data as JSON, written with whatever stages finished."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .upstream import Verdict, ratio_or_refusal
+
+MISSING = "—"
+STATUS_CELL = {"deadline": "out of time", "error": "error", "out of memory": "OOM", "refused": "refused"}
+
+
+def fmt(value: Optional[float], digits: int = 3) -> str:
+    """Significant digits without exponent noise: 0.0463, 13.3, 1,175."""
+    if value is None:
+        return MISSING
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}" if abs(value) >= 1e-3 else f"{value:.2e}"
+
+
+def cell(record: Optional[Dict], field: str, digits: int = 3) -> str:
+    if record is None:
+        return MISSING
+    if record.get("status") != "ok":
+        return STATUS_CELL.get(record.get("status"), str(record.get("status")))
+    return fmt(record.get(field), digits)
+
+
+_NUMBER = re.compile(r"^[\d.,x×—e+-]*$")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
+    """A markdown table; columns holding only numbers (or —) are right-aligned."""
+    rows = [[str(c) for c in row] for row in rows]
+    numeric = [all(_NUMBER.match(row[i]) for row in rows) for i in range(len(header))]
+    align = ["---:" if n else "---" for n in numeric]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def pivot(records: List[Dict], section: str, keys: Sequence[str]) -> Tuple[List[Tuple], Dict[Tuple, Dict[str, Dict]], List[str]]:
+    """Case keys in first-seen order, {case key: {impl: record}}, and the implementations in first-seen order."""
+    order, cases, impls = [], {}, []
+    for r in records:
+        if r.get("section") != section:
+            continue
+        key = tuple(r.get("case", {}).get(k) for k in keys)
+        if key not in cases:
+            order.append(key)
+            cases[key] = {}
+        cases[key][r["impl"]] = r
+        if r["impl"] not in impls:
+            impls.append(r["impl"])
+    return order, cases, impls
+
+
+def speedup(ours: Optional[Dict], other: Optional[Dict], field: str = "median_ms") -> str:
+    if not ours or not other or ours.get("status") != "ok" or other.get("status") != "ok":
+        return MISSING
+    return f"{other[field] / ours[field]:.2f}x"
+
+
+def fastest(impls: Dict[str, Dict], field: str = "median_ms") -> str:
+    done = {k: r[field] for k, r in impls.items() if r.get("status") == "ok" and r.get(field)}
+    return min(done, key=done.get) if done else MISSING
+
+
+# ---- sections --------------------------------------------------------------------------------------------------
+def stages_section(stages: List[Dict], total_s: float, budget_s: float) -> List[str]:
+    rows = [(s["name"], s["status"], f"{s['seconds']:.1f}", fmt(s.get("budget_s"), 3) if s.get("budget_s") else MISSING,
+             s.get("detail", "").replace("|", "/")) for s in stages]
+    rows.append(("total", "", f"{total_s:.1f}", f"{budget_s:.0f}", ""))
+    lines = ["Stages (seconds measured by the script; a stage that ran out of its budget was stopped there):", ""]
+    lines += table(["stage", "status", "seconds", "budget (s)", "detail"], rows)
+    for s in stages:
+        if s.get("output_tail"):
+            lines += ["", f"`{s['name']}` output (last lines):", ""] + ["    " + line for line in s["output_tail"]]
+    return lines
+
+
+def peak_section(records: List[Dict]) -> List[str]:
+    peak = next((r for r in records if r.get("section") == "peak" and r.get("status") == "ok"), None)
+    if peak is None:
+        return ["Peak matmul rate: not measured (no FLOP-floor fractions below)."]
+    n, dtype = peak["case"]["n"], peak["case"]["dtype"]
+    return [f"Peak matmul rate, measured in this run ({dtype} {n}×{n}×{n} on random data, median of "
+            f"{peak['runs']}): **{peak['flops_per_s'] / 1e12:.3g} TFLOP/s**; the FLOP-floor fractions below divide by it."]
+
+
+def sampling_section(records: List[Dict]) -> List[str]:
+    order, cases, impls = pivot(records, "sampling", ("op", "rows", "V"))
+    if not order:
+        return []
+    baselines = [i for i in impls if i != "var_fast"]
+    rows = []
+    for key in order:
+        got = cases[key]
+        best = min((got[b] for b in baselines if got.get(b, {}).get("status") == "ok"),
+                   key=lambda r: r["median_ms"], default=None)
+        rows.append([key[0], f"{key[1]:,}"] + [cell(got.get(i), "median_ms") for i in impls]
+                    + [speedup(got.get("var_fast"), best)])
+    return (["Sampling, V = 4096, top_k = 900, top_p = 0.96, float32 logits; median ms (CFG rows: tokens drawn, "
+             "from twice as many logit rows, g = 1.5):", ""]
+            + table(["op", "rows"] + impls + ["var_fast vs best baseline"], rows))
+
+
+def attention_section(records: List[Dict]) -> List[str]:
+    order, cases, impls = pivot(records, "attention", ("model", "scale", "B", "H", "L", "kv", "c", "dtype"))
+    if not order:
+        return []
+    rows = [[k[0], k[1], f"{k[2]}×{k[3]}", k[4], k[5], k[6]] + [cell(cases[k].get(i), "median_ms") for i in impls]
+            + [fastest(cases[k])] for k in order]
+    dtype = order[0][7]
+    return ([f"Attention over the static KV cache ({dtype}): one scale's queries over the cached keys so far, "
+             "CFG-doubled batch; median ms:", ""]
+            + table(["model", "scale", "B×H", "queries", "keys", "head dim"] + impls + ["fastest"], rows))
+
+
+def quant_section(records: List[Dict]) -> List[str]:
+    order, cases, impls = pivot(records, "quantization", ("op", "batch", "size"))
+    if not order:
+        return []
+    rows = [[k[0], k[1], k[2]] + [cell(cases[k].get(i), "median_ms") for i in impls]
+            + [speedup(cases[k].get("var_fast"), cases[k].get("reference"))] for k in order]
+    return (["Quantization (V = 4096 codes of 32, four shared Phi layers); median ms:", ""]
+            + table(["op", "batch", "size"] + impls + ["var_fast vs reference"], rows))
+
+
+def sampler_section(records: List[Dict]) -> List[str]:
+    order, cases, _ = pivot(records, "sampler", ("model", "image", "batch", "dtype"))
+    if not order:
+        return []
+    decode = pivot(records, "decode", ("model", "image", "batch", "dtype"))[1]
+    verdicts = {r["case"].get("model"): Verdict(r["status"] == "ok", r.get("reason", ""))
+                for r in records if r.get("section") == "upstream_check"}
+    rows = []
+    for key in order:
+        got = cases[key]
+        ref, up = got.get("reference"), got.get("upstream")
+        dec = decode.get(key, {}).get("vqvae decoder")
+        for backend in ("fast", "reference", "upstream"):
+            r = got.get(backend)
+            if r is None:
+                continue
+            vs_ref = speedup(r, ref, "latency_s") if backend != "reference" else MISSING
+            vs_up = MISSING
+            if backend == "fast":
+                vs_up = ratio_or_refusal(r.get("latency_s") if r.get("status") == "ok" else None,
+                                         up.get("latency_s") if up and up.get("status") == "ok" else None,
+                                         verdicts.get(key[0]))
+            rows.append([key[0], f"{key[1]} px", key[2], backend, cell(r, "latency_s", 4), cell(r, "images_per_s", 4),
+                         cell(r, "peak_memory_gib"), cell(dec, "latency_s", 3), cell(r, "floor_fraction", 2),
+                         vs_ref, vs_up])
+    settings = next((r.get("settings") for r in records if r.get("section") == "model" and r.get("settings")), {})
+    drawn = ", ".join(f"{k} {v}" for k, v in settings.items())
+    lines = [f"Whole sampler ({order[0][3]}), random weights, {drawn}, VQVAE decoding included; median of the "
+             "timed runs:", ""]
+    lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "peak memory over weights (GiB)",
+                    "decode (s)", "FLOP-floor fraction", "speed-up vs reference", "fast vs upstream"], rows)
+    for model, v in verdicts.items():
+        lines.append(f"\nUpstream check for {model}: {'passed' if v.ok else 'refused'} — {v.reason}.")
+    return lines
+
+
+def markdown(env: Dict, command: str, stages: List[Dict], records: List[Dict], total_s: float, budget_s: float,
+             smoke: bool) -> str:
+    title = (f"## {env['date']} — gpu-check, {env['gpu']}, driver {env['driver']}, torch {env['torch']} "
+             f"(CUDA {env['cuda']}), Python {env['python']}")
+    lines = [title, "", f"Commit `{env['commit']}`, {env['cores']} CPU cores:", "", "    " + command, ""]
+    if smoke:
+        lines += ["**CPU smoke mode**: tiny shapes on the CPU (float32), no build, no sanitizer. Its numbers are "
+                  "CPU measurements that only show the script runs; they are not GPU results.", ""]
+    parts = [stages_section(stages, total_s, budget_s), peak_section(records), sampling_section(records),
+             attention_section(records), quant_section(records), sampler_section(records)]
+    for part in parts:
+        if part:
+            lines += part + [""]
+    return "\n".join(lines)
+
+
+def write(out_dir: str, env: Dict, command: str, stages: List[Dict], records: List[Dict], total_s: float,
+          budget_s: float, smoke: bool) -> Tuple[str, str]:
+    import os
+    md_path, json_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.json")
+    with open(md_path, "w") as f:
+        f.write(markdown(env, command, stages, records, total_s, budget_s, smoke))
+    with open(json_path, "w") as f:
+        json.dump(dict(environment=env, command=command, cpu_smoke=smoke, total_s=total_s, budget_s=budget_s,
+                       stages=stages, records=records), f, indent=1, default=str)
+    return md_path, json_path

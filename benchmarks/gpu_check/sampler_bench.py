@@ -1,0 +1,127 @@
+"""The whole sampler (transformer, sampling, quantizer, VQVAE decoding) for random-weight models:
+var_fast's fast backend, its reference backend under autocast and, with --upstream, upstream's own
+``autoregressive_infer_cfg``, side by side at each batch size."""
+from __future__ import annotations
+
+import gc
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+import var_fast
+
+from .clock import Deadline
+from .flops import image_flops
+from .random_models import build, configs
+from .timing import measure
+from .upstream import Verdict
+
+
+class Estimator:
+    """Predicts a run's seconds from the last measured run of the same backend, scaled by FLOPs, so a
+    case that cannot finish before the deadline is not started."""
+
+    def __init__(self):
+        self.seconds_per_flop: Dict[str, float] = {}
+
+    def update(self, backend: str, flops: float, seconds: float) -> None:
+        self.seconds_per_flop[backend] = seconds / flops
+
+    def predict(self, backend: str, flops: float) -> Optional[float]:
+        rate = self.seconds_per_flop.get(backend)
+        return None if rate is None else rate * flops
+
+
+def sampling_settings(vocab_size: int) -> Dict:
+    """VAR's demo settings; top-k capped for the smoke mode's tiny vocabulary (upstream needs k <= V)."""
+    return dict(cfg=1.5, top_k=min(900, vocab_size // 2), top_p=0.96)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _free(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: torch.dtype, deadline: Deadline,
+              estimator: Estimator, peak_flops: Optional[float], upstream=None, reps: int = 3) -> None:
+    var_cfg, vae_cfg = configs(name)
+    flops = image_flops(var_cfg, vae_cfg)
+    base = dict(model=name, image=vae_cfg.image_size, dtype=str(dtype).replace("torch.", ""))
+    if deadline.passed():
+        rec.add("sampler", case=dict(base), impl="-", status="deadline")
+        return
+    t = time.perf_counter()
+    var, vae = build(name, device)
+    _sync(device)
+    settings = sampling_settings(var_cfg.vocab_size)
+    rec.add("model", case=dict(base, params=sum(p.numel() for p in var.parameters())), impl="build",
+            status="ok", seconds=time.perf_counter() - t, flops_per_image=flops, settings=settings)
+    samplers, broken = {}, {}
+    for backend in ("fast", "reference"):
+        try:
+            samplers[backend] = var_fast.Sampler(var, vae, device=device, dtype=dtype, backend=backend)
+            if backend == "fast":
+                samplers[backend]._fast_sampler()  # its reduced-precision weight copy, resident before timing
+        except Exception as err:  # e.g. the extension did not build: the baselines are still measured
+            broken[backend] = f"{type(err).__name__}: {str(err)[:200]}"
+    verdict, uvar = None, None
+    if upstream is not None:
+        try:
+            uvar, _ = upstream.build(var, vae)
+            ref32 = var_fast.Sampler(var, vae, device=device, dtype=torch.float32, backend="reference")
+            verdict = upstream.greedy_check(uvar, ref32, torch.arange(2, device=device) % var_cfg.num_classes)
+        except Exception as err:
+            verdict = Verdict(False, f"upstream failed to build or run: {type(err).__name__}: {str(err)[:200]}")
+        rec.add("upstream_check", case=dict(base), impl="upstream", status="ok" if verdict.ok else "refused",
+                reason=verdict.reason, differing=verdict.differing, total=verdict.total)
+    for batch in batches:
+        case = dict(base, batch=batch)
+        labels = torch.arange(batch, device=device) % var_cfg.num_classes
+        runs = {name_: (lambda s=s: s.sample(labels, seed=0, **settings)) for name_, s in samplers.items()}
+        if uvar is not None and verdict is not None and verdict.ok:
+            runs["upstream"] = lambda: upstream.sample(uvar, labels, dtype, **settings)
+        for backend, why in broken.items():
+            rec.add("sampler", case=case, impl=backend, status="error", error=why)
+        for backend, fn in runs.items():
+            predicted = estimator.predict(backend, flops["total"] * batch)
+            if deadline.passed() or (predicted is not None and not deadline.allows(2 * predicted)):
+                rec.add("sampler", case=case, impl=backend, status="deadline", predicted_s=predicted)
+                continue
+            try:
+                resident = 0
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                    resident = torch.cuda.memory_allocated(device)  # every model's weights
+                m = measure(fn, device.type, reps=reps, warmup=1, deadline=deadline)
+                estimator.update(backend, flops["total"] * batch, m["median_s"])
+                out = dict(status="ok", latency_s=m["median_s"], runs=m["runs"], images_per_s=batch / m["median_s"])
+                if device.type == "cuda":
+                    out["peak_memory_gib"] = (torch.cuda.max_memory_allocated(device) - resident) / 2 ** 30
+                if peak_flops:
+                    out["floor_fraction"] = flops["total"] * batch / peak_flops / m["median_s"]
+                rec.add("sampler", case=case, impl=backend, **out)
+            except torch.cuda.OutOfMemoryError:
+                rec.add("sampler", case=case, impl=backend, status="out of memory")
+            except Exception as err:
+                rec.add("sampler", case=case, impl=backend, status="error", error=f"{type(err).__name__}: {str(err)[:200]}")
+            _free(device)
+        if not deadline.passed():
+            f_hat = torch.randn(batch, var_cfg.Cvae, var_cfg.patch_nums[-1], var_cfg.patch_nums[-1], device=device)
+            try:
+                with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    d = measure(lambda: vae.fhat_to_img(f_hat), device.type, reps=reps, warmup=1, deadline=deadline)
+                rec.add("decode", case=case, impl="vqvae decoder", status="ok", latency_s=d["median_s"], runs=d["runs"],
+                        floor_fraction=(flops["decoder"] * batch / peak_flops / d["median_s"]) if peak_flops else None)
+            except torch.cuda.OutOfMemoryError:
+                rec.add("decode", case=case, impl="vqvae decoder", status="out of memory")
+            del f_hat
+            _free(device)
+    del samplers, var, vae, uvar
+    _free(device)
