@@ -55,7 +55,9 @@ def extension_modules():
 
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden"]
+    # -ffp-contract=off: host code must not fuse a * b + c into an FMA (aarch64, -march=native would), so
+    # that the CPU sampling op rounds exactly like the CUDA kernel's explicit __fmul_rn / __fadd_rn.
+    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden", "-ffp-contract=off"]
     macros = [("VAR_FAST_VERSION", f'"{VERSION}"')]
     if want_cuda(torch, CUDA_HOME):
         archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)

@@ -29,12 +29,15 @@ def main():
     pick = lambda files: [f for f in files if any(w in os.path.basename(f) for w in args.only)]
     sources = [os.path.join(ROOT, "csrc", "ops.cpp"), os.path.join(ROOT, "csrc", "module.cpp")]
     sources += pick(sorted(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp"))))
-    cflags = ["-O3", "-std=c++20"]
+    cflags = ["-O3", "-std=c++20", "-ffp-contract=off"]
     includes = [os.path.join(ROOT, "csrc", "include")]
     nvcc = None
     if args.cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        sources += pick(sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))))
+        cuda_dir = os.path.join(ROOT, "csrc", "cuda")
+        sources += pick(sorted(glob.glob(os.path.join(cuda_dir, "*.cu")) + glob.glob(os.path.join(cuda_dir, "*.cpp"))))
+        if os.path.join(cuda_dir, "kernel_device.cpp") not in sources:
+            sources.append(os.path.join(cuda_dir, "kernel_device.cpp"))
         cflags.append("-DVAR_FAST_WITH_CUDA")
         nvcc = ["-O3", "-std=c++20", "-lineinfo", "--expt-relaxed-constexpr", "-DVAR_FAST_WITH_CUDA"]
         includes += nvidia_include_dirs()

@@ -192,3 +192,16 @@ def test_the_check_discriminates(classifier):
     assert (shuffled != labels).all()
     agreement = (pred == shuffled).float().mean().item()
     assert agreement <= MAX_SHUFFLED_AGREEMENT, f"predictions agree with shuffled labels {agreement:.0%} of the time"
+
+
+@pytest.mark.emu
+def test_emulated_cuda_kernels_draw_the_reference_greedy_tokens(emulated):
+    """The fast sampler on the CUDA kernels, run on the CPU by the CUDA emulator (CUDA graphs off): on the
+    bundled model its greedy tokens are the reference backend's at every scale."""
+    labels = torch.tensor([0, 7])
+    ref = load_sampler("reference")
+    fast = load_sampler("fast")
+    _, tok_r = ref.sample(labels, cfg=SAMPLING["cfg"], top_k=1, seed=SEED, return_tokens=True)
+    _, tok_f = fast.sample(labels, cfg=SAMPLING["cfg"], top_k=1, seed=SEED, return_tokens=True)
+    for si, (a, b) in enumerate(zip(tok_r, tok_f)):
+        assert torch.equal(a, b), f"scale {si}: the emulated CUDA kernels' greedy tokens differ"

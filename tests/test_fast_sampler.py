@@ -139,3 +139,32 @@ def test_cuda_greedy_tokens_match_reference(name, cuda_graphs):
         _, tok_f = fast.sample(labels, seed=seed, cfg=1.5, top_k=1)
         for si, (a, b) in enumerate(zip(tok_r, tok_f)):
             assert torch.equal(a, b), f"scale {si}: greedy tokens differ (cuda_graphs={cuda_graphs})"
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("name", ["d2", "d3_shared"])
+def test_emulated_greedy_tokens_match_reference(emulated, name):
+    """The fast sampler on the emulated CUDA kernels (CPU tensors, CUDA graphs off) draws the reference
+    backend's greedy tokens."""
+    var, vae = make_models(name)
+    ref = var_fast.Sampler(var, vae, device=torch.device("cpu"), backend="reference")
+    labels = torch.tensor([0, 3, 9])
+    _, tok_r = ref.sample(labels, cfg=1.5, top_k=1, seed=0, return_tokens=True)
+    _, tok_f = FastSampler(var, vae, cuda_graphs=False).sample(labels, seed=4, cfg=1.5, top_k=1)
+    for si, (a, b) in enumerate(zip(tok_r, tok_f)):
+        assert torch.equal(a, b), f"scale {si}: greedy tokens differ"
+
+
+def test_bad_logits_raise_after_the_last_scale(device):
+    """NaN logits are reported once, after the loop (one read of the device status word), with the
+    sampling op's own message; no scale waits for the device."""
+    var, vae = make_models("d2")
+    var, vae = var.to(device), vae.to(device)
+    with torch.no_grad():
+        var.head.bias.fill_(float("nan"))
+    calls = []
+    sampler = FastSampler(var, vae, cuda_graphs=False)
+    with pytest.raises(RuntimeError, match="sample_cfg_top_k_top_p: logits contain NaN"):
+        sampler.sample(torch.tensor([1, 2], device=device), seed=0, cfg=1.5, top_k=5,
+                       on_scale=lambda si, S: calls.append(si))
+    assert calls == list(range(len(var.patch_nums)))  # every scale ran before the error was read
