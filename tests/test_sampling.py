@@ -111,12 +111,12 @@ PARITY_CONFIGS = [(0, 0.0), (1, 0.0), (10, 0.0), (0, 0.5), (0, 0.9), (50, 0.8), 
 @pytest.mark.parametrize("V", [1, 37, 1000, 4096])
 @pytest.mark.parametrize("top_k,top_p", PARITY_CONFIGS)
 def test_tokens_match_float64_model(device, device_name, V, top_k, top_p):
-    B, L = (3, 2) if device_name == "emu" else (3, 40)
+    B, L = (3, 8) if device_name == "emu" else (3, 40)
     x = _randn(B, L, V, seed=V + top_k, std=3.0)
     got = ops.sample_top_k_top_p(x.to(device), top_k, top_p, seed=99, row_offset=5).cpu()
     want = ref.sample_top_k_top_p_philox(x, top_k, top_p, seed=99, row_offset=5)
     ambiguous = _ambiguous_rows(x.view(B * L, V), top_k, top_p, seed=99, row_offset=5).view(B, L)
-    assert ambiguous.float().mean() < (0.2 if device_name == "emu" else 0.05)  # 6 rows on emu
+    assert ambiguous.float().mean() < (0.2 if device_name == "emu" else 0.05)  # 24 rows on emu
     assert torch.equal(got[~ambiguous], want[~ambiguous])
 
 
