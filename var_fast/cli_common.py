@@ -121,8 +121,7 @@ def check_output_file(path: str, flag: str = "--out") -> None:
     """``path`` is a file that can be written (an existing file is replaced)."""
     full = os.path.abspath(path)
     if os.path.isdir(full):
-        raise ValueError(f"{flag} {path} is an existing folder; give a file name such as "
-                         f"{os.path.join(path, 'edited.png')}")
+        raise ValueError(f"{flag} {path} is an existing folder; it must be a file name (new, or a file to replace)")
     if os.path.exists(full) and not os.path.isfile(full):
         raise ValueError(f"{flag} {path} exists and is not a regular file")
     _check_creatable(full, flag)
