@@ -144,7 +144,7 @@ def test_out_is_an_existing_folder(ckpts, wide_image, tmp_path, capsys, no_model
 
 
 def test_save_png_leaves_no_temporary_file(tmp_path):
-    from var_fast.cli_common import save_png
+    from var_fast.cli.common import save_png
     (tmp_path / "dir").mkdir()
     with pytest.raises(OSError):
         save_png(torch.zeros(3, 4, 4), str(tmp_path / "dir"))

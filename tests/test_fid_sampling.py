@@ -11,8 +11,8 @@ from PIL import Image
 
 import var_fast
 from var_fast.cli import main
-from var_fast.fid_files import MANIFEST
-from var_fast.fid_sampling import FidJob, format_classes, image_seed, parse_classes
+from var_fast.fid.files import MANIFEST
+from var_fast.fid.sampling import FidJob, format_classes, image_seed, parse_classes
 from var_fast.sampler import Sampler
 from model_factory import make_models, save_pair
 

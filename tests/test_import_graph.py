@@ -12,7 +12,7 @@ import var_fast
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(var_fast.__file__))
 # registers fake kernels for the ops the compiled extension defines: imported by the loader once they exist
-LOADED_BY_THE_EXTENSION = {"var_fast._fake"}
+LOADED_BY_THE_EXTENSION = {"var_fast.native.fake_kernels"}
 
 
 def modules_of(package_dir: str, package: str) -> Dict[str, str]:

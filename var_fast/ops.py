@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ._ext import require
+from .native.extension import require
 
 
 def _ops():

@@ -6,7 +6,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import _ext
+from .native import extension as _ext
 from .labels import Labels, check_sampling_args, check_seed, resolve_labels
 from .models import VAR, VQVAE
 from .reference.autoregressive import autoregressive_infer_cfg, random_labels

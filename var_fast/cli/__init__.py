@@ -16,10 +16,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from var_fast.cli_edit import add_edit_parser, run_edit
-from var_fast.cli_fid import add_sample_fid_parser, run_sample_fid
-from var_fast.cli_info import add_info_parser, run_info
-from var_fast.cli_sample import add_sample_parser, run_sample
+from var_fast.cli.edit import add_edit_parser, run_edit
+from var_fast.cli.info import add_info_parser, run_info
+from var_fast.cli.sample import add_sample_parser, run_sample
+from var_fast.cli.sample_fid import add_sample_fid_parser, run_sample_fid
 
 COMMANDS = {"sample": run_sample, "sample-fid": run_sample_fid, "edit": run_edit, "info": run_info}
 
@@ -42,6 +42,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from var_fast.cli_common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
                                  check_output_file, check_output_folder, positive_int, sampling_flags)
 
 DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96)
@@ -54,9 +54,9 @@ def process_device(arg, local_rank: int, world: int) -> torch.device:
 def run_sample_fid(args) -> int:
     from var_fast import __version__, load
     from var_fast.default_model import chosen_checkpoints
-    from var_fast.distributed import ProcessGroup, torchrun_ranks
-    from var_fast.fid_files import checkpoint_fingerprint, npz_path
-    from var_fast.fid_sampling import FidJob, format_classes, parse_classes, run_fid_job
+    from var_fast.fid.distributed import ProcessGroup, torchrun_ranks
+    from var_fast.fid.files import checkpoint_fingerprint, npz_path
+    from var_fast.fid.sampling import FidJob, format_classes, parse_classes, run_fid_job
 
     # everything that can be checked without the model, before it loads
     check_model_flags(args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from var_fast.cli_common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
                                  check_output_file, sampling_flags, save_png)
 
 DEFAULTS = SamplingDefaults(cfg=4.0, top_k=900, top_p=0.95)

@@ -9,7 +9,7 @@ from typing import List
 
 import torch
 
-from var_fast.cli_common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
                                  check_output_folder, per_class_help, positive_int, recommended, sampling_flags,
                                  save_png)
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from .distributed import ProcessGroup
-from .fid_files import (PngWriter, RunMismatchError, check_or_write_manifest, finished_images, npz_path, pack_npz,
+from .files import (PngWriter, RunMismatchError, check_or_write_manifest, finished_images, npz_path, pack_npz,
                         remove_stale_temps)
-from .labels import check_sampling_args, check_seed
-from .sampler import Sampler
+from ..labels import check_sampling_args, check_seed
+from ..sampler import Sampler
 
 _MASK64 = (1 << 64) - 1
 
