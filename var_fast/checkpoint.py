@@ -36,16 +36,20 @@ def check_files_exist(files: Sequence[Tuple[str | os.PathLike, str]]) -> None:
 
 def file_format(path: str) -> Optional[str]:
     """"zip" (torch.save), "pickle" (legacy torch.save), "safetensors", or None, from the first bytes."""
-    import zipfile
-    if zipfile.is_zipfile(path):
-        return "zip"
     with open(path, "rb") as f:
         head = f.read(9)
+    if head[:4] == b"PK\x03\x04":  # also a truncated zip: it fails later as "could not read"
+        return "zip"
     if head[:1] == b"\x80":  # pickle protocol 2 or later
         return "pickle"
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path):
         return "safetensors"  # 8-byte header length, then the JSON header
     return None
+
+
+def _complete_zip(path: str) -> bool:
+    import zipfile
+    return zipfile.is_zipfile(path)
 
 
 def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> Dict[str, torch.Tensor]:
@@ -60,7 +64,7 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> Dict[s
             from safetensors.torch import load_file
             sd = load_file(path, device="cpu")
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "zip")
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=_complete_zip(path))
     except Exception as err:  # truncated zip, pickle that needs code, foreign format ...
         raise CheckpointError(f"could not read {what} {path!r} (truncated, corrupt, or not a weights-only "
                               f"PyTorch/safetensors file): {type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
