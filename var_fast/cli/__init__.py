@@ -8,7 +8,7 @@
     var-fast edit --image in.png --box 16 16 48 48 --out out.png   # in-paint a box
     var-fast info                        # version and build of the native kernels
 
-One module per command (cli_sample, cli_info, cli_edit, cli_fid); their shared flags are in cli_common.
+One module per command (sample, info, edit, sample_fid); the flags they share are in common.
 """
 from __future__ import annotations
 
