@@ -83,7 +83,7 @@ if __name__ == "__main__":
         packages=find_packages(include=["var_fast", "var_fast.*"]),
         package_data={"var_fast": ["assets/*.pth", "assets/*.json"]},
         python_requires=">=3.11",
-        install_requires=["torch>=2.11", "numpy", "safetensors", "pillow", "tqdm"],
+        install_requires=["torch>=2.11", "numpy", "safetensors", "pillow", "tqdm", "huggingface_hub"],
         ext_modules=extension_modules(),
         cmdclass={"build_ext": build_ext_class()},
         entry_points={"console_scripts": ["var-fast=var_fast.cli:main"]},

@@ -15,7 +15,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from var_fast import _ext, ops
+from var_fast import ops
+from var_fast.native import extension as _ext
 from var_fast.reference.sampling import cfg_mix, sample_top_k_top_p_
 
 V = 4096

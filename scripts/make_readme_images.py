@@ -22,7 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import var_fast  # noqa: E402
-from var_fast.cli import main as cli_main, make_grid, save_png  # noqa: E402
+from var_fast.cli import main as cli_main  # noqa: E402
+from var_fast.cli.common import save_png  # noqa: E402
+from var_fast.cli.sample import make_grid  # noqa: E402
 from var_fast.default_model import default_model_info  # noqa: E402
 from var_fast.editing import inpaint_mask, outpaint_mask  # noqa: E402
 

@@ -45,7 +45,7 @@ def tol(dtype: torch.dtype) -> dict:
 
 def pytest_configure(config):
     if REQUIRE_EXTENSION:
-        from var_fast import _ext
+        from var_fast.native import extension as _ext
         if not _ext.available():
             raise pytest.UsageError(f"VAR_FAST_REQUIRE_EXTENSION=1 but var_fast._C does not load: {_ext.load_error()}")
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from conftest import HAS_CUDA, tol
 from var_fast import ops
-from var_fast._ext import require
+from var_fast.native.extension import require
 from var_fast.models import PATCH_NUMS_256, PATCH_NUMS_512
 from var_fast.models.blocks import KVCache, SelfAttention
 from var_fast.reference import attention as ref

@@ -181,3 +181,31 @@ def test_unknown_patch_layout(tmp_path, tiny_files):
     torch.save(sd, path)
     with pytest.raises(CheckpointError, match="unknown patch layout in .*odd.pth"):
         var_fast.load(str(path), tiny_files[1])
+
+
+@pytest.mark.parametrize("content", [b"these are not weights\n", b"", b"\x00" * 64])
+def test_not_a_checkpoint_says_what_the_file_is_not(tmp_path, tiny_files, content):
+    path = tmp_path / "notes.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        var_fast.load(str(path), tiny_files[1])
+    assert str(err.value) == (f"VAR checkpoint '{path}' is not a PyTorch checkpoint (.pth zip/pickle) or "
+                              f"safetensors file")
+
+
+def test_legacy_pickle_and_safetensors_are_recognised(tmp_path, tiny_files):
+    from var_fast.checkpoint import file_format
+    sd = {"w": torch.ones(2)}
+    torch.save(sd, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    from safetensors.torch import save_file
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    assert file_format(str(tmp_path / "legacy.pth")) == "pickle"
+    assert file_format(str(tmp_path / "w.safetensors")) == "safetensors"
+    assert file_format(tiny_files[0]) == "zip"
+    assert torch.equal(read_state_dict(tmp_path / "legacy.pth")["w"], sd["w"])
+
+
+def test_both_files_missing_are_named_together(tmp_path):
+    with pytest.raises(CheckpointError, match="VAR checkpoint file not found: .*a.pth'; VQVAE checkpoint file "
+                                              "not found: .*b.pth'"):
+        var_fast.load(str(tmp_path / "a.pth"), str(tmp_path / "b.pth"))

@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import var_fast
-from var_fast import _ext, checkpoint
+from var_fast import checkpoint
+from var_fast.native import extension as _ext
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, shapes_batch
 from var_fast.default_model import ASSETS, INFO_FILE, default_checkpoints
 from var_fast.models import VAR, VQVAE

@@ -1,4 +1,6 @@
 """``var-fast edit``: the same edit as the Python API, input fitting, masks as PNGs, clear errors."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +124,52 @@ def test_bundled_default_model(wide_image, tmp_path, capsys):
                  "--device", "cpu"]) == 0
     assert "using the bundled default model" in capsys.readouterr().err
     assert Image.open(out).size == (64, 64)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+    monkeypatch.setattr(var_fast, "load", fail)
+
+
+def test_out_is_an_existing_folder(ckpts, wide_image, tmp_path, capsys, no_model_load):
+    folder = tmp_path / "edits"
+    folder.mkdir()
+    rc = main(["edit", "--var", ckpts[0], "--vae", ckpts[1], "--image", str(wide_image), "--box", "0", "0", "8", "8",
+               "--out", str(folder)] + COMMON)
+    assert rc == 2
+    assert f"--out {folder} is an existing folder; it must be a file name" in capsys.readouterr().err
+    assert os.listdir(folder) == [] and not (tmp_path / "edits.tmp").exists()
+
+
+def test_save_png_leaves_no_temporary_file(tmp_path):
+    from var_fast.cli.common import save_png
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OSError):
+        save_png(torch.zeros(3, 4, 4), str(tmp_path / "dir"))
+    assert sorted(os.listdir(tmp_path)) == ["dir"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--seed", "-1"], "0 <= seed < 2**63"),
+    (["--seed", str(2**64)], "0 <= seed < 2**63"),
+])
+def test_seed_out_of_range(ckpts, wide_image, tmp_path, capsys, no_model_load, extra, message):
+    with pytest.raises(SystemExit):
+        main(["edit", "--var", ckpts[0], "--vae", ckpts[1], "--image", str(wide_image), "--box", "0", "0", "8", "8",
+              "--out", str(tmp_path / "o.png")] + extra)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--cfg", "-2"], "cfg must be a finite number >= 0"),
+    (["--top-p", "2"], "top_p must be in"),
+    (["--top-k", "-5"], "top_k must be"),
+    (["--mask", "m.png", "--outpaint"], "--outpaint needs --box"),
+])
+def test_flags_are_checked_before_loading(ckpts, wide_image, tmp_path, capsys, no_model_load, extra, message):
+    where = [] if "--mask" in extra else ["--box", "0", "0", "8", "8"]
+    rc = main(["edit", "--var", ckpts[0], "--vae", ckpts[1], "--image", str(wide_image), "--out",
+               str(tmp_path / "o.png")] + where + extra)
+    assert rc == 2 and message in capsys.readouterr().err

@@ -11,8 +11,8 @@ from PIL import Image
 
 import var_fast
 from var_fast.cli import main
-from var_fast.fid_files import MANIFEST
-from var_fast.fid_sampling import FidJob, format_classes, image_seed, parse_classes
+from var_fast.fid.files import MANIFEST
+from var_fast.fid.sampling import FidJob, format_classes, image_seed, parse_classes
 from var_fast.sampler import Sampler
 from model_factory import make_models, save_pair
 
@@ -216,3 +216,49 @@ def test_ranks_share_fixed_batches(world):
     assert sorted(b.start for b in batches) == list(range(0, 21, 4))
     assert sorted(i for b in batches for i in b) == list(range(21))
     assert job.label(0) == 0 and job.label(2) == 0 and job.label(3) == 1 and job.label(20) == 6
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+    monkeypatch.setattr(var_fast, "load", fail)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--top-p", "1.5"], "top_p must be in [0, 1]"),
+    (["--top-k", "-1"], "top_k must be an integer >= 0"),
+    (["--cfg", "-1"], "cfg must be a finite number >= 0"),
+])
+def test_flags_are_checked_before_loading(ckpts, tmp_path, capsys, no_model_load, extra, message):
+    assert main(fid_args(ckpts, tmp_path / "fid", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "fid").exists()
+
+
+def test_out_is_an_existing_file(ckpts, tmp_path, capsys, no_model_load):
+    out = tmp_path / "fid"
+    out.write_text("not a folder")
+    assert main(fid_args(ckpts, out)) == 2
+    assert f"--out {out} is an existing file; it must be a folder" in capsys.readouterr().err
+    assert out.read_text() == "not a folder"
+
+
+def test_npz_path_is_a_folder(ckpts, tmp_path, capsys, no_model_load):
+    (tmp_path / "fid.npz").mkdir()
+    assert main(fid_args(ckpts, tmp_path / "fid", "--npz")) == 2
+    assert f"--npz {tmp_path / 'fid.npz'} is an existing folder" in capsys.readouterr().err
+    assert not (tmp_path / "fid").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63), str(2**64)])
+def test_seed_out_of_range(ckpts, tmp_path, capsys, no_model_load, seed):
+    with pytest.raises(SystemExit) as exit_info:
+        main(fid_args(ckpts, tmp_path / "fid", "--seed", seed))
+    assert exit_info.value.code == 2 and "0 <= seed < 2**63" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64])
+def test_job_seed_out_of_range(seed):
+    with pytest.raises(ValueError, match=r"0 <= seed < 2\*\*63"):
+        FidJob((0,), 1, 1, seed, 1.5, 0, 0.0)

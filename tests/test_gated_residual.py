@@ -4,7 +4,7 @@ import torch
 
 from conftest import HAS_CUDA, tol
 from var_fast import ops
-from var_fast._ext import require
+from var_fast.native.extension import require
 from var_fast.reference import attention as ref
 
 SHAPES = [(1, 1, 64), (3, 5, 192), (1, 169, 64), (3, 169, 192), (2, 13, 100)]  # (B, L, C)

@@ -7,7 +7,8 @@ import pytest
 from benchmarks.gpu_check import sanitize_driver, sanitizer
 from benchmarks.gpu_check.clock import Completed
 from benchmarks.gpu_check.stage import FAILED, PASSED, TIMEOUT
-from var_fast import _ext, ops
+from var_fast import ops
+from var_fast.native import extension as _ext
 
 CLEAN = f"ok sample_top_k_top_p [x]\n{sanitize_driver.DONE}: 12 ops\n========= ERROR SUMMARY: 0 errors\n"
 

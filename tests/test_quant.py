@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import tol
-from var_fast import _ext
+from var_fast.native import extension as _ext
 from var_fast.models import PATCH_NUMS_256 as PATCHES_256
 from var_fast.models import PATCH_NUMS_512 as PATCHES_512
 from var_fast.models.quantizer import MultiScaleQuantizer, phi_index

@@ -70,11 +70,25 @@ def test_encode_decode_round_trip(sampler):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(top_p=1.5), "top_p must be in"), (dict(top_p=-0.1), "top_p must be in"),
-    (dict(top_k=-3), "top_k must be"), (dict(cfg=float("nan")), "cfg must be"),
+    (dict(top_k=-3), "top_k must be"), (dict(cfg=float("nan")), "cfg must be"), (dict(cfg=-1.0), "cfg must be"),
 ])
 def test_bad_sampling_arguments(sampler, kwargs, match):
     with pytest.raises(ValueError, match=match):
         sampler.sample([1], **kwargs)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64, 1.5, "0", True])
+@pytest.mark.parametrize("method", ["sample", "edit"])
+def test_seed_out_of_range_is_refused(sampler, seed, method):
+    with pytest.raises(ValueError, match=r"seed must be an integer with 0 <= seed < 2\*\*63"):
+        if method == "sample":
+            sampler.sample([1], seed=seed)
+        else:
+            sampler.edit(torch.rand(1, 3, 64, 64), torch.zeros(64, 64), seed=seed)
+
+
+def test_largest_seed_is_accepted(sampler):
+    assert sampler.sample([1], seed=2**63 - 1).shape == (1, 3, 64, 64)
 
 
 @pytest.mark.parametrize("labels,match", [

@@ -18,7 +18,7 @@ def build_info() -> dict:
     """Version, torch version, and whether/for which GPUs the native kernels were compiled."""
     import torch
 
-    from . import _ext
+    from .native import extension as _ext
     info = {"version": __version__, "torch_version": torch.__version__, "extension": False,
             "cuda_kernels": False, "cuda_archs": [], "extension_error": None}
     ext = _ext.extension()

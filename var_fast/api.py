@@ -6,8 +6,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .checkpoint import (CheckpointError, check_pair, load_strict, read_state_dict, vae_config_from_state_dict,
-                         var_config_from_state_dict)
+from .checkpoint import (CheckpointError, check_files_exist, check_pair, load_strict, read_state_dict,
+                         vae_config_from_state_dict, var_config_from_state_dict)
 from .models import VAR, VQVAE
 from .sampler import Sampler
 
@@ -56,19 +56,26 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
          num_heads: Optional[int] = None) -> Sampler:
     """Load a VAR checkpoint and its VQVAE (``.pth`` read with weights_only=True, or ``.safetensors``).
 
-    The configuration (depth, width, heads, classes, shared AdaLN, attn_l2_norm, patch layout, VQVAE
-    vocabulary, Cvae and channel width) is read off the weights; ``patch_nums`` overrides the patch
-    layout when the numbers do not determine it. With neither file given, the bundled default model
-    is used. ``dtype`` is the compute precision (float32, bfloat16 or float16); ``backend`` is
-    "reference" (plain PyTorch, the upstream algorithm), "fast" (native kernels) or "auto".
+    ``var_fast.load("d16")`` (d16, d20, d24, d30, d36) loads a published model from
+    huggingface.co/FoundationVision/var through huggingface_hub's cache (downloaded once; see
+    ``var_fast.hub``); with neither file given, the bundled default model is used. The configuration
+    (depth, width, heads, classes, shared AdaLN, attn_l2_norm, patch layout, VQVAE vocabulary, Cvae and
+    channel width) is read off the weights; ``patch_nums`` overrides the patch layout when the numbers
+    do not determine it. ``dtype`` is the compute precision (float32, bfloat16 or float16); ``backend``
+    is "reference" (plain PyTorch, the upstream algorithm), "fast" (native kernels) or "auto".
     """
-    if (var_ckpt is None) != (vae_ckpt is None):
-        raise ValueError("pass both var_ckpt and vae_ckpt, or neither for the bundled default model")
+    from .hub import MODEL_NAMES, is_model_name, published_checkpoints
+    if vae_ckpt is None and is_model_name(var_ckpt):
+        var_ckpt, vae_ckpt = published_checkpoints(var_ckpt)
+    elif (var_ckpt is None) != (vae_ckpt is None):
+        raise ValueError(f"pass both var_ckpt and vae_ckpt, a published model name ({', '.join(MODEL_NAMES)}), "
+                         f"or neither for the bundled default model; got var_ckpt={var_ckpt!r}, vae_ckpt={vae_ckpt!r}")
     if var_ckpt is None:
         from .default_model import default_checkpoints
         var_ckpt, vae_ckpt = default_checkpoints()
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     var_path, vae_path = os.fspath(var_ckpt), os.fspath(vae_ckpt)
+    check_files_exist([(var_path, "VAR checkpoint"), (vae_path, "VQVAE checkpoint")])
     var_sd = read_state_dict(var_path, "VAR checkpoint")
     vae_sd = read_state_dict(vae_path, "VQVAE checkpoint")
     var, vae = build_models(var_sd, vae_sd, var_path, vae_path, patch_nums=patch_nums, num_heads=num_heads)

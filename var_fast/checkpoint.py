@@ -27,17 +27,44 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not hold what it should."""
 
 
+def check_files_exist(files: Sequence[Tuple[str | os.PathLike, str]]) -> None:
+    """(path, what) pairs: one CheckpointError naming every file that is missing."""
+    missing = [f"{what} file not found: {os.fspath(path)!r}" for path, what in files if not os.path.isfile(path)]
+    if missing:
+        raise CheckpointError("; ".join(missing))
+
+
+def file_format(path: str) -> Optional[str]:
+    """"zip" (torch.save), "pickle" (legacy torch.save), "safetensors", or None, from the first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":  # also a truncated zip: it fails later as "could not read"
+        return "zip"
+    if head[:1] == b"\x80":  # pickle protocol 2 or later
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path):
+        return "safetensors"  # 8-byte header length, then the JSON header
+    return None
+
+
+def _complete_zip(path: str) -> bool:
+    import zipfile
+    return zipfile.is_zipfile(path)
+
+
 def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> Dict[str, torch.Tensor]:
     """Tensors of a ``.pth``/``.pt``/``.bin`` (weights only) or ``.safetensors`` file, on the CPU."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{what} file not found: {path!r}")
+    check_files_exist([(path, what)])
+    fmt = file_format(path)
+    if fmt is None:
+        raise CheckpointError(f"{what} {path!r} is not a PyTorch checkpoint (.pth zip/pickle) or safetensors file")
     try:
-        if path.endswith(".safetensors"):
+        if fmt == "safetensors":
             from safetensors.torch import load_file
             sd = load_file(path, device="cpu")
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=_can_mmap(path))
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=_complete_zip(path))
     except Exception as err:  # truncated zip, pickle that needs code, foreign format ...
         raise CheckpointError(f"could not read {what} {path!r} (truncated, corrupt, or not a weights-only "
                               f"PyTorch/safetensors file): {type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
@@ -47,11 +74,6 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> Dict[s
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{what} {path!r} does not hold a state dict of tensors")
     return {_strip_prefix(k): v for k, v in sd.items()}
-
-
-def _can_mmap(path: str) -> bool:
-    import zipfile
-    return zipfile.is_zipfile(path)
 
 
 def _strip_prefix(key: str) -> str:

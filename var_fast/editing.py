@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .labels import Labels, check_sampling_args, resolve_labels
+from .labels import Labels, check_sampling_args, check_seed, resolve_labels
 from .reference.autoregressive import autoregressive_infer_cfg
 from .reference.edit import TeacherForcing, scale_keep_masks
 
@@ -132,6 +132,7 @@ def edit_images(sampler, images: torch.Tensor, keep_mask, labels: Labels = None,
                 return_tokens: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
     """``Sampler.edit`` (see its docstring)."""
     check_sampling_args(cfg, top_k, top_p)
+    check_seed(seed)
     x = sampler._check_images(images)
     if bool((x < 0).any()) or bool((x > 1).any()) or not bool(torch.isfinite(x).all()):
         raise ValueError("images must have values in [0, 1]")

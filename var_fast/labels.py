@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Optional, Sequence, Union
 
 import torch
@@ -10,12 +11,27 @@ Labels = Union[None, int, Sequence[int], torch.Tensor]
 
 
 def check_sampling_args(cfg: float, top_k: int, top_p: float) -> None:
-    if not isinstance(cfg, (int, float)) or not math.isfinite(cfg):
-        raise ValueError(f"cfg must be a finite number, got {cfg!r}")
+    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"cfg must be a finite number >= 0 (1 is no guidance), got {cfg!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
     if not isinstance(top_p, (int, float)) or not (0.0 <= top_p <= 1.0):
         raise ValueError(f"top_p must be in [0, 1] (0 disables it), got {top_p!r}")
+
+
+SEED_LIMIT = 1 << 63  # seeds are 0 <= seed < 2**63: every backend keys its generator with them unchanged
+
+
+def check_seed(seed) -> None:
+    """None (a random seed) or an integer in [0, 2**63)."""
+    if seed is None:
+        return
+    try:
+        value = operator.index(seed) if not isinstance(seed, bool) else None
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer with 0 <= seed < 2**63 (= {SEED_LIMIT}), got {seed!r}")
 
 
 def resolve_labels(labels: Labels, num_classes: int, batch_size: Optional[int], device) -> Optional[torch.Tensor]:

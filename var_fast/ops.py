@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ._ext import require
+from .native.extension import require
 
 
 # The operator library the wrappers call: "var_fast", or "var_fast_emu" while the tests run the CUDA

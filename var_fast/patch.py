@@ -89,7 +89,7 @@ def patch(var_module: nn.Module, backend: str = "reference", dtype: torch.dtype 
     if backend not in ("reference", "fast"):
         raise ValueError(f"backend must be 'reference' or 'fast', got {backend!r}")
     if backend == "fast":
-        from . import _ext
+        from .native import extension as _ext
         _ext.require()
     if getattr(var_module, _ORIGINAL, False):
         unpatch(var_module)

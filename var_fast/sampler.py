@@ -6,8 +6,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import _ext
-from .labels import Labels, check_sampling_args, resolve_labels
+from .native import extension as _ext
+from .labels import Labels, check_sampling_args, check_seed, resolve_labels
 from .models import VAR, VQVAE
 from .reference.autoregressive import autoregressive_infer_cfg, random_labels
 
@@ -106,9 +106,11 @@ class Sampler:
         exactly; the fast backend draws from a counter-based generator keyed by (seed, image, token),
         so an image does not depend on the others in its batch: image b of this call is image
         ``image_offset + b`` of the seed's stream (split a large job into batches with it).
-        ``on_scale(si, num_scales)`` is called after each scale (progress reporting).
+        ``on_scale(si, num_scales)`` is called after each scale (progress reporting). ``seed`` is None
+        (random) or an integer with 0 <= seed < 2**63.
         """
         check_sampling_args(cfg, top_k, top_p)
+        check_seed(seed)
         label_B = resolve_labels(labels, self.num_classes, batch_size, self.device)
         if self.backend == "reference":
             rng = None
@@ -163,7 +165,7 @@ class Sampler:
         1x1 scale) are kept entirely, whatever the mask. With backend "reference" and a seed this is
         token for token upstream's ``autoregressive_infer_cfg_with_mask`` (demo_zero_shot_edit.ipynb)
         given the same token-grid mask; the fast backend draws image b's generated tokens from
-        (seed, b, token).
+        (seed, b, token). ``seed`` is None (random) or an integer with 0 <= seed < 2**63.
         """
         from .editing import edit_images
         return edit_images(self, images, keep_mask, labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,

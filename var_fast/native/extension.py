@@ -33,8 +33,8 @@ def extension() -> Optional[ModuleType]:
             loader.exec_module(module)
             sys.modules["var_fast._C"] = module
         else:
-            from . import _C as module  # type: ignore[attr-defined]
-        from . import _fake  # noqa: F401  (fake kernels for torch.compile)
+            from .. import _C as module  # type: ignore[attr-defined]
+        from . import fake_kernels  # noqa: F401  (fake kernels for torch.compile)
         _module = module
     except Exception as err:  # not built, or built against another torch
         _error = f"{type(err).__name__}: {err}"

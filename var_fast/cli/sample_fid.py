@@ -5,18 +5,15 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 
+from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+                                 check_output_file, check_output_folder, positive_int, sampling_flags)
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96)
 
 
 def add_sample_fid_parser(sub) -> None:
@@ -24,24 +21,19 @@ def add_sample_fid_parser(sub) -> None:
                        description="Image i (class classes[i // per-class]) goes to OUT/{i:06d}.png; its random "
                                    "numbers depend only on (seed, i). Restart the same command to resume; under "
                                    "torchrun each process samples every WORLD_SIZE-th batch.")
-    p.add_argument("--var", help="VAR checkpoint (.pth or .safetensors); default: the bundled model")
-    p.add_argument("--vae", help="VQVAE checkpoint (.pth or .safetensors); default: the bundled model")
+    add_model_flags(p)
     p.add_argument("--out", required=True, help="output folder of the PNGs; --npz writes OUT.npz beside it")
-    p.add_argument("--per-class", type=_positive_int, default=50, help="images per class (default 50)")
+    p.add_argument("--per-class", type=positive_int, default=50, help="images per class (default: 50)")
     p.add_argument("--classes", nargs="+", help="ranges and lists such as 0-999 or 1,5,7 (default: every class)")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance (default 1.5, or the "
-                                                          "bundled model's recommendation)")
-    p.add_argument("--top-k", type=int, default=None, help="top-k filter, 0 disables (default 900 / bundled)")
-    p.add_argument("--top-p", type=float, default=None, help="top-p filter in [0, 1], 0 disables (default 0.96)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=_positive_int, default=32,
+    add_sampling_flags(p, DEFAULTS)
+    p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per forward pass (default 32); part of the run's settings: rounding in the "
                         "model depends on it")
     p.add_argument("--npz", action="store_true", help="pack all images into OUT.npz (arr_0: N x H x W x 3 uint8)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available; under torchrun each "
                                                   "process takes the GPU of its LOCAL_RANK)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--cpu-threads", type=_positive_int, default=1,
+    p.add_argument("--cpu-threads", type=positive_int, default=1,
                    help="intra-op threads of each process on the CPU (default 1); part of the run's settings: "
                         "the CPU's float reductions depend on the thread count. Scale a CPU run with "
                         "torchrun --nproc_per_node instead")
@@ -50,7 +42,7 @@ def add_sample_fid_parser(sub) -> None:
 
 
 def process_device(arg, local_rank: int, world: int) -> torch.device:
-    from .api import resolve_device
+    from var_fast.api import resolve_device
     device = resolve_device(arg)
     if device.type != "cuda":
         return device
@@ -60,20 +52,23 @@ def process_device(arg, local_rank: int, world: int) -> torch.device:
 
 
 def run_sample_fid(args) -> int:
-    from . import __version__, load
-    from .cli import sampling_flags
-    from .default_model import chosen_checkpoints
-    from .distributed import ProcessGroup, torchrun_ranks
-    from .fid_files import checkpoint_fingerprint
-    from .fid_sampling import FidJob, format_classes, parse_classes, run_fid_job
-    from .labels import check_sampling_args
+    from var_fast import __version__, load
+    from var_fast.default_model import chosen_checkpoints
+    from var_fast.fid.distributed import ProcessGroup, torchrun_ranks
+    from var_fast.fid.files import checkpoint_fingerprint, npz_path
+    from var_fast.fid.sampling import FidJob, format_classes, parse_classes, run_fid_job
+
+    # everything that can be checked without the model, before it loads
+    check_model_flags(args)
+    cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
+    check_output_folder(args.out)
+    if args.npz:
+        check_output_file(npz_path(args.out), "--npz")
 
     rank, world, local_rank = torchrun_ranks()
     if rank:
         os.environ["VAR_FAST_QUIET"] = "1"  # one "which backend" line, not one per process
-    var_path, vae_path, info = chosen_checkpoints(args.var, args.vae, announce=rank == 0)
-    cfg, top_k, top_p = sampling_flags(args, info)
-    check_sampling_args(cfg, top_k, top_p)
+    var_path, vae_path, _ = chosen_checkpoints(args.var, args.vae, args.model, announce=rank == 0)
     device = process_device(args.device, local_rank, world)
 
     threads_before = torch.get_num_threads()
@@ -95,7 +90,7 @@ def run_sample_fid(args) -> int:
             manifest = dict(command="var-fast sample-fid", var_fast=__version__, images=job.total,
                             var_path=os.path.abspath(var_path), vae_path=os.path.abspath(vae_path),
                             settings=settings)
-            print(f"[var-fast] sample-fid: {job.total} images ({len(classes)} classes x {job.per_class}) into "
+            print(f"[var_fast] sample-fid: {job.total} images ({len(classes)} classes x {job.per_class}) into "
                   f"{args.out}, {world} process{'es' if world > 1 else ''}, batches of {job.batch_size}",
                   file=sys.stderr)
         summary = run_fid_job(sampler, job, args.out, group, manifest, npz=args.npz)

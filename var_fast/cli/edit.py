@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 import sys
 
+from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+                                 check_output_file, sampling_flags, save_png)
+
+DEFAULTS = SamplingDefaults(cfg=4.0, top_k=900, top_p=0.95)
+
 DESCRIPTION = """Zero-shot editing with a VAR model: the input is kept where the mask is 1 (white) and new
 content is generated where it is 0 (black), unconditionally or towards --class. The input image is
 resized (shorter side) and center-cropped to the model's resolution."""
@@ -28,14 +33,9 @@ def add_edit_parser(sub) -> None:
     e.add_argument("--class", dest="label", type=int, default=None,
                    help="class to edit towards (default: none, unconditional in-painting; -1 is "
                         "also unconditional)")
-    e.add_argument("--out", required=True, help="output PNG")
-    e.add_argument("--var", help="VAR transformer checkpoint (.pth or .safetensors); default: the bundled model")
-    e.add_argument("--vae", help="VQVAE checkpoint (.pth or .safetensors); default: the bundled model")
-    e.add_argument("--cfg", type=float, default=None, help="classifier-free guidance (default 4, or the bundled "
-                                                           "model's recommendation)")
-    e.add_argument("--top-k", type=int, default=None, help="top-k filter, 0 disables (default 900 / bundled)")
-    e.add_argument("--top-p", type=float, default=None, help="top-p filter in [0, 1], 0 disables (default 0.95)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True, help="output PNG (an existing file is replaced)")
+    add_model_flags(e)
+    add_sampling_flags(e, DEFAULTS)
     e.add_argument("--more-smooth", action="store_true", help="Gumbel-smoothed decoding (visualisation only)")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -62,35 +62,34 @@ def _keep_mask(args, size: int, grid: int, image_size_wh):
 
 def run_edit(args) -> int:
     import var_fast
-    from var_fast.cli import sampling_flags, save_png
     from var_fast.default_model import chosen_checkpoints
     from var_fast.editing import load_image
 
+    # everything that can be checked without the model, before it loads
     if args.outpaint and args.box is None:
-        print("error: --outpaint needs --box (with --mask, paint what to keep white)", file=sys.stderr)
-        return 2
-    var_path, vae_path, info = chosen_checkpoints(args.var, args.vae)
-    cfg, top_k, top_p = sampling_flags(args, info, cfg=4.0, top_k=900, top_p=0.95)
+        raise ValueError("--outpaint needs --box (with --mask, paint what to keep white)")
+    check_model_flags(args)
+    cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
+    check_output_file(args.out)
+
+    var_path, vae_path, _ = chosen_checkpoints(args.var, args.vae, args.model)
     sampler = var_fast.load(var_path, vae_path, device=args.device, dtype=args.dtype, backend=args.backend,
                             patch_nums=args.patch_nums)
     size = sampler.image_size
     try:
         image, (w, h) = load_image(args.image, size)
     except OSError as err:
-        print(f"error: cannot read --image {args.image}: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"cannot read --image {args.image}: {err}") from err
     if (w, h) != (size, size):
-        print(f"[var-fast] {args.image} is {w}x{h}: resized (shorter side to {size}) and center-cropped to "
+        print(f"[var_fast] {args.image} is {w}x{h}: resized (shorter side to {size}) and center-cropped to "
               f"{size}x{size}, the model's resolution", file=sys.stderr)
     try:
         mask = _keep_mask(args, size, sampler.patch_nums[-1], (w, h))
     except OSError as err:
-        print(f"error: cannot read --mask {args.mask}: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"cannot read --mask {args.mask}: {err}") from err
     edited = sampler.edit(image.unsqueeze(0), mask, args.label, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed,
                           more_smooth=args.more_smooth)
-    folder = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_png(edited[0], args.out)
-    print(f"[var-fast] wrote {args.out}", file=sys.stderr)
+    print(f"[var_fast] wrote {args.out}", file=sys.stderr)
     return 0

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from .distributed import ProcessGroup
-from .fid_files import (PngWriter, RunMismatchError, check_or_write_manifest, finished_images, npz_path, pack_npz,
+from .files import (PngWriter, RunMismatchError, check_or_write_manifest, finished_images, npz_path, pack_npz,
                         remove_stale_temps)
-from .labels import check_sampling_args
-from .sampler import Sampler
+from ..labels import check_sampling_args, check_seed
+from ..sampler import Sampler
 
 _MASK64 = (1 << 64) - 1
 
@@ -89,6 +89,7 @@ class FidJob:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         check_sampling_args(self.cfg, self.top_k, self.top_p)
+        check_seed(self.seed)
 
     @property
     def total(self) -> int:
@@ -129,7 +130,7 @@ class FidSummary:
     def line(self) -> str:
         rate = self.written / self.seconds if self.seconds > 0 else 0.0
         where = self.out + (f" and {self.npz}" if self.npz else "")
-        return (f"[var-fast] sample-fid: {self.images} images; {self.written} written, {self.skipped} were already "
+        return (f"[var_fast] sample-fid: {self.images} images; {self.written} written, {self.skipped} were already "
                 f"there; {self.seconds:.1f} s, {rate:.2f} images/s; {where}")
 
 

@@ -1,0 +1,140 @@
+"""What the var-fast commands share: the model and sampling flags (with the defaults that will really be
+used), checks of everything that can be checked before a model loads, and writing a PNG."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+import torch
+
+from var_fast.default_model import check_model_choice, default_model_info
+from var_fast.labels import SEED_LIMIT, check_sampling_args
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A command's sampling settings for a model without recommendations (the bundled one has its own)."""
+    cfg: float
+    top_k: int
+    top_p: float
+    per_class: int = 4
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must satisfy 0 <= seed < 2**63 (= {SEED_LIMIT}), got {text}")
+    return value
+
+
+def _default_text(name: str, otherwise) -> str:
+    """'default: 8 for the bundled model, 4 otherwise', read off the bundled model's recommendations."""
+    bundled = default_model_info().get("sampling", {}).get(name)
+    if bundled is None or bundled == otherwise:
+        return f"default: {otherwise}"
+    return f"default: {bundled:g} for the bundled model, {otherwise:g} otherwise"
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    from var_fast.hub import MODEL_NAMES
+    p.add_argument("--model", choices=sorted(MODEL_NAMES),
+                   help="a published checkpoint by name, downloaded once from huggingface.co/FoundationVision/var "
+                        "into the Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE are honoured)")
+    p.add_argument("--var", help="VAR transformer checkpoint (.pth or .safetensors); default: the bundled model")
+    p.add_argument("--vae", help="VQVAE checkpoint (.pth or .safetensors); default: the bundled model")
+
+
+def add_sampling_flags(p: argparse.ArgumentParser, defaults: SamplingDefaults) -> None:
+    p.add_argument("--cfg", type=float, default=None,
+                   help=f"classifier-free guidance, >= 0 ({_default_text('cfg', defaults.cfg)})")
+    p.add_argument("--top-k", type=int, default=None,
+                   help=f"top-k filter, 0 disables ({_default_text('top_k', defaults.top_k)})")
+    p.add_argument("--top-p", type=float, default=None,
+                   help=f"top-p filter in [0, 1], 0 disables ({_default_text('top_p', defaults.top_p)})")
+    p.add_argument("--seed", type=seed_int, default=0, help="0 <= seed < 2**63 (default: 0)")
+
+
+def per_class_help(defaults: SamplingDefaults) -> str:
+    return f"images per class ({_default_text('per_class', defaults.per_class)})"
+
+
+def uses_bundled_model(args) -> bool:
+    return args.var is None and args.vae is None and getattr(args, "model", None) is None
+
+
+def check_model_flags(args) -> None:
+    """--model alone, --var with --vae, or none of them (the bundled model)."""
+    check_model_choice(args.var, args.vae, getattr(args, "model", None))
+
+
+def recommended(args) -> dict:
+    """The bundled model's recommended settings when it is the model used, else {}."""
+    return default_model_info().get("sampling", {}) if uses_bundled_model(args) else {}
+
+
+def sampling_flags(args, defaults: SamplingDefaults):
+    """(cfg, top_k, top_p): the flags given, else the bundled model's recommendation, else ``defaults``;
+    checked (ValueError), so that bad values fail before any model loads."""
+    rec = recommended(args)
+    cfg = float(args.cfg if args.cfg is not None else rec.get("cfg", defaults.cfg))
+    top_k = int(args.top_k if args.top_k is not None else rec.get("top_k", defaults.top_k))
+    top_p = float(args.top_p if args.top_p is not None else rec.get("top_p", defaults.top_p))
+    check_sampling_args(cfg, top_k, top_p)
+    return cfg, top_k, top_p
+
+
+# ---- output paths, checked before the model loads; nothing is created ----------------------------
+def _check_creatable(path: str, flag: str) -> None:
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+    if parent and not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot write in {parent}")
+
+
+def check_output_folder(path: str, flag: str = "--out") -> None:
+    """``path`` is a writable folder or can be made one."""
+    full = os.path.abspath(path)
+    if os.path.exists(full):
+        if not os.path.isdir(full):
+            raise ValueError(f"{flag} {path} is an existing file; it must be a folder (new or existing)")
+        if not os.access(full, os.W_OK):
+            raise ValueError(f"{flag} {path}: cannot write in this folder")
+        return
+    _check_creatable(full, flag)
+
+
+def check_output_file(path: str, flag: str = "--out") -> None:
+    """``path`` is a file that can be written (an existing file is replaced)."""
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise ValueError(f"{flag} {path} is an existing folder; it must be a file name (new, or a file to replace)")
+    if os.path.exists(full) and not os.path.isfile(full):
+        raise ValueError(f"{flag} {path} exists and is not a regular file")
+    _check_creatable(full, flag)
+
+
+def save_png(image: torch.Tensor, path: str) -> None:
+    """(3, H, W) in [0, 1] -> PNG, written to a temporary name first so no half-written file remains."""
+    from PIL import Image
+    array = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    tmp = path + ".tmp"
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
