@@ -20,6 +20,14 @@ def _randn(*shape, seed, std=2.0, dtype=torch.float32, device="cpu"):
     return (torch.randn(*shape, generator=gen) * std).to(device=device, dtype=dtype)
 
 
+def _draws(device_name, n, n_emu):
+    """n draws, or n_emu on the CUDA emulator (~100-1000 rows/s there); with the factor sqrt(n / n_emu) by
+    which a total-variation bound grows when the draws shrink."""
+    if device_name == "emu":
+        return n_emu, (n / n_emu) ** 0.5
+    return n, 1.0
+
+
 def _counts(tokens, V):
     return torch.bincount(tokens.flatten().cpu(), minlength=V).double()
 
@@ -145,42 +153,45 @@ def test_drawable_set_is_the_kept_set(device, device_name, V, top_k, top_p):
         assert torch.equal(drawn, keep[r])
 
 
-def test_top_k_keeps_every_tie_at_the_kth_value(device):
+def test_top_k_keeps_every_tie_at_the_kth_value(device, device_name):
     V = 20
+    n, widen = _draws(device_name, 200000, 3000)
     x = torch.full((V,), -2.0)
     x[:6] = torch.tensor([5.0, 4.0, 3.0, 3.0, 3.0, 3.0])
     x[10] = 3.0  # a tied token after lower ones
-    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 200000, V), 3, 0.0, seed=1)
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, n, V), 3, 0.0, seed=1)
     counts = _counts(tokens, V)
     kept = torch.zeros(V, dtype=torch.bool)
     kept[[0, 1, 2, 3, 4, 5, 10]] = True
     assert torch.equal(counts > 0, kept)
     expected = ref.top_k_top_p_keep_mask(x, 3).double() * (x.double() - 5).exp()
     expected /= expected.sum()
-    assert 0.5 * (counts / counts.sum() - expected).abs().sum() < 0.01
+    assert 0.5 * (counts / counts.sum() - expected).abs().sum() < 0.01 * widen
 
 
-def test_top_p_keeps_the_whole_tied_group_at_the_threshold(device):
+def test_top_p_keeps_the_whole_tied_group_at_the_threshold(device, device_name):
     V = 12
     x = torch.tensor([2.0, 1.0, 1.0, 1.0] + [-1.0] * (V - 4))
     p = x.double().softmax(-1)
     top_p = p[0].item() + 0.5 * p[1].item()  # upstream's sort would keep only part of the tied group
-    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 100000, V), 0, top_p, seed=3)
+    n, widen = _draws(device_name, 100000, 3000)
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, n, V), 0, top_p, seed=3)
     counts = _counts(tokens, V)
     assert torch.equal(counts > 0, torch.arange(V) < 4)
     assert torch.equal(ref.top_k_top_p_keep_mask(x, 0, top_p), torch.arange(V) < 4)
-    assert counts[1:4].min() > 0.9 * counts[1:4].max()  # the tied tokens are equally likely
+    assert counts[1:4].min() > (1 - 0.1 * widen) * counts[1:4].max()  # the tied tokens are equally likely
 
 
-def test_signed_zeros_are_one_value(device):
+def test_signed_zeros_are_one_value(device, device_name):
     x = torch.tensor([1.0, 0.0, -0.0, -1.0, -3.0])
-    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 20000, 5), 2, 0.0, seed=4)
+    n, _ = _draws(device_name, 20000, 1000)
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, n, 5), 2, 0.0, seed=4)
     assert torch.equal(_counts(tokens, 5) > 0, torch.tensor([True, True, True, False, False]))
 
 
 # ---- 3. edge cases and errors --------------------------------------------------------------------------
-def test_disabled_filters_are_no_filter(device):
-    x = _randn(2, 50, 100, seed=5, device=device)
+def test_disabled_filters_are_no_filter(device, device_name):
+    x = _randn(2, 5 if device_name == "emu" else 50, 100, seed=5, device=device)
     plain = ops.sample_top_k_top_p(x, 0, 0.0, seed=8)
     for top_k, top_p in [(-3, 0.0), (100, 0.0), (1000, 0.0), (0, 1.0), (100, 1.0)]:
         assert torch.equal(ops.sample_top_k_top_p(x, top_k, top_p, seed=8), plain), (top_k, top_p)
@@ -188,37 +199,40 @@ def test_disabled_filters_are_no_filter(device):
     assert not torch.equal(ops.sample_top_k_top_p(x, 0, 0.5, seed=8), plain)
 
 
-def test_top_k_1_is_argmax(device):
-    x = _randn(4, 300, 257, seed=6, device=device)
+def test_top_k_1_is_argmax(device, device_name):
+    x = _randn(4, 8 if device_name == "emu" else 300, 257, seed=6, device=device)
     assert torch.equal(ops.sample_top_k_top_p(x, 1, 0.0, seed=9), x.argmax(-1))
     assert torch.equal(ops.sample_top_k_top_p(x, 0, 1e-9, seed=9), x.argmax(-1))  # tiny top_p: the top token
-    tied = torch.zeros(1, 4000, 10, device=device)
+    n, _ = _draws(device_name, 4000, 1000)
+    tied = torch.zeros(1, n, 10, device=device)
     tied[..., 3] = tied[..., 7] = 1.0
     counts = _counts(ops.sample_top_k_top_p(tied, 1, 0.0, seed=9), 10)
     assert set(counts.nonzero().flatten().tolist()) == {3, 7}
-    assert abs(counts[3] - counts[7]) < 400
+    assert abs(counts[3] - counts[7]) < 6 * n ** 0.5  # six standard deviations of a fair split
 
 
-def test_neg_inf_logits_are_never_drawn(device):
+def test_neg_inf_logits_are_never_drawn(device, device_name):
     V = 16
+    n, widen = _draws(device_name, 100000, 3000)
     x = _randn(V, seed=7)
     x[::3] = -torch.inf
-    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 100000, V), 0, 0.0, seed=10)
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, n, V), 0, 0.0, seed=10)
     counts = _counts(tokens, V)
     assert counts[::3].sum() == 0
     expected = x.double().softmax(-1)
-    assert 0.5 * (counts / counts.sum() - expected).abs().sum() < 0.01
+    assert 0.5 * (counts / counts.sum() - expected).abs().sum() < 0.01 * widen
     # with top-k larger than the finite count the -inf tokens are kept but still never drawn
     finite = int(torch.isfinite(x).sum())
-    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, 20000, V), finite + 2, 0.9, seed=10)
+    tokens = ops.sample_top_k_top_p(x.to(device).expand(1, n // 5, V), finite + 2, 0.9, seed=10)
     assert _counts(tokens, V)[::3].sum() == 0
 
 
-def test_equal_logits_are_uniform(device):
+def test_equal_logits_are_uniform(device, device_name):
     V = 16
-    tokens = ops.sample_top_k_top_p(torch.full((1, 200000, V), 3.25, device=device), 0, 0.0, seed=11)
+    n, widen = _draws(device_name, 200000, 5000)
+    tokens = ops.sample_top_k_top_p(torch.full((1, n, V), 3.25, device=device), 0, 0.0, seed=11)
     freq = _counts(tokens, V) / tokens.numel()
-    assert 0.5 * (freq - 1.0 / V).abs().sum() < 0.005
+    assert 0.5 * (freq - 1.0 / V).abs().sum() < 0.005 * widen
 
 
 def test_single_token_vocabulary(device):
@@ -285,8 +299,9 @@ def test_bad_arguments_raise(device):
 
 
 # ---- 4. reproducibility -------------------------------------------------------------------------------
-def test_seeds(device):
-    x = _randn(4, 64, 500, seed=12, device=device)
+def test_seeds(device, device_name):
+    L = 8 if device_name == "emu" else 64
+    x = _randn(4, L, 500, seed=12, device=device)
     a = ops.sample_top_k_top_p(x, 50, 0.9, seed=123)
     assert torch.equal(a, ops.sample_top_k_top_p(x, 50, 0.9, seed=123))
     assert (a != ops.sample_top_k_top_p(x, 50, 0.9, seed=124)).float().mean() > 0.5
@@ -295,13 +310,13 @@ def test_seeds(device):
     assert (a != ops.sample_top_k_top_p(x, 50, 0.9, seed=123 + (1 << 40))).float().mean() > 0.5
     negative = ops.sample_top_k_top_p(x, 50, 0.9, seed=-5).cpu()
     model = ref.sample_top_k_top_p_philox(x.cpu(), 50, 0.9, seed=-5)
-    ambiguous = _ambiguous_rows(x.cpu().view(-1, 500), 50, 0.9, seed=-5, row_offset=0).view(4, 64)
+    ambiguous = _ambiguous_rows(x.cpu().view(-1, 500), 50, 0.9, seed=-5, row_offset=0).view(4, L)
     assert torch.equal(negative[~ambiguous], model[~ambiguous])
 
 
 @pytest.mark.parametrize("cfg", [False, True], ids=["plain", "cfg"])
-def test_rows_are_independent_of_the_batch(device, cfg):
-    B, L, V = 6, 25, 300
+def test_rows_are_independent_of_the_batch(device, device_name, cfg):
+    B, L, V = 6, 3 if device_name == "emu" else 25, 300
     if cfg:
         x = _randn(2 * B, L, V, seed=13, device=device)
         full = ops.sample_cfg_top_k_top_p(x, 2.0, 40, 0.9, seed=77, row_offset=1000)
@@ -317,8 +332,8 @@ def test_rows_are_independent_of_the_batch(device, cfg):
         assert torch.equal(got, full[a:b]), (a, b)
 
 
-def test_cfg_is_the_plain_op_on_the_mixed_logits(device):
-    B, L, V = 3, 20, 400
+def test_cfg_is_the_plain_op_on_the_mixed_logits(device, device_name):
+    B, L, V = 3, 2 if device_name == "emu" else 20, 400
     x = _randn(2 * B, L, V, seed=14, device=device)
     for g in [0.0, 1.5, 4.0]:
         mixed = ref.cfg_mix(x, g)  # float32, the same roundings as the kernel's mix
@@ -328,8 +343,8 @@ def test_cfg_is_the_plain_op_on_the_mixed_logits(device):
 
 # ---- 5. dtypes and strides ----------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_half_inputs_are_upcast(device, dtype):
-    x = _randn(3, 30, 1000, seed=15, dtype=dtype, device=device)
+def test_half_inputs_are_upcast(device, device_name, dtype):
+    x = _randn(3, 2 if device_name == "emu" else 30, 1000, seed=15, dtype=dtype, device=device)
     for top_k, top_p in [(0, 0.0), (100, 0.9)]:
         assert torch.equal(ops.sample_top_k_top_p(x, top_k, top_p, seed=6),
                            ops.sample_top_k_top_p(x.float(), top_k, top_p, seed=6))
@@ -338,8 +353,8 @@ def test_half_inputs_are_upcast(device, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
-def test_noncontiguous_logits(device, dtype):
-    B, L, V = 4, 15, 333
+def test_noncontiguous_logits(device, device_name, dtype):
+    B, L, V = 4, 2 if device_name == "emu" else 15, 333
     transposed = _randn(B, V, L, seed=16, dtype=dtype, device=device).transpose(1, 2)
     strided = _randn(B, L, 2 * V, seed=17, dtype=dtype, device=device)[..., 1::2]
     batch_slice = _randn(2 * B, L, V, seed=18, dtype=dtype, device=device)[::2]
