@@ -40,10 +40,9 @@ def _newest_input_mtime() -> float:
     return max(os.path.getmtime(p) for p in inputs)
 
 
-@pytest.fixture(scope="session", params=list(MODES))
-def program(request) -> tuple[str, str]:
+def build_program(mode_name: str) -> tuple[str, str]:
     """(mode, path) of broken_kernels built in that mode (built when missing or older than its sources)."""
-    mode = MODES[request.param]
+    mode = MODES[mode_name]
     if shutil.which("g++") is None:
         _unavailable("g++ is not on PATH")
     cuda_inc = emu_build.cuda_include_dir()
@@ -58,6 +57,16 @@ def program(request) -> tuple[str, str]:
         assert done.returncode == 0, f"building broken_kernels ({mode.name}) failed:\n{done.stderr[-4000:]}"
         os.replace(exe + ".tmp", exe)
     return mode.name, exe
+
+
+@pytest.fixture(scope="session", params=list(MODES))
+def program(request) -> tuple[str, str]:
+    return build_program(request.param)
+
+
+@pytest.fixture(scope="session")
+def tsan_program() -> tuple[str, str]:
+    return build_program("tsan")
 
 
 def run_case(program, case: str, order: str = "fwd", **env_overrides) -> subprocess.CompletedProcess:
@@ -113,12 +122,10 @@ def test_deadlock_names_where_each_thread_waits(program):
     assert f"__shfl_sync at broken_kernels.cpp:{shfl}:" in out and f"__syncthreads at broken_kernels.cpp:{bar}:" in out, out
 
 
-def test_missing_syncthreads_is_a_data_race_on_shared_memory(program):
-    mode, _ = program
-    if mode != "tsan":
-        pytest.skip("only ThreadSanitizer sees the race (the emulated threads never overlap in time)")
+def test_missing_syncthreads_is_a_data_race_on_shared_memory(tsan_program):
+    """Only ThreadSanitizer sees this race: the emulated threads never overlap in time."""
     # Not halt_on_error: the program goes on to print where the kernel's __shared__ array is.
-    done = run_case(program, "missing_syncthreads", TSAN_OPTIONS=f"exitcode={REPORT_EXIT_CODE}")
+    done = run_case(tsan_program, "missing_syncthreads", TSAN_OPTIONS=f"exitcode={REPORT_EXIT_CODE}")
     report = done.stderr
     assert done.returncode == REPORT_EXIT_CODE, done.stdout + report
     assert "ThreadSanitizer: data race" in report, report
