@@ -1,6 +1,7 @@
 // Driver of `make emu-sanitize` (tests/emu/sanitize.py): calls every var_fast_emu op through the
 // dispatcher once at a small representative shape and once at an edge shape, checks the results
-// (finite, tokens in range, close to an ATen reference where one is a line of code), and prints one
+// (finite, tokens in range, close to an ATen reference where one is a line of code), fails when a
+// registered var_fast_emu op has no case, and prints one
 // line per case:  case <name> checksum=<fnv1a of the results' bytes> seconds=<s>
 // The script links it with sanitized kernel objects and compares the checksums across thread orders.
 //
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,7 +28,10 @@ using at::Tensor;
 
 // ---- calling the ops --------------------------------------------------------------------------------------
 // A boxed call needs every argument of the schema, defaults included.
+std::set<std::string> g_called;  // ops the cases called: every registered op must be among them
+
 Stack call(const std::string& op, Stack args) {
+  g_called.insert(op);
   const auto handle = c10::Dispatcher::singleton().findSchemaOrThrow(("var_fast_emu::" + op).c_str(), "");
   handle.callBoxed(&args);
   return args;
@@ -324,6 +329,15 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
     ++ran;
+  }
+  if (*filter == '\0') {  // a new op without a case here fails the run
+    for (const c10::OperatorName& name : c10::Dispatcher::singleton().getAllOpNames()) {
+      const std::string prefix = "var_fast_emu::";
+      if (name.name.rfind(prefix, 0) == 0 && !g_called.count(name.name.substr(prefix.size()))) {
+        std::printf("FAILED %s: no case calls it\n", name.name.c_str());
+        ++failed;
+      }
+    }
   }
   std::printf("%d cases, %d failed\n", ran, failed);
   return failed == 0 && ran > 0 ? 0 : 1;
