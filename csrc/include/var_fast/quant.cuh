@@ -214,6 +214,8 @@ static __global__ void nearest_code_refine_kernel(const float* __restrict__ z, c
     s = exact_merge(s, o);
   }
   finite = __all_sync(0xffffffffu, finite);
+  // Every lane read uncertain[row] above; shuffles and votes do not order memory, __syncwarp does.
+  __syncwarp();
   if (lane == 0 && finite && s.upper_index >= 0) {
     const double other_lower = s.lower1_index == s.upper_index ? s.lower2 : s.lower1;
     if (other_lower > s.upper) {
