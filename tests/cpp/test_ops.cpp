@@ -4,6 +4,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cstdio>
+#include <limits>
+#include <optional>
 #include <functional>
 #include <string>
 
@@ -66,10 +68,21 @@ int main() {
     expect_close(cubic.call(h, 16), at::upsample_bicubic2d(h, {16, 16}, false), "bicubic_upsample == upsample_bicubic2d");
   }
   {  // sampling: top_k = 1 is argmax
-    auto fn = op("var_fast::sample_top_k_top_p").typed<at::Tensor(const at::Tensor&, int64_t, double, int64_t, int64_t)>();
+    auto fn = op("var_fast::sample_top_k_top_p")
+                  .typed<at::Tensor(const at::Tensor&, int64_t, double, int64_t, int64_t, const std::optional<at::Tensor>&)>();
     auto logits = at::randn({3, 4, 100}, f32);
-    expect(at::equal(fn.call(logits, 1, 0.0, 7, 0), logits.argmax(-1)), "sample_top_k_top_p(top_k=1) == argmax");
-    expect_throws([&] { fn.call(logits, 0, 1.5, 0, 0); }, "sample_top_k_top_p rejects top_p > 1");
+    expect(at::equal(fn.call(logits, 1, 0.0, 7, 0, std::nullopt), logits.argmax(-1)),
+           "sample_top_k_top_p(top_k=1) == argmax");
+    expect_throws([&] { fn.call(logits, 0, 1.5, 0, 0, std::nullopt); }, "sample_top_k_top_p rejects top_p > 1");
+    // a NaN row: an error, or with a status word, its flag and token -1 (checked later by check_status)
+    auto bad = logits.clone();
+    bad.index_put_({0, 1, 5}, std::numeric_limits<float>::quiet_NaN());
+    expect_throws([&] { fn.call(bad, 0, 0.0, 0, 0, std::nullopt); }, "sample_top_k_top_p rejects NaN logits");
+    auto status = at::zeros({1}, at::kInt);
+    auto tokens = fn.call(bad, 0, 0.0, 0, 0, status);
+    expect(status.item<int>() != 0 && tokens.index({0, 1}).item<int64_t>() == -1, "a NaN row sets the status flag");
+    auto check = op("var_fast::check_status").typed<void(const at::Tensor&, int64_t)>();
+    expect_throws([&] { check.call(status, 100); }, "check_status raises the deferred NaN error");
   }
   {  // cached attention over a filled cache
     auto fn = op("var_fast::cached_attention")

@@ -176,7 +176,8 @@ inline std::string loc_str(const Loc& l) {
   return f + ":" + std::to_string(l.line()) + ":" + std::to_string(l.column());
 }
 inline bool same_loc(const Loc& a, const Loc& b) {
-  return a.line() == b.line() && a.column() == b.column() && std::strcmp(a.file_name(), b.file_name()) == 0;
+  return a.line() == b.line() && a.column() == b.column() &&
+         (a.file_name() == b.file_name() || std::strcmp(a.file_name(), b.file_name()) == 0);
 }
 
 struct Fiber {
