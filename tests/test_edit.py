@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import var_fast
-from conftest import DEVICES
 from model_factory import make_models, save_pair
 from var_fast.editing import inpaint_mask, outpaint_mask, token_keep_mask
 from var_fast.reference.edit import scale_keep_masks
@@ -67,7 +66,6 @@ def test_golden_cases_generate_and_keep():
         assert 0.2 < same < 0.95
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["d2", "d3_shared"])
 @pytest.mark.parametrize("cfg", [0.0, 4.0])
 def test_greedy_fast_matches_reference(checkpoints, device, name, cfg):
@@ -83,7 +81,6 @@ def test_greedy_fast_matches_reference(checkpoints, device, name, cfg):
     torch.testing.assert_close(out_f, out_r, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("more_smooth", [False, True])
 def test_kept_positions_reproduce_input_tokens(checkpoints, device, backend, more_smooth):
@@ -104,7 +101,6 @@ def test_kept_positions_reproduce_input_tokens(checkpoints, device, backend, mor
         torch.testing.assert_close(sampler.decode(tokens), out, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_seeds(checkpoints, device, backend):
     sampler = get_sampler(checkpoints, "d2", backend, device)
@@ -116,7 +112,6 @@ def test_seeds(checkpoints, device, backend):
     assert not torch.equal(ta[-1], tc[-1])
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_fast_images_do_not_depend_on_their_batch(checkpoints, device):
     sampler = get_sampler(checkpoints, "d2", "fast", device)
     x, mask = images(3, seed=4, device=device), outpaint_mask(64, 16, 16, 48, 48)
@@ -171,7 +166,6 @@ def test_errors(checkpoints, backend, call, match):
         call(sampler, images(2))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reduced_precision_keeps_input_tokens(checkpoints, device, backend):
     ref = get_sampler(checkpoints, "d2", "reference", device)
