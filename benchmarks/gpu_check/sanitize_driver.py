@@ -84,9 +84,27 @@ def _quant(ops, device) -> Iterator[Tuple[str, str, Callable]]:
         yield "quant_encode", label, lambda: ops.quant_encode(f, codebook, weights, biases, index, 0.5, patch_nums)
 
 
+def _status(ops, device) -> Iterator[Tuple[str, str, Callable]]:
+    """The device status word: a NaN row and out-of-range tokens set flags instead of syncing (the
+    kernels must stay in bounds); check_status reads a word once."""
+    status = ops.new_status(device)
+    logits = _randn(2, 3, 50, device=device)
+    logits[1, 2, 7] = float("nan")
+    V, C, H = 9, 5, 4
+    codebook = _randn(V, C, device=device)
+    f_hat = torch.zeros(1, C, H, H, device=device)
+    weight, bias = _randn(C, C, 3, 3, device=device, std=0.1), _randn(C, device=device, std=0.1)
+    bad_tokens = torch.tensor([[-3, V, 2, V + 100]], device=device)
+    yield "new_status", "B1", lambda: ops.new_status(device)
+    yield "sample_top_k_top_p", "status NaN row", lambda: ops.sample_top_k_top_p(logits, 5, 0.9, seed=1, status=status)
+    yield ("quant_sampler_step", "status tokens out of range",
+           lambda: ops.quant_sampler_step(bad_tokens, codebook, f_hat, weight, bias, 0.5, 2, status=status))
+    yield "check_status", "clean word", lambda: ops.check_status(ops.new_status(device), V)
+
+
 def cases(device: str):
     from var_fast import ops
-    for family in (_sampling, _attention, _quant):
+    for family in (_sampling, _attention, _quant, _status):
         yield from family(ops, device)
 
 
