@@ -111,6 +111,16 @@ def device_name(request) -> str:
     return "cpu"
 
 
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Loading a model is an error: the argument checks under test must come before it."""
+    import var_fast
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+    monkeypatch.setattr(var_fast, "load", fail)
+
+
 @pytest.fixture(params=DTYPES)
 def dtype(request) -> torch.dtype:
     return request.param

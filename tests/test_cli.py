@@ -69,14 +69,6 @@ def test_info(capsys):
 
 
 # ---- bad input fails before the model loads, with a clear message and nothing left behind ------------
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Loading a model is an error: the checks under test must come first."""
-    def fail(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-    monkeypatch.setattr(var_fast, "load", fail)
-
-
 @pytest.mark.parametrize("extra,message", [
     (["--top-p", "1.5"], "top_p must be in"),
     (["--top-p", "-0.1"], "top_p must be in"),

@@ -218,13 +218,6 @@ def test_ranks_share_fixed_batches(world):
     assert job.label(0) == 0 and job.label(2) == 0 and job.label(3) == 1 and job.label(20) == 6
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-    monkeypatch.setattr(var_fast, "load", fail)
-
-
 @pytest.mark.parametrize("extra,message", [
     (["--top-p", "1.5"], "top_p must be in [0, 1]"),
     (["--top-k", "-1"], "top_k must be an integer >= 0"),
