@@ -3,7 +3,8 @@
 // The first part of this header (host + device) is also compiled into csrc/cpu/sampling.cpp: CPU and
 // CUDA kernels run the same float32 arithmetic in the same order, so for the same float32 row they
 // keep the same tokens and draw the same token, bit for bit. The CUDA kernel is in the second part
-// (nvcc only); the CPU loops are in csrc/cpu/sampling.cpp.
+// (CUDA compilers only: nvcc, or g++ with the CUDA emulator of tests/emu); the CPU loops are in
+// csrc/cpu/sampling.cpp.
 //
 // Semantics of one row x[0..V) (after the CFG mix (1+g)*cond - g*uncond, in float32):
 //  * m = max x; weights w_i = exp(x_i - m) by exp_nonpositive() (w = 1 exactly at the max; weights
@@ -30,8 +31,8 @@
 //    then the 8 group sums (strides 4, 2, 1): the CUDA block's warp-shuffle reduction. Excluded
 //    tokens add 0, so mass(t) is non-increasing in t also in float32 and t_p is unique: the CUDA
 //    bisection and the CPU's candidate-list search find the same threshold.
-//  * Rows with NaN, +inf, or only -inf logits are errors (the CUDA kernel writes -1 and a flag that
-//    the launcher turns into the same error as the CPU's).
+//  * Rows with NaN, +inf, or only -inf logits are errors: token -1 and a flag (var_fast/status_flags.h)
+//    that the op raises as an error, or leaves in the caller's status word for check_status.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
