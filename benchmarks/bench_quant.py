@@ -12,7 +12,7 @@ import torch
 
 from var_fast import ops
 from var_fast.models import PATCH_NUMS_256, PATCH_NUMS_512
-from var_fast.models.quantizer import MultiScaleQuantizer, phi_index
+from benchmarks.random_quantizer import random_quantizer
 
 HAS_CUDA = torch.cuda.is_available()
 PATCHES = {"256px": tuple(PATCH_NUMS_256), "512px": tuple(PATCH_NUMS_512)}
@@ -27,14 +27,7 @@ SETUPS = [pytest.param("cpu", 4, "256px", id="cpu-b4-256px"),
 
 def _quantizer(device, patch_nums):
     torch.manual_seed(0)
-    q = MultiScaleQuantizer(V, C, patch_nums, quant_resi=0.5, share_quant_resi=4).to(device).eval()
-    with torch.no_grad():
-        q.embedding.weight.normal_()
-    layers = q.quant_resi.layers()
-    weights = torch.stack([layer.weight.detach() for layer in layers]).contiguous()
-    biases = torch.stack([layer.bias.detach() for layer in layers]).contiguous()
-    index = [phi_index(si, len(patch_nums), len(layers)) for si in range(len(patch_nums))]
-    return q, weights, biases, index
+    return random_quantizer(device, patch_nums, V, C)
 
 
 def _timed(benchmark, device, fn):

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from var_fast.models import PATCH_NUMS_256, PATCH_NUMS_512
 
+from benchmarks.random_quantizer import random_quantizer
+
 from .clock import Deadline
 from .random_models import configs
 from .timing import measure
@@ -143,19 +145,6 @@ def _with(ctx, fn):
 
 
 # ---- quantization ------------------------------------------------------------------------------------------------
-def _quantizer(device: str, patch_nums, C: int = 32):
-    from var_fast.models.quantizer import MultiScaleQuantizer, phi_index
-    with torch.device(device):
-        q = MultiScaleQuantizer(V, C, patch_nums, quant_resi=0.5, share_quant_resi=4).eval()
-    with torch.no_grad():
-        q.embedding.weight.normal_()
-    layers = q.quant_resi.layers()
-    weights = torch.stack([layer.weight.detach() for layer in layers]).contiguous()
-    biases = torch.stack([layer.bias.detach() for layer in layers]).contiguous()
-    index = [phi_index(si, len(patch_nums), len(layers)) for si in range(len(patch_nums))]
-    return q, weights, biases, index
-
-
 def quantization(rec, device: str, deadline: Deadline, setups: List[Tuple[int, str]]) -> None:
     from var_fast import ops
     patch_sets = {"256px": tuple(PATCH_NUMS_256), "512px": tuple(PATCH_NUMS_512)}
@@ -163,7 +152,7 @@ def quantization(rec, device: str, deadline: Deadline, setups: List[Tuple[int, s
         if deadline.passed():
             return
         patch_nums = patch_sets[size]
-        q, weights, biases, index = _quantizer(device, patch_nums)
+        q, weights, biases, index = random_quantizer(device, patch_nums, V)
         codebook = q.embedding.weight.detach()
         C, H, S = codebook.shape[1], patch_nums[-1], len(patch_nums)
         f = torch.randn(batch, C, H, H, device=device)
