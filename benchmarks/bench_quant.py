@@ -68,9 +68,10 @@ def test_sampler_step(benchmark, device, batch, patches, scale, impl):
     next_size = patch_nums[scale + 1] if scale + 1 < S else 0
     codebook = q.embedding.weight.detach()
     k = index[scale]
-    if impl == "op":
-        _timed(benchmark, device,
-               lambda: ops.quant_sampler_step(tokens, codebook, f_hat, weights[k], biases[k], 0.5, next_size))
+    if impl == "op":  # with a status word, as the fast sampler calls it (without one it syncs on the host)
+        status = ops.new_status(device)
+        _timed(benchmark, device, lambda: ops.quant_sampler_step(tokens, codebook, f_hat, weights[k], biases[k], 0.5,
+                                                                 next_size, status=status))
     else:
         @torch.no_grad()
         def step():  # as the reference sampler: embed, then the quantizer's update

@@ -3,7 +3,8 @@
     VAR_FAST_EXTENSION=$(cat /tmp/vf_sampling/path) pytest benchmarks/bench_sampling.py --benchmark-only
 
 V = 4096 (VAR's vocabulary), top_k = 900, top_p = 0.96 (VAR's demo settings). Implementations:
-  var_fast   the native op (sorting-free, one pass family per row)
+  var_fast   the native op (sorting-free, one pass family per row), called with a status word as the
+             fast sampler calls it (without one it checks its rows on the host, a wait inside the timing)
   upstream   var_fast.reference.sampling.sample_top_k_top_p_ (FoundationVision/VAR's sort-based code)
   torch_topk torch.topk + softmax + top-p on the sorted top-k + multinomial
   flashinfer flashinfer.sampling.top_k_top_p_sampling_from_logits (CUDA, when flashinfer imports)
@@ -61,9 +62,11 @@ def _sampler(impl: str, device: str, cfg: bool):
     if impl == "var_fast":
         if not _ext.available():
             pytest.skip(f"var_fast extension unavailable: {_ext.load_error()}")
+        # with a status word, as the fast sampler calls it: without one the op checks its rows on the host
+        status = ops.new_status(device)
         if cfg:
-            return lambda x: ops.sample_cfg_top_k_top_p(x, GUIDANCE, TOP_K, TOP_P, seed=1)
-        return lambda x: ops.sample_top_k_top_p(x, TOP_K, TOP_P, seed=1)
+            return lambda x: ops.sample_cfg_top_k_top_p(x, GUIDANCE, TOP_K, TOP_P, seed=1, status=status)
+        return lambda x: ops.sample_top_k_top_p(x, TOP_K, TOP_P, seed=1, status=status)
     if impl == "upstream":
         draw = lambda x: sample_top_k_top_p_(x.clone(), TOP_K, TOP_P, rng=rng)  # filters in place
     elif impl == "torch_topk":

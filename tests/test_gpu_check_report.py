@@ -41,7 +41,7 @@ def stages():
 
 
 def test_markdown_holds_header_stages_and_tables():
-    md = report.markdown(ENV, "python -m benchmarks.gpu_check --out o", stages(), records(), 400.0, 480, smoke=False)
+    md = report.markdown(ENV, "python -m benchmarks.gpu_check --out o", stages(), records(), 400.0, 480, mode="gpu")
     assert md.startswith("## 2026-12-02 10:00 UTC — gpu-check, NVIDIA H200, driver 580.1, torch 2.11.0+cu130")
     assert "Commit `abc1234`" in md and "    python -m benchmarks.gpu_check --out o" in md
     assert "| tests | out of time | 110.0 | 110 | no junit XML written |" in md and "    E  boom" in md
@@ -56,7 +56,7 @@ def test_markdown_holds_header_stages_and_tables():
 
 
 def test_smoke_reports_say_they_are_cpu_numbers():
-    md = report.markdown(dict(ENV, gpu="none (CPU)"), "cmd", stages(), [], 10.0, 480, smoke=True)
+    md = report.markdown(dict(ENV, gpu="none (CPU)"), "cmd", stages(), [], 10.0, 480, mode="smoke")
     assert "CPU smoke mode" in md and "not GPU results" in md
     assert "Peak matmul rate: not measured" in md
 

@@ -54,11 +54,14 @@ def test_recording_wraps_and_restores_upstreams_sampler(monkeypatch):
     assert torch.equal(got[0], torch.tensor([[1, 0]]))
 
 
-def test_estimator_scales_by_flops():
+def test_estimator_scales_by_flops_at_the_same_batch_size():
     e = Estimator()
-    assert e.predict("fast", 1e12) is None
-    e.update("fast", 1e12, 0.5)
-    assert e.predict("fast", 4e12) == pytest.approx(2.0) and e.predict("reference", 1e12) is None
+    assert e.predict("fast", 16, 1e12) is None
+    e.update("fast", 16, 1e12, 0.5)
+    assert e.predict("fast", 16, 4e12) == pytest.approx(2.0) and e.predict("reference", 16, 1e12) is None
+    # batch 1 is launch-bound: its rate must not predict batch 64 (it would leave the headline d30 batch 64 out)
+    e.update("fast", 1, 1e10, 0.3)
+    assert e.predict("fast", 64, 1e14) is None
 
 
 def test_sampling_settings_fit_the_vocabulary():

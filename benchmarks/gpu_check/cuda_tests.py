@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import xml.etree.ElementTree as ET
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .clock import run_limited, tail
 from .stage import FAILED, PASSED, TIMEOUT, StageResult
@@ -43,12 +43,13 @@ def summarize_junit(path: str) -> Dict:
     return dict(counts=counts, e2e=e2e, failed=failed)
 
 
-def run(root: str, out: str, limit_s: float, expect_gpu: bool) -> StageResult:
+def run(root: str, out: str, limit_s: float, expect_gpu: bool, cmd: Optional[List[str]] = None) -> StageResult:
+    """``cmd`` replaces the pytest command (the rehearsal: it writes the junit XML that pytest would)."""
     markers = run_limited([sys.executable, "-m", "pytest", "--markers", "-p", "no:cacheprovider"], 60, cwd=root)
     if not marker_registered(markers.output):
         return StageResult("tests", FAILED, markers.seconds, limit_s,
                            detail="the pytest marker 'cuda' is not registered: -m cuda would select nothing")
-    cmd = pytest_command(out)
+    cmd = cmd or pytest_command(out)
     print(f"[gpu-check] tests: {' '.join(cmd)}", flush=True)
     done = run_limited(cmd, max(0.0, limit_s - markers.seconds), cwd=root, log_path=os.path.join(out, "tests.log"))
     seconds = markers.seconds + done.seconds
@@ -57,13 +58,17 @@ def run(root: str, out: str, limit_s: float, expect_gpu: bool) -> StageResult:
         status = TIMEOUT if done.timed_out else FAILED
         return StageResult("tests", status, seconds, limit_s, detail="no junit XML written", command=" ".join(cmd),
                            log="tests.log", output_tail=tail(done.output))
-    summary = summarize_junit(junit)
+    try:
+        summary = summarize_junit(junit)
+    except ET.ParseError as err:  # a junit file cut off or garbled must not stop the run
+        return StageResult("tests", FAILED, seconds, limit_s, detail=f"junit XML unreadable: {err}",
+                           command=" ".join(cmd), log="tests.log", output_tail=tail(done.output))
     c, e = summary["counts"], summary["e2e"]
     ok = done.returncode == 0 and c["failed"] == 0 and (c["passed"] > 0 or not expect_gpu)
     detail = (f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped of {c['tests']}; "
               f"end-to-end guards {e['passed']} passed, {e['failed']} failed, {e['skipped']} skipped")
     if expect_gpu and c["skipped"]:
         detail += " (a CUDA test that skips on a GPU checks nothing: see tests.log)"
-    print(f"[gpu-check] tests: {detail} ({seconds:.1f} s)", flush=True)
+    print(f"[gpu-check] tests: {detail}", flush=True)
     return StageResult("tests", PASSED if ok else FAILED, seconds, limit_s, detail=detail, command=" ".join(cmd),
                        log="tests.log", data=summary, output_tail=[] if ok else tail(done.output))

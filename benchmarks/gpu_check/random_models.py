@@ -9,13 +9,16 @@ import torch
 
 from var_fast.models import PATCH_NUMS_512, VAR, VARConfig, VQVAE, VQVAEConfig
 
-# name -> (VARConfig.for_depth kwargs, VQVAEConfig kwargs); "tiny" is the CPU smoke mode's model
+# name -> (VARConfig.for_depth kwargs, VQVAEConfig kwargs); "tiny" and "tiny2" are the CPU modes' models
 SHAPES: Dict[str, Tuple[dict, dict]] = {
     "d16": (dict(depth=16), {}), "d20": (dict(depth=20), {}), "d24": (dict(depth=24), {}),
     "d30": (dict(depth=30), {}),
     "d36": (dict(depth=36, shared_aln=True, patch_nums=PATCH_NUMS_512), dict(patch_nums=PATCH_NUMS_512)),
     "tiny": (dict(depth=2, embed_dim=128, num_heads=2, mlp_hidden=512, num_classes=10, patch_nums=(1, 2, 3, 4),
                   Cvae=8, vocab_size=64), dict(vocab_size=64, z_channels=8, ch=32, patch_nums=(1, 2, 3, 4))),
+    # the rehearsal's second model, so that its plan has headline cases and others
+    "tiny2": (dict(depth=3, embed_dim=64, num_heads=2, mlp_hidden=256, num_classes=10, patch_nums=(1, 2, 4),
+                   Cvae=8, vocab_size=64), dict(vocab_size=64, z_channels=8, ch=32, patch_nums=(1, 2, 4))),
 }
 
 

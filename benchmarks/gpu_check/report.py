@@ -165,16 +165,65 @@ def sampler_section(records: List[Dict]) -> List[str]:
     return lines
 
 
+def _ms(x: float) -> str:
+    """150, 96, 9.4, 0.35: short enough for a dozen in one cell."""
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
+def scales_section(records: List[Dict]) -> List[str]:
+    rows = []
+    for r in records:
+        if r.get("section") != "scales" or r.get("status") != "ok":
+            continue
+        c = r["case"]
+        per = r.get("scale_ms", [])
+        rows.append([c.get("model"), r["impl"], fmt(sum(per) + r.get("after_last_scale_ms", 0.0)),
+                     " · ".join(_ms(x) for x in per), fmt(r.get("after_last_scale_ms"))])
+    if not rows:
+        return []
+    return (["Batch 1, one call after the timed ones, split at the end of each scale (CUDA events recorded by the "
+             "`on_scale` callback, no added wait); ms:", ""]
+            + table(["model", "backend", "total", "per scale, first to last", "after the last scale (decode)"], rows))
+
+
+def _left_out_label(case: Dict) -> str:
+    section = case.get("section", "?")
+    rest = ", ".join(f"{k} {v}" for k, v in case.items() if k not in ("section", "image", "dtype"))
+    return f"{section}: {rest}" if rest else section
+
+
+def left_out_section(records: List[Dict]) -> List[str]:
+    """Every case the time budget left out: whole steps of the plan, and implementations not started."""
+    whole = [_left_out_label(r.get("case", {})) for r in records if r.get("section") == "left_out"]
+    impls = [f"{r['section']}: " + ", ".join(f"{k} {v}" for k, v in r.get("case", {}).items()) + f" — {r['impl']}"
+             for r in records if r.get("status") == "deadline" and r.get("section") != "left_out"]
+    if not whole and not impls:
+        return []
+    return (["Left out by the time budget (not run, not failures; rerun with a larger `--total` or fewer "
+             "`--models`/`--batches`):", ""] + [f"- {x}" for x in whole + impls])
+
+
+NOTES = {
+    "smoke": "**CPU smoke mode**: tiny shapes on the CPU (float32), no build, no sanitizer. Its numbers are CPU "
+             "measurements that only show the script runs; they are not GPU results.",
+    "rehearsal": "**REHEARSAL**: the GPU procedure's control flow on the CPU. The build, the CUDA tests' output "
+                 "and every compute-sanitizer line are RECORDED outputs played back "
+                 "(benchmarks/gpu_check/rehearsal/recorded/); the sanitize driver and the benchmarks ran on the CPU "
+                 "with tiny shapes (float32). Nothing here is a GPU result.",
+}
+
+
 def markdown(env: Dict, command: str, stages: List[Dict], records: List[Dict], total_s: float, budget_s: float,
-             smoke: bool) -> str:
+             mode: str = "gpu") -> str:
     title = (f"## {env['date']} — gpu-check, {env['gpu']}, driver {env['driver']}, torch {env['torch']} "
              f"(CUDA {env['cuda']}), Python {env['python']}")
     lines = [title, "", f"Commit `{env['commit']}`, {env['cores']} CPU cores:", "", "    " + command, ""]
-    if smoke:
-        lines += ["**CPU smoke mode**: tiny shapes on the CPU (float32), no build, no sanitizer. Its numbers are "
-                  "CPU measurements that only show the script runs; they are not GPU results.", ""]
-    parts = [stages_section(stages, total_s, budget_s), peak_section(records), sampling_section(records),
-             attention_section(records), quant_section(records), sampler_section(records)]
+    if mode in NOTES:
+        lines += [NOTES[mode], ""]
+    # the order the benchmarks ran in: the headline sampler cases first, then the op tables
+    parts = [stages_section(stages, total_s, budget_s), peak_section(records), sampler_section(records),
+             scales_section(records), sampling_section(records), attention_section(records), quant_section(records),
+             left_out_section(records)]
     for part in parts:
         if part:
             lines += part + [""]
@@ -182,12 +231,12 @@ def markdown(env: Dict, command: str, stages: List[Dict], records: List[Dict], t
 
 
 def write(out_dir: str, env: Dict, command: str, stages: List[Dict], records: List[Dict], total_s: float,
-          budget_s: float, smoke: bool) -> Tuple[str, str]:
+          budget_s: float, mode: str = "gpu") -> Tuple[str, str]:
     import os
     md_path, json_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.json")
     with open(md_path, "w") as f:
-        f.write(markdown(env, command, stages, records, total_s, budget_s, smoke))
+        f.write(markdown(env, command, stages, records, total_s, budget_s, mode))
     with open(json_path, "w") as f:
-        json.dump(dict(environment=env, command=command, cpu_smoke=smoke, total_s=total_s, budget_s=budget_s,
+        json.dump(dict(environment=env, command=command, mode=mode, total_s=total_s, budget_s=budget_s,
                        stages=stages, records=records), f, indent=1, default=str)
     return md_path, json_path

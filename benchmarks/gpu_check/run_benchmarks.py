@@ -3,6 +3,10 @@ appended to the records file as soon as it is taken (a run stopped at its time l
 the report copies them into OUT/report.json).
 
     python -m benchmarks.gpu_check.run_benchmarks --records FILE --deadline EPOCH_S [--cpu-smoke] [--models d16,d30]
+
+Order (``plan``): the headline cases (--headline, default d16 batch 1 and d30 batch 64, each against
+the reference backend and upstream), then the op tables, then the rest; a case the deadline leaves
+out is recorded as left out.
 """
 from __future__ import annotations
 
@@ -10,11 +14,15 @@ import argparse
 import json
 import sys
 import time
-from typing import List
+from typing import List, Tuple
 
 import torch
 
 from .clock import Deadline
+
+# the numbers a cut run must still have: the smallest model at batch 1 and the large one at batch 64
+HEADLINE = "d16:1,d30:64"
+
 
 class Recorder:
     def __init__(self, path: str):
@@ -32,13 +40,42 @@ def _ints(text: str) -> List[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def parse_headline(text: str) -> List[Tuple[str, int]]:
+    """"d16:1,d30:64" -> [("d16", 1), ("d30", 64)]."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        model, _, batch = item.partition(":")
+        if not batch:
+            raise ValueError(f"--headline items are MODEL:BATCH, got {item!r}")
+        pairs.append((model, int(batch)))
+    return pairs
+
+
+def plan(models: List[str], batches: List[int], headline: List[Tuple[str, int]], ops: bool = True,
+         sampler: bool = True) -> List[Tuple[str, str, List[int]]]:
+    """The order the cases run in, so that a run cut by its budget still has the headline numbers:
+    ("sampler", model, batches) for each headline case among the chosen models and batches, then
+    ("ops", "", []) (the op tables), then every model's other batch sizes."""
+    head = [(m, b) for m, b in headline if m in models and b in batches] if sampler else []
+    steps = [("sampler", m, [b]) for m, b in head]
+    if ops:
+        steps.append(("ops", "", []))
+    if sampler:
+        for m in models:
+            rest = [b for b in batches if (m, b) not in head]
+            if rest:
+                steps.append(("sampler", m, rest))
+    return steps
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--records", required=True, help="JSON-lines file the measurements are appended to")
     p.add_argument("--deadline", type=float, required=True, help="epoch seconds at which to stop starting cases")
-    p.add_argument("--cpu-smoke", action="store_true")
+    p.add_argument("--cpu-smoke", action="store_true", help="on the CPU (tiny models unless --models is given)")
     p.add_argument("--models", default="d16,d20,d24,d30,d36")
     p.add_argument("--batches", default="1,16,64")
+    p.add_argument("--headline", default=HEADLINE, help="MODEL:BATCH cases run first, before the op tables")
     p.add_argument("--upstream", default=None)
     p.add_argument("--skip", default="", help="sections to leave out: ops,sampler")
     a = p.parse_args(argv)
@@ -48,29 +85,31 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if smoke else "cuda")
     deadline = Deadline(a.deadline)
     rec = Recorder(a.records)
-    models = ["tiny"] if smoke else [m for m in a.models.split(",") if m]
-    batches = [1] if smoke else _ints(a.batches)
+    models = [m for m in a.models.split(",") if m]
+    batches = _ints(a.batches)
     skip = set(a.skip.split(","))
     # bf16 on the GPU; float32 on the CPU, where bf16 matmuls and convolutions are emulated and slow
     dtype = torch.float32 if smoke else torch.bfloat16
+    steps = plan(models, batches, parse_headline(a.headline), "ops" not in skip, "sampler" not in skip)
+    rec.add("plan", case={}, impl="-", status="ok", steps=steps)
     peak = ops_bench.peak_matmul(rec, device.type, deadline, n=256 if smoke else 8192, dtype=dtype)
-    if "ops" not in skip:
-        ops_bench.sampling(rec, device.type, deadline, [1, 64] if smoke else [1, 256, 16384, 87040])
-        shapes = ops_bench.attention_shapes(models if smoke else ["d16", "d30", "d36"], batch=2 if smoke else 16)
-        ops_bench.attention(rec, device.type, deadline, shapes, dtype)
-        ops_bench.quantization(rec, device.type, deadline, [(2, "256px")] if smoke else [(64, "256px"), (64, "512px")])
-    if "sampler" not in skip:
-        upstream = None
-        if a.upstream:
-            try:
-                upstream = Upstream(a.upstream)
-            except Exception as err:
-                rec.add("upstream_check", case={}, impl="upstream", status="refused",
-                        reason=f"cannot import upstream from {a.upstream}: {type(err).__name__}: {err}")
-        estimator = sampler_bench.Estimator()
-        for name in models:
-            sampler_bench.run_model(rec, name, batches, device, dtype, deadline, estimator, peak, upstream,
-                                    reps=1 if smoke else 3)
+    upstream = None
+    if a.upstream and "sampler" not in skip:
+        try:
+            upstream = Upstream(a.upstream)
+        except Exception as err:
+            rec.add("upstream_check", case={}, impl="upstream", status="refused",
+                    reason=f"cannot import upstream from {a.upstream}: {type(err).__name__}: {err}")
+    estimator, verdicts = sampler_bench.Estimator(), {}
+    for kind, model, step_batches in steps:
+        if kind == "ops":
+            ops_bench.sampling(rec, device.type, deadline, [1, 64] if smoke else [1, 256, 16384, 87040])
+            shapes = ops_bench.attention_shapes(models[:1] if smoke else ["d16", "d30", "d36"], batch=2 if smoke else 16)
+            ops_bench.attention(rec, device.type, deadline, shapes, dtype)
+            ops_bench.quantization(rec, device.type, deadline, [(2, "256px")] if smoke else [(64, "256px"), (64, "512px")])
+        else:
+            sampler_bench.run_model(rec, model, step_batches, device, dtype, deadline, estimator, peak, upstream,
+                                    reps=1 if smoke else 3, verdicts=verdicts)
     rec.add("done", case={}, impl="-", status="ok")
     return 0
 
