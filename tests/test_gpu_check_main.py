@@ -4,7 +4,7 @@ import json
 import pytest
 
 from benchmarks.gpu_check import main as gpu_check
-from benchmarks.gpu_check.stage import FAILED, PASSED, SKIPPED, StageResult
+from benchmarks.gpu_check.stage import FAILED, PASSED, SKIPPED, TIMEOUT, StageResult
 
 
 @pytest.fixture
@@ -21,14 +21,14 @@ def stubs(monkeypatch):
     monkeypatch.setattr(gpu_check.build, "run", stage("build"))
     monkeypatch.setattr(gpu_check.cuda_tests, "run", stage("tests"))
     monkeypatch.setattr(gpu_check.sanitizer, "run", stage("sanitizers"))
-    monkeypatch.setattr(gpu_check, "benchmarks_stage", lambda args, out, limit, path: stage("benchmarks")(float(limit)))
+    monkeypatch.setattr(gpu_check, "benchmarks_stage", lambda args, out, limit, path, cpu: stage("benchmarks")(float(limit)))
     return calls, stage, monkeypatch
 
 
 def test_gpu_run_gives_each_stage_its_budget_and_the_rest_to_benchmarks(stubs, tmp_path):
     calls, _, _ = stubs
     assert gpu_check.main(["--out", str(tmp_path), "--total", "480"]) == 0
-    assert calls["build"] == 120 and calls["tests"] == 100 and calls["sanitizers"] == 100
+    assert [calls[s] for s in ("build", "tests", "sanitizers")] == [gpu_check.BUDGETS[s] for s in ("build", "tests", "sanitizers")]
     assert 460 < calls["benchmarks"] <= 480 - gpu_check.REPORT_RESERVE_S  # stubs took no time
     data = json.load(open(tmp_path / "report.json"))
     assert [s["name"] for s in data["stages"]] == ["build", "tests", "sanitizers", "benchmarks"]
@@ -37,9 +37,10 @@ def test_gpu_run_gives_each_stage_its_budget_and_the_rest_to_benchmarks(stubs, t
 
 def test_a_short_total_shrinks_the_early_stages_first(stubs, tmp_path):
     calls, _, _ = stubs
-    gpu_check.main(["--out", str(tmp_path), "--total", "250"])
+    gpu_check.main(["--out", str(tmp_path), "--total", "350"])
     # build may take only what leaves tests, sanitizers and the report their budgets
-    assert calls["build"] == pytest.approx(250 - 100 - 100 - gpu_check.REPORT_RESERVE_S, abs=1)
+    b = gpu_check.BUDGETS
+    assert calls["build"] == pytest.approx(350 - b["tests"] - b["sanitizers"] - gpu_check.REPORT_RESERVE_S, abs=1)
 
 
 def test_failed_build_skips_tests_and_sanitizers_but_still_reports(stubs, tmp_path):
@@ -56,3 +57,63 @@ def test_smoke_mode_neither_builds_nor_sanitizes(stubs, tmp_path):
     assert gpu_check.main(["--out", str(tmp_path), "--cpu-smoke"]) == 0
     assert set(calls) == {"tests", "benchmarks"}
     assert "CPU smoke mode" in (tmp_path / "report.md").read_text()
+
+
+def test_every_stage_prints_its_time_as_it_ends(stubs, tmp_path, capsys):
+    gpu_check.main(["--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    for name in gpu_check.STAGES:
+        assert f"[gpu-check] {name}: passed in 1.0 s" in out
+
+
+@pytest.mark.parametrize("failing,status,code", [
+    ("sanitizers", FAILED, 1), ("tests", TIMEOUT, 1), ("build", TIMEOUT, 1),
+    ("benchmarks", FAILED, 1), ("benchmarks", TIMEOUT, 0),  # a benchmark case stopped by the budget is no failure
+])
+def test_exit_code_says_whether_anything_that_ran_failed(stubs, tmp_path, failing, status, code):
+    calls, stage, monkeypatch = stubs
+    if failing == "benchmarks":
+        monkeypatch.setattr(gpu_check, "benchmarks_stage", lambda args, out, limit, path, cpu: stage("benchmarks", status)(float(limit)))
+    else:
+        module = {"build": gpu_check.build, "tests": gpu_check.cuda_tests, "sanitizers": gpu_check.sanitizer}[failing]
+        monkeypatch.setattr(module, "run", stage(failing, status))
+    assert gpu_check.main(["--out", str(tmp_path)]) == code
+
+
+def rec(kind, impl="var_fast", status="ok", **case):
+    return dict(section=kind, impl=impl, status=status, case=case)
+
+
+DONE = rec("done", "-")
+
+
+def test_benchmarks_left_out_by_the_budget_do_not_fail():
+    records = [rec("sampler", "fast", model="d16", batch=1), rec("left_out", "-", "deadline", section="sampler", model="d36"),
+               rec("sampler", "reference", "deadline", model="d30", batch=64), DONE]
+    status, detail = gpu_check.judge_benchmarks(records, 0)
+    assert status == PASSED and "2 cases left out by the time budget" in detail
+
+
+@pytest.mark.parametrize("records,code,why", [
+    ([rec("sampler", "fast", "error", error="RuntimeError: boom"), DONE], 0, "raised"),   # ours raised
+    ([rec("attention", "var_fast", "error", error="x"), DONE], 0, "raised"),
+    ([rec("sampler", "fast")], 1, "exited with code 1"),                                   # the process died
+    ([rec("sampler", "fast")], 0, "before the end"),                                       # no "done" line
+])
+def test_benchmarks_failures(records, code, why):
+    status, detail = gpu_check.judge_benchmarks(records, code)
+    assert status == FAILED and why in detail
+
+
+def test_a_baseline_that_refuses_a_shape_does_not_fail():
+    records = [rec("attention", "sdpa cudnn", "error", error="no kernel"), rec("sampler", "upstream", "error"), DONE]
+    assert gpu_check.judge_benchmarks(records, 0)[0] == PASSED
+
+
+def test_benchmarks_stopped_at_the_hard_limit_are_out_of_time():
+    assert gpu_check.judge_benchmarks([rec("sampler", "fast")], None)[0] == TIMEOUT
+
+
+def test_the_child_stops_before_the_limit_interrupts_it():
+    # the child's deadline comes before run_limited's SIGINT, which comes before its SIGKILL
+    assert gpu_check.BENCH_STOP_S > gpu_check.BENCH_GRACE_S > 0

@@ -89,3 +89,32 @@ def test_junit_summary_and_marker_check(tmp_path):
     assert cuda_tests.marker_registered("@pytest.mark.slow: x\n@pytest.mark.cuda: needs a CUDA GPU\n")
     assert not cuda_tests.marker_registered("@pytest.mark.cudagraphs: x\n")
     assert "-m" in cuda_tests.pytest_command("o") and "cuda" in cuda_tests.pytest_command("o")
+
+
+def test_left_out_cases_are_listed_as_such():
+    left = [rec("left_out", "-", "deadline", case=dict(section="sampler", model="d36", image=512, batch=64,
+                                                         dtype="bfloat16")),
+            rec("sampler", "upstream", "deadline", case=dict(model="d30", batch=64))]
+    md = report.markdown(ENV, "cmd", stages(), records() + left, 400.0, 480, mode="gpu")
+    section = md[md.index("Left out by the time budget"):]
+    assert "- sampler: model d36, batch 64" in section and "- sampler: model d30, batch 64 — upstream" in section
+    assert "- attention: model d16, scale 8" in section and section.rstrip().endswith("— sdpa math")  # not started
+    finished = [r for r in records() if r["status"] != "deadline"]
+    assert "Left out" not in report.markdown(ENV, "cmd", stages(), finished, 400.0, 480, mode="gpu")
+
+
+def test_batch_1_latency_per_scale():
+    split = rec("scales", "fast", case=dict(model="d16", batch=1), scale_ms=[0.9, 1.2, 15.0, 140.0],
+                after_last_scale_ms=20.0)
+    md = report.markdown(ENV, "cmd", stages(), records() + [split], 400.0, 480, mode="gpu")
+    assert "| d16 | fast | 177 | 0.9 · 1.2 · 15 · 140 | 20 |" in md
+
+
+def test_headline_sampler_table_comes_before_the_op_tables():
+    md = report.markdown(ENV, "cmd", stages(), records(), 400.0, 480, mode="gpu")
+    assert md.index("Whole sampler") < md.index("Sampling, V = 4096") < md.index("Attention over")
+
+
+def test_rehearsal_reports_say_nothing_is_a_gpu_result():
+    md = report.markdown(dict(ENV, gpu="none (CPU)"), "cmd", stages(), [], 10.0, 480, mode="rehearsal")
+    assert "REHEARSAL" in md and "RECORDED outputs" in md and "Nothing here is a GPU result" in md

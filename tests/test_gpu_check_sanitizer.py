@@ -1,56 +1,110 @@
 """gpu-check's sanitizer stage: command lines, pass/fail parsing per tool, and a driver that calls every op."""
 import inspect
-import sys
+import os
 
 import pytest
 
 from benchmarks.gpu_check import sanitize_driver, sanitizer
+from benchmarks.gpu_check.rehearsal import RECORDED, player, recorded
 from benchmarks.gpu_check.clock import Completed
 from benchmarks.gpu_check.stage import FAILED, PASSED, TIMEOUT
 from var_fast import ops
 from var_fast.native import extension as _ext
 
-CLEAN = f"ok sample_top_k_top_p [x]\n{sanitize_driver.DONE}: 12 ops\n========= ERROR SUMMARY: 0 errors\n"
+# what the sanitize driver prints when it ran every case (the player puts it where a file says @driver)
+DRIVER_OUTPUT = f"ok sample_top_k_top_p [B2 L64 V4096 k900 p0.96]\n{sanitize_driver.DONE}: 14 ops\n"
+FIXTURES = {tool: player.text(recorded(f"{tool}-clean.txt"), DRIVER_OUTPUT) for tool in sanitizer.TOOLS}
+CLEAN = FIXTURES["memcheck"]
+
+
+def played(name: str, summary_of: str = "memcheck"):
+    """(output, exit code) of a recorded file, the driver's output in place; crash.txt and no-summary.txt
+    hold memcheck's summary line, turned into ``summary_of``'s."""
+    lines, code = player.read(recorded(name))
+    text = player.text(recorded(name), DRIVER_OUTPUT)
+    if summary_of == "racecheck":
+        text = text.replace("ERROR SUMMARY: 0 errors", "RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)")
+    return text, code
 
 
 @pytest.mark.parametrize("tool", sanitizer.TOOLS)
-def test_command_line(tool):
-    cmd = sanitizer.command(tool, "/cuda/compute-sanitizer", "/py")
-    assert cmd[0] == "/cuda/compute-sanitizer"
-    assert cmd[cmd.index("--tool") + 1] == tool
-    assert cmd[cmd.index("--error-exitcode") + 1] == str(sanitizer.ERROR_EXITCODE) != "0"
-    # the sanitizer's own options come before the program, the driver runs on CUDA
-    assert cmd[cmd.index("/py"):] == ["/py", "-m", "benchmarks.gpu_check.sanitize_driver", "--device", "cuda"]
-    assert max(cmd.index("--tool"), cmd.index("--error-exitcode")) < cmd.index("/py")
+def test_each_clean_tool_passes_on_its_own_summary_format(tool):
+    output, code = played(f"{tool}-clean.txt")
+    result = sanitizer.parse(tool, output, code)
+    assert result["verdict"] == PASSED and result["findings"] == 0, result
+    # racecheck prints no ERROR SUMMARY line: requiring one would fail every clean racecheck
+    assert ("ERROR SUMMARY" in output) == (tool != "racecheck")
+    assert sanitizer.SUMMARY_LINE[tool] in output
 
 
-def test_memcheck_runs_without_the_caching_allocator():
-    assert sanitizer.environment("memcheck", {})["PYTORCH_NO_CUDA_MEMORY_CACHING"] == "1"
-    assert "PYTORCH_NO_CUDA_MEMORY_CACHING" not in sanitizer.environment("racecheck", {})
+@pytest.mark.parametrize("tool,other", [("racecheck", "memcheck"), ("memcheck", "racecheck"), ("synccheck", "racecheck")])
+def test_another_tools_summary_is_not_this_tools(tool, other):
+    output, code = played(f"{other}-clean.txt")
+    result = sanitizer.parse(tool, output, code)
+    assert result["verdict"] == FAILED and "no " + sanitizer.SUMMARY_LINE[tool] in result["reason"]
 
 
-def test_clean_run_passes():
-    assert sanitizer.parse("memcheck", CLEAN, 0)["verdict"] == PASSED
-    race = CLEAN.replace("ERROR SUMMARY: 0 errors", "RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n"
-                                                    "========= ERROR SUMMARY: 0 errors")
-    assert sanitizer.parse("racecheck", race, 0)["verdict"] == PASSED
+@pytest.mark.parametrize("tool,name,why", [
+    ("memcheck", "memcheck-errors.txt", "2 errors"),
+    ("racecheck", "racecheck-hazards.txt", "1 hazards"),
+    ("synccheck", "synccheck-errors.txt", "1 errors"),
+])
+def test_recorded_findings_fail(tool, name, why):
+    output, code = played(name)
+    assert code == sanitizer.ERROR_EXITCODE
+    result = sanitizer.parse(tool, output, code)
+    assert result["verdict"] == FAILED and why in result["reason"]
+
+
+def test_a_race_fails_even_with_exit_code_0_and_only_warnings():
+    output, _ = played("racecheck-hazards.txt")
+    output = output.replace("(1 error, 0 warnings)", "(0 errors, 1 warning)")
+    assert sanitizer.parse("racecheck", output, 0)["verdict"] == FAILED
+
+
+@pytest.mark.parametrize("tool", sanitizer.TOOLS)
+def test_a_crashed_driver_fails_with_a_clean_summary(tool):
+    output, code = played("crash.txt", summary_of=tool)
+    assert sanitizer.findings(tool, output) == 0 and code == 1
+    result = sanitizer.parse(tool, output, code)
+    assert result["verdict"] == FAILED and "crashed" in result["reason"]
+    # even if the exit code were lost, the tool's own line says the program failed
+    assert sanitizer.parse(tool, output, 0)["verdict"] == FAILED
+
+
+@pytest.mark.parametrize("tool", sanitizer.TOOLS)
+def test_no_summary_fails(tool):
+    output, code = played("no-summary.txt")
+    assert code == 0 and sanitize_driver.DONE in output
+    result = sanitizer.parse(tool, output, code)
+    assert result["verdict"] == FAILED and "no " + sanitizer.SUMMARY_LINE[tool] in result["reason"]
 
 
 @pytest.mark.parametrize("output,code", [
-    (CLEAN.replace("0 errors", "3 errors"), sanitizer.ERROR_EXITCODE),                      # errors reported
-    (CLEAN.replace("ERROR SUMMARY: 0 errors", "RACECHECK SUMMARY: 2 hazards displayed (1 error, 1 warning)\n"
-                   "========= ERROR SUMMARY: 0 errors"), 0),                                 # hazards, even as warnings
     (CLEAN.replace(sanitize_driver.DONE, "Traceback"), 0),                                  # driver stopped early
     ("========= Error: unrecognized option\n", 1),                                          # no summary at all
     (CLEAN, 1),                                                                             # nonzero exit
 ])
 def test_failures_are_failures(output, code):
-    result = sanitizer.parse("racecheck", output, code)
+    result = sanitizer.parse("memcheck", output, code)
     assert result["verdict"] == FAILED
 
 
-def test_timeout():
-    assert sanitizer.parse("racecheck", "", None)["verdict"] == TIMEOUT
+@pytest.mark.parametrize("tool", sanitizer.TOOLS)
+def test_timeout(tool):
+    assert sanitizer.parse(tool, "", None)["verdict"] == TIMEOUT
+    assert sanitizer.parse(tool, FIXTURES[tool], None)["verdict"] == TIMEOUT  # cut off after a clean summary
+
+
+def test_every_recorded_file_says_where_it_comes_from():
+    for name in os.listdir(RECORDED):
+        if name.endswith(".txt"):
+            with open(os.path.join(RECORDED, name)) as f:
+                head = [line for line in f.read().splitlines() if line.startswith("#") and not line.startswith("#!")]
+            assert head, f"{name} has no provenance comment"
+            if name != "no-summary.txt":
+                assert any("https://docs.nvidia.com/compute-sanitizer" in line for line in head), name
+            assert any("Not captured on a GPU" in line or "Constructed" in line for line in head), name
 
 
 def test_time_left_by_a_fast_tool_carries_on():
@@ -82,7 +136,7 @@ def test_stage_runs_the_three_tools_into_one_log(monkeypatch, tmp_path):
 
     def fake_run(cmd, limit_s, env=None, cwd=None, log_path=None):
         seen.append((cmd[cmd.index("--tool") + 1], limit_s, env.get("PYTORCH_NO_CUDA_MEMORY_CACHING")))
-        return Completed(0, 5.0, CLEAN)
+        return Completed(0, 5.0, FIXTURES[cmd[cmd.index("--tool") + 1]])
 
     monkeypatch.setattr(sanitizer, "run_limited", fake_run)
     result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="/bin/compute-sanitizer")
@@ -93,11 +147,27 @@ def test_stage_runs_the_three_tools_into_one_log(monkeypatch, tmp_path):
     assert (tmp_path / sanitizer.LOG).read_text().count("===== /bin/compute-sanitizer --tool") == 3
 
 
-def test_stage_fails_when_one_tool_fails(monkeypatch, tmp_path):
-    outputs = iter([CLEAN, CLEAN.replace("0 errors", "1 errors"), CLEAN])
-    monkeypatch.setattr(sanitizer, "run_limited", lambda cmd, limit_s, env=None, cwd=None: Completed(0, 1.0, next(outputs)))
+def fake_tools(outputs):
+    """run_limited answering each tool with its entry of ``outputs`` {tool: (text, exit code)}."""
+    def run(cmd, limit_s, env=None, cwd=None):
+        text, code = outputs[cmd[cmd.index("--tool") + 1]]
+        return Completed(code, 1.0, text)
+    return run
+
+
+def test_stage_passes_with_each_tools_clean_output(monkeypatch, tmp_path):
+    monkeypatch.setattr(sanitizer, "run_limited", fake_tools({t: (FIXTURES[t], 0) for t in sanitizer.TOOLS}))
     result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="cs")
-    assert result.status == FAILED and "racecheck failed (1 errors)" in result.detail
+    assert result.status == PASSED, result.detail
+
+
+def test_stage_fails_when_one_tool_fails(monkeypatch, tmp_path):
+    outputs = {t: (FIXTURES[t], 0) for t in sanitizer.TOOLS}
+    outputs["racecheck"] = played("racecheck-hazards.txt")
+    monkeypatch.setattr(sanitizer, "run_limited", fake_tools(outputs))
+    result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="cs")
+    assert result.status == FAILED and "racecheck failed (1 hazards)" in result.detail
+    assert any("RACECHECK SUMMARY: 1 hazard" in line for line in result.output_tail)
 
 
 def test_an_unknown_option_is_dropped_and_the_tool_rerun(monkeypatch, tmp_path):
@@ -107,7 +177,7 @@ def test_an_unknown_option_is_dropped_and_the_tool_rerun(monkeypatch, tmp_path):
         commands.append(cmd)
         if "--report-api-errors" in cmd:
             return Completed(1, 0.5, "========= Error: unrecognized option '--report-api-errors'\n")
-        return Completed(0, 1.0, CLEAN)
+        return Completed(0, 1.0, FIXTURES[cmd[cmd.index("--tool") + 1]])
 
     monkeypatch.setattr(sanitizer, "run_limited", fake_run)
     result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="cs")
