@@ -29,6 +29,7 @@ def test_sample_writes_images_and_grid(ckpts, tmp_path, capsys):
     assert Image.open(out / "grid.png").size == (3 * 66 + 2, 2 * 66 + 2)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["classes"] == [1, 7] and settings["top_k"] == 10
+    assert settings["dtype"] == "float32"  # --dtype auto, resolved: float32 on the CPU
     assert "sampling 6 images" in capsys.readouterr().err  # the progress bar
 
 
@@ -134,6 +135,7 @@ def test_help_shows_the_defaults_used(capsys):
     assert f"default: {rec['cfg']:g} for the bundled model, 1.5 otherwise" in help_text
     assert f"default: {rec['top_k']:g} for the bundled model, 900 otherwise" in help_text
     assert "0 <= seed < 2**63" in help_text
+    assert "auto: bfloat16 on CUDA, float32 on the CPU (default: auto)" in help_text
 
 
 def test_bundled_model_file_names(tmp_path):

@@ -33,7 +33,8 @@ _samplers = {}
 def get_sampler(checkpoints, name, backend, device):
     key = (name, backend, device)
     if key not in _samplers:
-        _samplers[key] = var_fast.load(*checkpoints[name], device=device, backend=backend)
+        # float32 on every device (CUDA's default is bfloat16): the comparisons here are token for token
+        _samplers[key] = var_fast.load(*checkpoints[name], device=device, dtype=torch.float32, backend=backend)
     return _samplers[key]
 
 

@@ -131,7 +131,7 @@ def test_cuda_greedy_tokens_match_reference(name, cuda_graphs):
     """On the GPU, float32: the fast sampler (graphed or eager) draws the reference backend's greedy tokens."""
     var, vae = make_models(name)
     var, vae = var.cuda(), vae.cuda()
-    ref = var_fast.Sampler(var, vae, device=torch.device("cuda"), backend="reference")
+    ref = var_fast.Sampler(var, vae, device=torch.device("cuda"), dtype=torch.float32, backend="reference")
     fast = FastSampler(var, vae, cuda_graphs=cuda_graphs)
     labels = torch.tensor([0, 3, 3, 9, 5], device="cuda")
     _, tok_r = ref.sample(labels, cfg=1.5, top_k=1, seed=0, return_tokens=True)

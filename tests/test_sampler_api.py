@@ -1,8 +1,11 @@
 """The public Sampler API on the reference backend: labels, seeds, encode/decode, errors."""
+import copy
+
 import pytest
 import torch
 
 import var_fast
+from var_fast.precision import default_dtype, resolve_dtype
 from model_factory import make_models, save_pair
 
 
@@ -138,3 +141,49 @@ def test_bad_backend_and_dtype(tmp_path):
         var_fast.load(*paths, device="cpu", backend="turbo")
     with pytest.raises(ValueError, match="dtype must be"):
         var_fast.load(*paths, device="cpu", dtype=torch.int8)
+
+
+# ---- the compute dtype: None / "auto" is bfloat16 on CUDA, float32 on the CPU ------------------------------
+@pytest.mark.parametrize("dtype,device,expected", [
+    (None, "cpu", torch.float32), ("auto", "cpu", torch.float32), (None, "cuda", torch.bfloat16),
+    ("auto", torch.device("cuda", 1), torch.bfloat16), (None, None, torch.float32),
+    ("float32", "cuda", torch.float32), ("bf16", "cpu", torch.bfloat16), (torch.float16, "cuda", torch.float16),
+])
+def test_dtype_resolution(dtype, device, expected):
+    assert resolve_dtype(dtype, device) == expected
+    if dtype is None:
+        assert default_dtype(device) == expected
+
+
+def test_bad_dtype_names_say_auto_is_allowed():
+    with pytest.raises(ValueError, match="'auto'"):
+        resolve_dtype("bfloat", "cpu")
+
+
+def test_default_dtype_on_the_cpu_is_float32_and_token_identical(sampler, tmp_path):
+    assert sampler.dtype == torch.float32  # the module's sampler: var_fast.load without dtype
+    var, vae = make_models("d2")
+    explicit = var_fast.load(*save_pair(var, vae, str(tmp_path)), device="cpu", dtype=torch.float32,
+                             backend="reference")
+    a, ta = sampler.sample([1, 4], seed=3, top_k=20, return_tokens=True)
+    b, tb = explicit.sample([1, 4], seed=3, top_k=20, return_tokens=True)
+    assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(ta, tb))
+    assert var_fast.Sampler(var, vae, device=torch.device("cpu"), backend="reference").dtype == torch.float32
+
+
+def test_decode_in_the_compute_dtype_and_channels_last(sampler):
+    _, tokens = sampler.sample([2, 3], seed=0, top_k=20, return_tokens=True)
+    plain = sampler.decode(tokens)
+    with torch.no_grad():  # float32 on the CPU: what decode did before the compute dtype applied to it
+        before = sampler.vae.idx_to_img(tokens).add_(1).mul_(0.5)
+    assert torch.equal(plain, before)
+    low = var_fast.Sampler(sampler.var, copy.deepcopy(sampler.vae), device=torch.device("cpu"), dtype=torch.bfloat16,
+                           backend="reference")
+    got = low.decode(tokens)
+    assert got.dtype == torch.float32 and not torch.equal(got, plain)  # the decoder ran in bfloat16
+    assert (got - plain).abs().max() < 0.1
+    cl = var_fast.Sampler(sampler.var, copy.deepcopy(sampler.vae), device=torch.device("cpu"), backend="reference",
+                          channels_last=True)
+    images = cl.decode(tokens)
+    assert cl.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(images, plain, atol=1e-5, rtol=1e-5)

@@ -9,10 +9,9 @@ import torch
 from .checkpoint import (CheckpointError, check_files_exist, check_pair, load_strict, read_state_dict,
                          vae_config_from_state_dict, var_config_from_state_dict)
 from .models import VAR, VQVAE
+from .precision import DTYPES, resolve_dtype  # noqa: F401  (DTYPES: the names load() accepts)
 from .sampler import Sampler
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
 
 
 def resolve_device(device) -> torch.device:
@@ -23,16 +22,6 @@ def resolve_device(device) -> torch.device:
         raise RuntimeError(f"device {str(device)!r} was asked for, but no CUDA GPU is available "
                            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); use device='cpu'")
     return device
-
-
-def resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        return DTYPES[dtype]
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
-    return dtype
 
 
 def build_models(var_sd, vae_sd, var_path: str = "<var>", vae_path: str = "<vae>",
@@ -52,8 +41,8 @@ def build_models(var_sd, vae_sd, var_path: str = "<var>", vae_path: str = "<vae>
 
 
 def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike | None = None, *, device=None,
-         dtype=torch.float32, backend: str = "auto", patch_nums: Optional[Sequence[int]] = None,
-         num_heads: Optional[int] = None) -> Sampler:
+         dtype=None, backend: str = "auto", patch_nums: Optional[Sequence[int]] = None,
+         num_heads: Optional[int] = None, channels_last: bool = False) -> Sampler:
     """Load a VAR checkpoint and its VQVAE (``.pth`` read with weights_only=True, or ``.safetensors``).
 
     ``var_fast.load("d16")`` (d16, d20, d24, d30, d36) loads a published model from
@@ -61,8 +50,11 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
     ``var_fast.hub``); with neither file given, the bundled default model is used. The configuration
     (depth, width, heads, classes, shared AdaLN, attn_l2_norm, patch layout, VQVAE vocabulary, Cvae and
     channel width) is read off the weights; ``patch_nums`` overrides the patch layout when the numbers
-    do not determine it. ``dtype`` is the compute precision (float32, bfloat16 or float16); ``backend``
-    is "reference" (plain PyTorch, the upstream algorithm), "fast" (native kernels) or "auto".
+    do not determine it. ``dtype`` is the compute precision of the transformer and the VQVAE decoder:
+    None or "auto" (default) is bfloat16 on CUDA and float32 on the CPU; float32, bfloat16 or float16
+    choose (logits, sampling and the quantizer are float32 whatever it is). ``backend`` is "reference"
+    (plain PyTorch, the upstream algorithm), "fast" (native kernels) or "auto". ``channels_last`` runs
+    the VQVAE decoder in channels-last memory format (off by default: not yet measured faster).
     """
     from .hub import MODEL_NAMES, is_model_name, published_checkpoints
     if vae_ckpt is None and is_model_name(var_ckpt):
@@ -73,14 +65,15 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
     if var_ckpt is None:
         from .default_model import default_checkpoints
         var_ckpt, vae_ckpt = default_checkpoints()
-    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     var_path, vae_path = os.fspath(var_ckpt), os.fspath(vae_ckpt)
     check_files_exist([(var_path, "VAR checkpoint"), (vae_path, "VQVAE checkpoint")])
     var_sd = read_state_dict(var_path, "VAR checkpoint")
     vae_sd = read_state_dict(vae_path, "VQVAE checkpoint")
     var, vae = build_models(var_sd, vae_sd, var_path, vae_path, patch_nums=patch_nums, num_heads=num_heads)
     return Sampler(var.to(device), vae.to(device), device=device, dtype=dtype, backend=backend,
-                   source=(var_path, vae_path))
+                   source=(var_path, vae_path), channels_last=channels_last)
 
 
 __all__ = ["load", "CheckpointError", "build_models"]

@@ -155,7 +155,7 @@ def edit_images(sampler, images: torch.Tensor, keep_mask, labels: Labels = None,
         with sampler._autocast():
             f_hat, tokens = autoregressive_infer_cfg(sampler.var, sampler.vae, label_B, rng, cfg=cfg, top_k=top_k,
                                                      top_p=top_p, more_smooth=more_smooth, teacher_force=forcing)
-            out = sampler.vae.fhat_to_img(f_hat).add_(1).mul_(0.5).float()
+        out = sampler._decode_fhat(f_hat)
     else:
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -168,8 +168,7 @@ def edit_images(sampler, images: torch.Tensor, keep_mask, labels: Labels = None,
             f_hat, toks = fast.sample(label_B[start:stop], seed=int(seed), cfg=cfg, top_k=top_k, top_p=top_p,
                                       more_smooth=more_smooth, image_offset=start,
                                       teacher_force=forcing.rows(start, stop))
-            with sampler._autocast():
-                parts.append(sampler.vae.fhat_to_img(f_hat).add_(1).mul_(0.5).float())
+            parts.append(sampler._decode_fhat(f_hat))
             token_parts.append(toks)
         out = torch.cat(parts)
         tokens = [torch.cat(scale) for scale in zip(*token_parts)]

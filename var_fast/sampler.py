@@ -9,6 +9,7 @@ import torch
 from .native import extension as _ext
 from .labels import Labels, check_sampling_args, check_seed, resolve_labels
 from .models import VAR, VQVAE
+from .precision import resolve_dtype
 from .reference.autoregressive import autoregressive_infer_cfg, random_labels
 
 BACKENDS = ("auto", "reference", "fast")
@@ -39,10 +40,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 class Sampler:
     """A VAR transformer with its VQVAE, ready to sample. Build it with ``var_fast.load``."""
 
-    def __init__(self, var: VAR, vae: VQVAE, *, device: torch.device, dtype: torch.dtype = torch.float32,
-                 backend: str = "auto", source: Tuple[str, str] = ("<var>", "<vae>")):
+    def __init__(self, var: VAR, vae: VQVAE, *, device: torch.device, dtype: Optional[torch.dtype] = None,
+                 backend: str = "auto", source: Tuple[str, str] = ("<var>", "<vae>"), channels_last: bool = False):
+        """``dtype``: None ("auto") is bfloat16 on CUDA, float32 on the CPU (``var_fast.precision``).
+        ``channels_last``: the VQVAE decoder in channels-last memory format (converted on first use)."""
         self.var, self.vae = var.eval(), vae.eval()
-        self.device, self.dtype = torch.device(device), dtype
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.channels_last = channels_last
         self.backend = resolve_backend(backend, self.device)
         self.source = source
         self._fast = None
@@ -70,6 +75,18 @@ class Sampler:
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _decode_fhat(self, f_hat: torch.Tensor) -> torch.Tensor:
+        """f_hat (B, Cvae, h, w) -> float32 images in [0, 1]: the VQVAE decoder in the compute dtype
+        (autocast, as the reference code runs it), channels-last when asked for."""
+        if self.channels_last:
+            if not getattr(self.vae, "_var_fast_channels_last", False):
+                self.vae.to(memory_format=torch.channels_last)
+                self.vae._var_fast_channels_last = True
+            f_hat = f_hat.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
+        return images.float().contiguous()
 
     def _fast_sampler(self):
         if self._fast is None:
@@ -122,7 +139,7 @@ class Sampler:
             with self._autocast():
                 f_hat, tokens = autoregressive_infer_cfg(self.var, self.vae, label_B, rng, cfg=cfg, top_k=top_k,
                                                          top_p=top_p, more_smooth=more_smooth, on_scale=on_scale)
-                images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
+            images = self._decode_fhat(f_hat)
         else:
             if seed is None:
                 seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -136,8 +153,7 @@ class Sampler:
                 f_hat, toks = self._fast_sampler().sample(label_B[start:start + chunk], seed=int(seed), cfg=cfg,
                                                           top_k=top_k, top_p=top_p, more_smooth=more_smooth,
                                                           image_offset=image_offset + start, on_scale=on_scale)
-                with self._autocast():
-                    parts.append(self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5).float())
+                parts.append(self._decode_fhat(f_hat))
                 token_parts.append(toks)
             images = torch.cat(parts)
             tokens = [torch.cat(scale) for scale in zip(*token_parts)]
@@ -207,4 +223,4 @@ class Sampler:
             if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.vae.vocab_size):
                 raise ValueError(f"tokens[{si}] has indices outside [0, {self.vae.vocab_size})")
         tokens = [t.to(self.device, torch.long) for t in tokens]
-        return self.vae.idx_to_img(tokens).add_(1).mul_(0.5)
+        return self._decode_fhat(self.vae.quantize.idx_to_fhat(tokens))  # the quantizer in float32

@@ -65,6 +65,12 @@ def add_sampling_flags(p: argparse.ArgumentParser, defaults: SamplingDefaults) -
     p.add_argument("--seed", type=seed_int, default=0, help="0 <= seed < 2**63 (default: 0)")
 
 
+def add_dtype_flag(p: argparse.ArgumentParser) -> None:
+    from var_fast.precision import AUTO, AUTO_HELP
+    p.add_argument("--dtype", default=AUTO, choices=[AUTO, "float32", "bfloat16", "float16"],
+                   help=f"compute dtype; {AUTO_HELP} (default: {AUTO})")
+
+
 def per_class_help(defaults: SamplingDefaults) -> str:
     return f"images per class ({_default_text('per_class', defaults.per_class)})"
 

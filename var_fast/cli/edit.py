@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
+                                 check_model_flags,
                                  check_output_file, sampling_flags, save_png)
 
 DEFAULTS = SamplingDefaults(cfg=4.0, top_k=900, top_p=0.95)
@@ -38,7 +39,7 @@ def add_edit_parser(sub) -> None:
     add_sampling_flags(e, DEFAULTS)
     e.add_argument("--more-smooth", action="store_true", help="Gumbel-smoothed decoding (visualisation only)")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_dtype_flag(e)
     e.add_argument("--backend", default="auto", choices=["auto", "reference", "fast"])
     e.add_argument("--patch-nums", type=int, nargs="+", default=None,
                    help="patch layout when it cannot be read off the weights")

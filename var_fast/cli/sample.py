@@ -9,7 +9,9 @@ from typing import List
 
 import torch
 
-from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+from var_fast.precision import dtype_name
+from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
+                                 check_model_flags,
                                  check_output_folder, per_class_help, positive_int, recommended, sampling_flags,
                                  save_png)
 
@@ -26,7 +28,7 @@ def add_sample_parser(sub) -> None:
     s.add_argument("--more-smooth", action="store_true", help="Gumbel-smoothed decoding (visualisation only)")
     s.add_argument("--out", default="samples", help="output folder (default: ./samples)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_dtype_flag(s)
     s.add_argument("--backend", default="auto", choices=["auto", "reference", "fast"])
     s.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
     s.add_argument("--patch-nums", type=int, nargs="+", default=None,
@@ -103,7 +105,7 @@ def run_sample(args) -> int:
     save_png(make_grid(torch.cat(images), ncol=per_class), os.path.join(args.out, "grid.png"))
     meta = dict(var=args.var or args.model or "bundled", vae=args.vae or args.model or "bundled", classes=classes,
                 per_class=per_class, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed, backend=sampler.backend,
-                device=str(sampler.device), dtype=args.dtype, batch_size=args.batch_size)
+                device=str(sampler.device), dtype=dtype_name(sampler.dtype), batch_size=args.batch_size)
     with open(os.path.join(args.out, "settings.json"), "w") as f:
         json.dump(meta, f, indent=2)
     print(f"[var_fast] wrote {len(labels)} images and grid.png to {args.out}", file=sys.stderr)

@@ -10,7 +10,9 @@ import sys
 
 import torch
 
-from var_fast.cli.common import (SamplingDefaults, add_model_flags, add_sampling_flags, check_model_flags,
+from var_fast.precision import dtype_name
+from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
+                                 check_model_flags,
                                  check_output_file, check_output_folder, positive_int, sampling_flags)
 
 DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96)
@@ -32,7 +34,7 @@ def add_sample_fid_parser(sub) -> None:
     p.add_argument("--npz", action="store_true", help="pack all images into OUT.npz (arr_0: N x H x W x 3 uint8)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available; under torchrun each "
                                                   "process takes the GPU of its LOCAL_RANK)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_dtype_flag(p)
     p.add_argument("--cpu-threads", type=positive_int, default=1,
                    help="intra-op threads of each process on the CPU (default 1); part of the run's settings: "
                         "the CPU's float reductions depend on the thread count. Scale a CPU run with "
@@ -84,7 +86,7 @@ def run_sample_fid(args) -> int:
         if group.is_main:
             settings = dict(var=checkpoint_fingerprint(var_path), vae=checkpoint_fingerprint(vae_path),
                             classes=format_classes(classes), per_class=job.per_class, cfg=cfg, top_k=top_k,
-                            top_p=top_p, seed=job.seed, batch_size=job.batch_size, dtype=args.dtype,
+                            top_p=top_p, seed=job.seed, batch_size=job.batch_size, dtype=dtype_name(sampler.dtype),
                             backend=sampler.backend, device=device.type,
                             cpu_threads=args.cpu_threads if device.type == "cpu" else None)
             manifest = dict(command="var-fast sample-fid", var_fast=__version__, images=job.total,
