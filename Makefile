@@ -5,7 +5,7 @@ MAX_JOBS ?= 2
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py
 STAMP := build/.installed
 
-.PHONY: install sample test bench cmake clean gpu-check gpu-check-smoke emu-sanitize
+.PHONY: install sample test bench cmake clean gpu-check gpu-check-smoke gpu-check-rehearse emu-sanitize
 
 $(STAMP): $(SOURCES) requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
@@ -34,6 +34,12 @@ gpu-check:
 # The same script on the CPU with tiny shapes (no build, no sanitizer): CI keeps it working.
 gpu-check-smoke: $(STAMP)
 	$(PYTHON) -m benchmarks.gpu_check --cpu-smoke --out build/gpu-check-smoke $(ARGS)
+
+# The whole GPU procedure's control flow on the CPU, the GPU-only tools (build, CUDA tests, compute-sanitizer)
+# replaced by recorded outputs; REHEARSAL=racecheck-hazards (memcheck-errors, ...) plays a failing sanitizer.
+REHEARSAL ?= clean
+gpu-check-rehearse: $(STAMP)
+	$(PYTHON) -m benchmarks.gpu_check --rehearse $(REHEARSAL) --out build/gpu-check-rehearsal $(ARGS)
 
 # The CUDA kernels on the CPU (tests/emu's emulator) under ThreadSanitizer and AddressSanitizer+UBSan,
 # every op at a small and an edge shape, in three thread orders; builds into build/emu-{tsan,asan}.

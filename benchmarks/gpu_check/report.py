@@ -141,7 +141,8 @@ def sampler_section(records: List[Dict]) -> List[str]:
         got = cases[key]
         ref, up = got.get("reference"), got.get("upstream")
         dec = decode.get(key, {}).get("vqvae decoder")
-        for backend in ("fast", "reference", "upstream"):
+        dec_cl = decode.get(key, {}).get("vqvae decoder, channels-last")
+        for backend in ("fast", "fast float32", "reference", "upstream"):
             r = got.get(backend)
             if r is None:
                 continue
@@ -152,14 +153,15 @@ def sampler_section(records: List[Dict]) -> List[str]:
                                          up.get("latency_s") if up and up.get("status") == "ok" else None,
                                          verdicts.get(key[0]))
             rows.append([key[0], f"{key[1]} px", key[2], backend, cell(r, "latency_s", 4), cell(r, "images_per_s", 4),
-                         cell(r, "peak_memory_gib"), cell(dec, "latency_s", 3), cell(r, "floor_fraction", 2),
+                         cell(r, "peak_memory_gib"), cell(dec, "latency_s", 3), cell(dec_cl, "latency_s", 3),
+                         cell(r, "floor_fraction", 2),
                          vs_ref, vs_up])
     settings = next((r.get("settings") for r in records if r.get("section") == "model" and r.get("settings")), {})
     drawn = ", ".join(f"{k} {v}" for k, v in settings.items())
     lines = [f"Whole sampler ({order[0][3]}), random weights, {drawn}, VQVAE decoding included; median of the "
              "timed runs:", ""]
     lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "peak memory over weights (GiB)",
-                    "decode (s)", "FLOP-floor fraction", "speed-up vs reference", "fast vs upstream"], rows)
+                    "decode (s)", "decode channels-last (s)", "FLOP-floor fraction", "speed-up vs reference", "fast vs upstream"], rows)
     for model, v in verdicts.items():
         lines.append(f"\nUpstream check for {model}: {'passed' if v.ok else 'refused'} — {v.reason}.")
     return lines

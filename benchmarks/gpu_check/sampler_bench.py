@@ -3,6 +3,7 @@ var_fast's fast backend, its reference backend under autocast and, with --upstre
 ``autoregressive_infer_cfg``, side by side at each batch size."""
 from __future__ import annotations
 
+import copy
 import gc
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -16,6 +17,9 @@ from .flops import image_flops
 from .random_models import build, configs
 from .timing import measure
 from .upstream import Verdict
+
+
+FAST_FP32 = "fast float32"
 
 
 class Estimator:
@@ -97,6 +101,7 @@ def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: t
     rec.add("model", case=dict(base, params=sum(p.numel() for p in var.parameters())), impl="build",
             status="ok", seconds=time.perf_counter() - t, flops_per_image=flops, settings=settings)
     samplers, broken = {}, {}
+    channels_last_vae = None
     for backend in ("fast", "reference"):
         try:
             samplers[backend] = var_fast.Sampler(var, vae, device=device, dtype=dtype, backend=backend)
@@ -122,6 +127,10 @@ def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: t
         case = dict(base, batch=batch)
         labels = torch.arange(batch, device=device) % var_cfg.num_classes
         runs = {name_: (lambda s=s: s.sample(labels, seed=0, **settings)) for name_, s in samplers.items()}
+        if batch == 1 and dtype != torch.float32 and "fast" in samplers:
+            # what float32 costs: the fast backend at batch 1 with dtype=torch.float32 (not CUDA's default)
+            fp32 = var_fast.Sampler(var, vae, device=device, dtype=torch.float32, backend="fast")
+            runs[FAST_FP32] = lambda: fp32.sample(labels, seed=0, **settings)
         if uvar is not None and verdict is not None and verdict.ok:
             runs["upstream"] = lambda: upstream.sample(uvar, labels, dtype, **settings)
         for backend, why in broken.items():
@@ -155,14 +164,24 @@ def run_model(rec, name: str, batches: List[int], device: torch.device, dtype: t
             _free(device)
         if not deadline.passed():
             f_hat = torch.randn(batch, var_cfg.Cvae, var_cfg.patch_nums[-1], var_cfg.patch_nums[-1], device=device)
-            try:
-                with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                    d = measure(lambda: vae.fhat_to_img(f_hat), device.type, reps=reps, warmup=1, deadline=deadline)
-                rec.add("decode", case=case, impl="vqvae decoder", status="ok", latency_s=d["median_s"], runs=d["runs"],
-                        floor_fraction=(flops["decoder"] * batch / peak_flops / d["median_s"]) if peak_flops else None)
-            except torch.cuda.OutOfMemoryError:
-                rec.add("decode", case=case, impl="vqvae decoder", status="out of memory")
-            del f_hat
+            # the decoder as Sampler runs it (compute dtype, autocast), then in channels-last memory format:
+            # Sampler(channels_last=True) stays off by default until this column says it is faster
+            for impl, module, x in (("vqvae decoder", vae, f_hat), ("vqvae decoder, channels-last", None, None)):
+                if impl.endswith("channels-last"):
+                    if deadline.passed():
+                        break
+                    module = channels_last_vae = channels_last_vae or copy.deepcopy(vae).to(memory_format=torch.channels_last)
+                    x = f_hat.contiguous(memory_format=torch.channels_last)
+                try:
+                    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                        d = measure(lambda: module.fhat_to_img(x), device.type, reps=reps, warmup=1, deadline=deadline)
+                    rec.add("decode", case=case, impl=impl, status="ok", latency_s=d["median_s"], runs=d["runs"],
+                            floor_fraction=(flops["decoder"] * batch / peak_flops / d["median_s"]) if peak_flops else None)
+                except torch.cuda.OutOfMemoryError:
+                    rec.add("decode", case=case, impl=impl, status="out of memory")
+                except Exception as err:
+                    rec.add("decode", case=case, impl=impl, status="error", error=f"{type(err).__name__}: {str(err)[:200]}")
+            del f_hat, x
             _free(device)
-    del samplers, var, vae, uvar
+    del samplers, var, vae, uvar, channels_last_vae
     _free(device)
