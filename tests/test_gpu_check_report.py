@@ -118,3 +118,13 @@ def test_headline_sampler_table_comes_before_the_op_tables():
 def test_rehearsal_reports_say_nothing_is_a_gpu_result():
     md = report.markdown(dict(ENV, gpu="none (CPU)"), "cmd", stages(), [], 10.0, 480, mode="rehearsal")
     assert "REHEARSAL" in md and "RECORDED outputs" in md and "Nothing here is a GPU result" in md
+
+
+def test_float32_row_says_what_float32_costs():
+    case = dict(model="d16", image=256, batch=1, dtype="bfloat16")
+    rows = [rec("sampler", "fast", case=case, latency_s=0.2, images_per_s=5.0),
+            rec("sampler", "fast float32", case=case, latency_s=0.5, images_per_s=2.0),
+            rec("sampler", "reference", case=case, latency_s=1.0, images_per_s=1.0)]
+    md = report.markdown(ENV, "cmd", stages(), rows, 400.0, 480, mode="gpu")
+    line = next(x for x in md.splitlines() if "| fast float32 |" in x)
+    assert "| 0.5 |" in line and "| 2.00x |" in line

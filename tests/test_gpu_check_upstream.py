@@ -67,3 +67,18 @@ def test_estimator_scales_by_flops_at_the_same_batch_size():
 def test_sampling_settings_fit_the_vocabulary():
     assert sampling_settings(4096) == dict(cfg=1.5, top_k=900, top_p=0.96)
     assert sampling_settings(64)["top_k"] <= 64
+
+
+def test_per_scale_split_has_one_gap_per_scale_and_the_decode():
+    import time
+    from benchmarks.gpu_check.sampler_bench import per_scale_ms
+
+    def sample(on_scale):
+        for si in range(3):
+            time.sleep(0.01 * (si + 1))
+            on_scale(si, 3)
+        time.sleep(0.02)
+
+    split = per_scale_ms(sample, torch.device("cpu"))
+    assert len(split["scale_ms"]) == 3
+    assert split["scale_ms"][2] >= 30 and split["after_last_scale_ms"] >= 20
