@@ -80,8 +80,9 @@ class Sampler:
         """f_hat (B, Cvae, h, w) -> float32 images in [0, 1]: the VQVAE decoder in the compute dtype
         (autocast, as the reference code runs it), channels-last when asked for."""
         if self.channels_last:
-            if not getattr(self.vae, "_var_fast_channels_last", False):
-                self.vae.to(memory_format=torch.channels_last)
+            if not getattr(self.vae, "_var_fast_channels_last", False):  # the decoder's convolutions only
+                self.vae.post_quant_conv.to(memory_format=torch.channels_last)
+                self.vae.decoder.to(memory_format=torch.channels_last)
                 self.vae._var_fast_channels_last = True
             f_hat = f_hat.contiguous(memory_format=torch.channels_last)
         with self._autocast():
