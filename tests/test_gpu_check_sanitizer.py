@@ -1,6 +1,7 @@
 """gpu-check's sanitizer stage: command lines, pass/fail parsing per tool, and a driver that calls every op."""
 import inspect
 import os
+import sys
 
 import pytest
 
@@ -183,3 +184,11 @@ def test_an_unknown_option_is_dropped_and_the_tool_rerun(monkeypatch, tmp_path):
     result = sanitizer.run("/repo", str(tmp_path), 100.0, sanitizer="cs")
     assert result.status == PASSED
     assert len(commands) == 4 and all("--report-api-errors" not in c for c in commands[1:])
+
+
+def test_a_tool_that_hangs_is_stopped_at_its_share_and_reported_out_of_time(tmp_path):
+    hang = [sys.executable, "-c", "import time; time.sleep(60)"]  # stands where compute-sanitizer would
+    result = sanitizer.run(str(tmp_path), str(tmp_path), 3.0, sanitizer=hang)
+    assert result.status == TIMEOUT and result.seconds < 10
+    assert [t["verdict"] for t in result.data["tools"]] == [TIMEOUT] * 3
+    assert "stopped at its time limit" in (tmp_path / sanitizer.LOG).read_text()
