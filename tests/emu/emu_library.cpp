@@ -6,8 +6,14 @@
 
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <elf.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -109,12 +115,51 @@ void begin_launch_record() {
   state().launches.clear();
 }
 
+// Function symbols (address within the file -> mangled name) of an ELF file's full symbol table: the
+// kernels are static or weak functions, many of them absent from the dynamic symbol table dladdr reads.
+const std::map<uint64_t, std::string>& function_symbols(const std::string& path) {
+  static std::map<std::string, std::map<uint64_t, std::string>> cache;
+  auto [it, inserted] = cache.try_emplace(path);
+  if (!inserted) return it->second;
+  std::ifstream file(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (bytes.size() < sizeof(Elf64_Ehdr)) return it->second;
+  const char* base = bytes.data();
+  const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(base);
+  if (std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+      eh->e_shoff + uint64_t{eh->e_shnum} * sizeof(Elf64_Shdr) > bytes.size())
+    return it->second;
+  const auto* sections = reinterpret_cast<const Elf64_Shdr*>(base + eh->e_shoff);
+  for (int i = 0; i < eh->e_shnum; ++i) {
+    const Elf64_Shdr& sh = sections[i];
+    if (sh.sh_type != SHT_SYMTAB || sh.sh_link >= eh->e_shnum) continue;
+    const Elf64_Shdr& strtab = sections[sh.sh_link];
+    if (sh.sh_offset + sh.sh_size > bytes.size() || strtab.sh_offset + strtab.sh_size > bytes.size()) continue;
+    const auto* syms = reinterpret_cast<const Elf64_Sym*>(base + sh.sh_offset);
+    for (size_t k = 0; k < sh.sh_size / sizeof(Elf64_Sym); ++k) {
+      if (ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC && syms[k].st_value != 0 && syms[k].st_name < strtab.sh_size)
+        it->second.emplace(syms[k].st_value, base + strtab.sh_offset + syms[k].st_name);
+    }
+  }
+  return it->second;
+}
+
+// The demangled name of the function at `kernel` ("?" when the file has no symbol for it).
 std::string kernel_name(const void* kernel) {
   Dl_info info{};
-  if (dladdr(kernel, &info) == 0 || info.dli_sname == nullptr || info.dli_saddr != kernel) return "?";
+  if (dladdr(kernel, &info) == 0 || info.dli_fname == nullptr) return "?";
+  std::string mangled;
+  if (info.dli_sname != nullptr && info.dli_saddr == kernel) {
+    mangled = info.dli_sname;
+  } else {
+    const auto& symbols = function_symbols(info.dli_fname);
+    const auto found = symbols.find(reinterpret_cast<uintptr_t>(kernel) - reinterpret_cast<uintptr_t>(info.dli_fbase));
+    if (found == symbols.end()) return "?";
+    mangled = found->second;
+  }
   int status = 0;
-  char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-  std::string name = status == 0 && demangled ? demangled : info.dli_sname;
+  char* demangled = abi::__cxa_demangle(mangled.c_str(), nullptr, nullptr, &status);
+  std::string name = status == 0 && demangled ? demangled : mangled;
   std::free(demangled);
   return name;
 }
