@@ -587,12 +587,15 @@ def test_sampler_step_multi_row_tiles_match_cpu(device_description, emulated_gpu
 
 @pytest.mark.emu
 @pytest.mark.parametrize("branch,gpu,shape,rows,smem_optin", [
-    ("one row per tile", "h100", (4, 8, 16, 16), 1, False),
-    ("multi-row tiles, partial last", "a100", (16, 8, 15, 16), 2, False),  # 14 tiles wanted: 8 of 2 rows (1 in the last)
-    ("multi-row tiles, whole", "l4", (16, 8, 16, 16), 2, False),          # 8 tiles wanted: 8 of 2 rows
-    ("rows capped by 48 KiB, partial last", "l4", (58, 4, 16, 400), 5, False),  # 8 rows wanted; 48 KiB holds 5 + 2
-    ("one row beyond 48 KiB (opt-in)", "h100", (1, 4, 3, 1100), 1, True),  # 3 rows of 4 * 1102 floats: 52,896 B
-], ids=lambda v: v if isinstance(v, str) else None)
+    pytest.param("one row per tile", "h100", (4, 8, 16, 16), 1, False, id="one-row"),
+    # 14 tiles wanted: 8 tiles of 2 rows, 1 in the last
+    pytest.param("multi-row tiles, partial last", "a100", (16, 8, 15, 16), 2, False, id="multi-row-partial-a100"),
+    pytest.param("multi-row tiles, whole", "l4", (16, 8, 16, 16), 2, False, id="multi-row-whole-l4"),  # 8 tiles of 2
+    # 8 rows wanted; 48 KiB holds 5 rows with their halo
+    pytest.param("rows capped by 48 KiB, partial last", "l4", (58, 4, 16, 400), 5, False, id="capped-48KiB-l4"),
+    # 3 rows of 4 * 1102 floats: 52,896 B
+    pytest.param("one row beyond 48 KiB (opt-in)", "h100", (1, 4, 3, 1100), 1, True, id="opt-in-h100"),
+])
 def test_phi_tile_plan_branches(emulated_gpu, branch, gpu, shape, rows, smem_optin):
     """Each branch of plan_phi_tiles, asserted from the launch it made, and phi_blend equal to the CPU op."""
     B, C, H, W = shape
