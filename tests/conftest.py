@@ -7,7 +7,9 @@ Devices of the ``device`` fixture:
     every ``var_fast.ops`` call goes to the emulated kernels. The fixture then returns ``"cpu"`` (where
     tensors live); ``request.node.callspec.id`` still names the device in reports.
 ``kernel_device`` is the CUDA code only (``cuda`` and ``emu``), for comparisons with the CPU ops, which
-those tests call as ``torch.ops.var_fast.*``.
+those tests call as ``torch.ops.var_fast.*``. ``device_description`` runs a test on the emulated kernels once
+per GPU description of tests/emu/device.py (SM count, compute capability, shared memory), and
+``emulated_gpu`` gives the helpers there (launch record, emulated CUDA graph capture).
 
 ``VAR_FAST_REQUIRE_EXTENSION=1`` (set by .ci/run) turns "the extension / the emulated build is not
 available" from a skip into a failure.
@@ -83,6 +85,29 @@ def emulated(emu_library, monkeypatch):
         pytest.skip(f"var_fast._C is not built: {extension.load_error()}")
     monkeypatch.setattr(ops, "_library", "var_fast_emu")
     monkeypatch.setattr(FastSampler, "attention_impl", staticmethod(lambda device: "native"))
+
+
+@pytest.fixture
+def emulated_gpu(emulated):
+    """The emulated CUDA kernels (as ``emulated``) with the tests/emu/device.py helpers: the GPU description
+    is an H100 again after the test, whatever it set."""
+    from emu import device as emu_device
+    emu_device.set_device(emu_device.H100)
+    yield emu_device
+    emu_device.set_device(emu_device.H100)
+
+
+def _emu_description_params():
+    from emu.device import DESCRIPTIONS
+    return [pytest.param(d, id=d.name, marks=[pytest.mark.emu]) for d in DESCRIPTIONS]
+
+
+@pytest.fixture(params=_emu_description_params())
+def device_description(request, emulated_gpu):
+    """Each GPU description of tests/emu/device.py in turn, on the emulated CUDA kernels (tensors on the CPU):
+    for the tests of launch plans that depend on the device."""
+    emulated_gpu.set_device(request.param)
+    return request.param
 
 
 def _tensor_device(request, name: str) -> str:

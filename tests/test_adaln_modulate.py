@@ -1,4 +1,6 @@
 """adaln_modulate: LayerNorm(x) (no affine, float32 statistics) * (1 + scale) + shift."""
+import contextlib
+
 import pytest
 import torch
 
@@ -56,19 +58,21 @@ def _unaligned(t):
 
 # Which kernel variant a case takes: 16-byte packs need C a multiple of the pack (8 halves, 4 floats),
 # 16-byte aligned x / scale / shift / y, and per-batch modulation strides that keep the alignment.
-KERNEL_PATH_CASES = [
-    pytest.param(2, 169, 1024, "unbind", id="vectorized-VAR-d16-13x13"),
-    pytest.param(3, 7, 200, "unbind", id="vectorized-C200"),
-    pytest.param(2, 5, 101, "unbind", id="scalar-odd-C"),
-    pytest.param(3, 4, 64, "unaligned-x", id="scalar-unaligned-x"),
-    pytest.param(3, 4, 64, "unaligned-scale", id="scalar-unaligned-scale"),
-    pytest.param(3, 4, 64, "odd-stride", id="scalar-odd-modulation-stride"),
-    pytest.param(1, 1, 1, "unbind", id="scalar-L1-C1"),
+KERNEL_PATH_CASES = [  # (B, L, C, layout, vectorized)
+    pytest.param(2, 169, 1024, "unbind", True, id="vectorized-VAR-d16-13x13"),
+    pytest.param(3, 7, 200, "unbind", True, id="vectorized-C200"),
+    pytest.param(2, 5, 101, "unbind", False, id="scalar-odd-C"),
+    pytest.param(3, 4, 64, "unaligned-x", False, id="scalar-unaligned-x"),
+    pytest.param(3, 4, 64, "unaligned-scale", False, id="scalar-unaligned-scale"),
+    pytest.param(3, 4, 64, "odd-stride", False, id="scalar-odd-modulation-stride"),
+    pytest.param(1, 1, 1, "unbind", False, id="scalar-L1-C1"),
 ]
+KERNEL_TYPE = {torch.float32: "float", torch.float16: "c10::Half", torch.bfloat16: "c10::BFloat16"}
+PACK = {torch.float32: 4, torch.float16: 8, torch.bfloat16: 8}  # elements per 16 bytes
 
 
-@pytest.mark.parametrize("B,L,C,layout", KERNEL_PATH_CASES)
-def test_kernel_paths_match_cpu_op(kernel_device, dtype, B, L, C, layout):
+@pytest.mark.parametrize("B,L,C,layout,vectorized", KERNEL_PATH_CASES)
+def test_kernel_paths_match_cpu_op(request, kernel_device, device_name, dtype, B, L, C, layout, vectorized):
     x = _randn(B, L, C, seed=20, dtype=dtype, device=kernel_device, std=2.0, mean=0.5)
     _, _, scale, _, shift, _ = _modulation(B, C, seed=21, dtype=dtype, device=kernel_device)
     if layout == "unaligned-x":
@@ -78,10 +82,27 @@ def test_kernel_paths_match_cpu_op(kernel_device, dtype, B, L, C, layout):
     elif layout == "odd-stride":  # (B, 1, C) rows C + 1 elements apart
         scale = _randn(B, 1, C + 1, seed=22, dtype=dtype, device=kernel_device, std=0.5)[..., :C]
         shift = _randn(B, 1, C + 1, seed=23, dtype=dtype, device=kernel_device, std=0.5)[..., 1:]
-    out = ops.adaln_modulate(x, scale, shift)
+    emu = device_name == "emu"
+    with (request.getfixturevalue("emulated_gpu").recorded_launches() if emu else contextlib.nullcontext([])) as launches:
+        out = ops.adaln_modulate(x, scale, shift)
+    if emu:  # the variant the launch plan chose
+        assert [launch.name for launch in launches] == \
+            [f"adaln_modulate_kernel<{KERNEL_TYPE[dtype]}, {PACK[dtype] if vectorized else 1}>"]
     assert out.shape == (B, L, C) and out.dtype == dtype
     torch.testing.assert_close(out, _expected(x, scale, shift), **tol(dtype))
     torch.testing.assert_close(out.cpu(), _cpu_op(x, scale, shift), **tol(dtype))
+
+
+@pytest.mark.emu
+def test_emulated_capture(emulated_gpu):
+    """Captured in every scale's CUDA graph: under an emulated capture (which fails on a device read or a host
+    synchronisation) the op runs and gives the eager result."""
+    x = _randn(2, 13, 64, seed=24, dtype=torch.float16)
+    _, _, scale, _, shift, _ = _modulation(2, 64, seed=25, dtype=torch.float16, device="cpu")
+    eager = ops.adaln_modulate(x, scale, shift)
+    with emulated_gpu.emulated_capture():
+        captured = ops.adaln_modulate(x, scale, shift)
+    assert torch.equal(captured, eager)
 
 
 def test_noncontiguous_x_and_contiguous_modulation(device, dtype):

@@ -302,6 +302,53 @@ def test_cached_attention_kernel_paths(kernel_device, dtype, B, H, L, c, Lmax, k
     torch.testing.assert_close(out.cpu(), cpu, **tol(dtype))
 
 
+# Each branch of the cached_attention plan on the emulated GPU (tests/emu/device.py), asserted from the launch.
+@pytest.mark.emu
+@pytest.mark.parametrize("gpu,dtype,c,kernel", [
+    pytest.param("h100", torch.float16, 64, "attention_wmma_kernel<c10::Half, 64>", id="wmma64-h100"),
+    pytest.param("a100", torch.bfloat16, 128, "attention_wmma_kernel<c10::BFloat16, 128>", id="wmma128-a100"),
+    pytest.param("rtx4090", torch.float32, 64, "attention_simt_kernel<float>", id="simt-fp32-rtx4090"),
+    pytest.param("l4", torch.float16, 24, "attention_simt_kernel<c10::Half>", id="simt-head-dim-24-l4"),
+    pytest.param("t4", torch.float16, 64, "attention_simt_kernel<c10::Half>", id="simt-no-tensor-cores-sm75"),
+    pytest.param("a10", torch.float32, 256, "attention_simt_kernel<float>", id="simt-head-dim-256-opt-in-a10"),
+])
+def test_cached_attention_plan_branches(emulated_gpu, gpu, dtype, c, kernel):
+    emulated_gpu.set_device(emulated_gpu.T4 if gpu == "t4" else emulated_gpu.BY_NAME[gpu])
+    q, k_cache, v_cache = _attention_inputs(1, 2, 5, c, 40, 37, dtype, "cpu", seed=31)
+    with emulated_gpu.recorded_launches() as launches:
+        out = ops.cached_attention(q, k_cache, v_cache, 37, 1 / math.sqrt(c))
+    (launch,) = launches
+    assert launch.name == kernel and launch.grid == (2, 1, 1)
+    torch.testing.assert_close(out, _cpu_ops().cached_attention(q, k_cache, v_cache, 37, 1 / math.sqrt(c)), **tol(dtype))
+
+
+@pytest.mark.emu
+def test_cached_attention_refuses_what_shared_memory_cannot_hold(emulated_gpu):
+    """Head dim 256 on CUDA cores needs 82,048 bytes of shared memory per block: beyond a 64 KiB (sm_75) GPU,
+    refused before launching."""
+    emulated_gpu.set_device(emulated_gpu.T4)
+    q, k_cache, v_cache = _attention_inputs(1, 1, 3, 256, 8, 8, torch.float32, "cpu", seed=32)
+    with emulated_gpu.recorded_launches() as launches:
+        with pytest.raises(RuntimeError, match="cached_attention needs 82048 bytes of shared memory per block for "
+                                               "this head dim, the device allows 65536"):
+            ops.cached_attention(q, k_cache, v_cache, 8, 0.0625)
+    assert launches == []
+
+
+@pytest.mark.emu
+def test_emulated_capture(emulated_gpu):
+    """Both ops are captured in every scale's CUDA graph: under an emulated capture (which fails on a device
+    read or a host synchronisation) they run and give the eager results."""
+    qkv, q_bias, v_bias, head_scale, k_cache, v_cache = _qkv_inputs(2, 9, 2, 64, 20, torch.float16, "cpu", True, seed=33)
+    k_eager, v_eager = k_cache.clone(), v_cache.clone()
+    q_eager = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_eager, v_eager, 4)
+    out_eager = ops.cached_attention(q_eager, k_eager, v_eager, 13, 0.125)
+    with emulated_gpu.emulated_capture():
+        q = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, 4)
+        out = ops.cached_attention(q, k_cache, v_cache, 13, 0.125)
+    assert torch.equal(q, q_eager) and torch.equal(k_cache, k_eager) and torch.equal(out, out_eager)
+
+
 @pytest.mark.parametrize("B,H,L,c,Lmax,kv_len", [(2, 3, 13, 64, 680, 424), (1, 2, 33, 24, 100, 77),
                                                     (1, 1, 40, 200, 300, 130), (2, 3, 9, 128, 200, 130)])
 def test_cached_attention_portable_cpu_kernels(monkeypatch, dtype, B, H, L, c, Lmax, kv_len):

@@ -545,6 +545,148 @@ def test_quant_sampler_step_status_stays_clear_for_valid_tokens(device):
     assert int(status.item()) == TOKEN_OUT_OF_RANGE
 
 
+# ---- launch plans on the emulated GPU: every branch, on the GPUs of tests/emu/device.py -------------------------
+def _phi_inputs(B, C, H, W, seed):
+    g = _rng(seed)
+    return (torch.randn(B, C, H, W, generator=g), (torch.randn(C, C, 3, 3, generator=g) / (3 * C ** 0.5)),
+            torch.randn(C, generator=g))
+
+
+def _phi_tile_rows(launch, C, W):
+    """Rows per tile of a phi_tile_kernel launch: its shared memory holds C * (rows + 2) * (W + 2) floats."""
+    rows, rest = divmod(launch.smem, 4 * C * (W + 2))
+    assert rest == 0, launch
+    return rows - 2
+
+
+# tile_rows of the sampler step's Phi at 16x16, C = 32 (plan_phi_tiles: about two blocks per SM): the batch
+# sizes of the benchmarks and FID sampling give multi-row tiles, with a partial last tile where 16 % rows != 0.
+PHI_TILE_ROWS = {("h100", 32): 2, ("h100", 64): 4, ("a100", 32): 3, ("a100", 64): 4, ("rtx4090", 32): 2,
+                 ("rtx4090", 64): 4, ("a10", 32): 4, ("a10", 64): 6, ("l4", 32): 4, ("l4", 64): 8}
+
+
+@pytest.mark.parametrize("B", [32, 64])
+def test_sampler_step_multi_row_tiles_match_cpu(device_description, emulated_gpu, B):
+    """The fused sampler step at batch 32 / 64 (16x16, C = 32, 10x10 tokens upsampled) equals the CPU op on every
+    described GPU, with the tile plan that GPU gets."""
+    C, H, V = 32, 16, 64
+    g = _rng(40 + B)
+    codebook, weight, bias = torch.randn(V, C, generator=g), torch.randn(C, C, 3, 3, generator=g) * 0.1, torch.randn(C, generator=g)
+    tokens = torch.randint(0, V, (B, 100), generator=g)
+    start = torch.randn(B, C, H, H, generator=g)
+    f_cpu, f_emu = start.clone(), start.clone()
+    expected = torch.ops.var_fast.quant_sampler_step(tokens, codebook, f_cpu, weight, bias, 0.5, 8)
+    with emulated_gpu.recorded_launches() as launches:
+        got = ops.quant_sampler_step(tokens, codebook, f_emu, weight, bias, 0.5, 8)
+    (phi,) = emulated_gpu.launches_of(launches, "phi_tile_kernel")
+    rows = PHI_TILE_ROWS[(device_description.name, B)]
+    assert _phi_tile_rows(phi, C, H) == rows and phi.grid == (-(-H // rows), B, 1)
+    torch.testing.assert_close(f_emu, f_cpu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("branch,gpu,shape,rows,smem_optin", [
+    pytest.param("one row per tile", "h100", (4, 8, 16, 16), 1, False, id="one-row"),
+    # 14 tiles wanted: 8 tiles of 2 rows, 1 in the last
+    pytest.param("multi-row tiles, partial last", "a100", (16, 8, 15, 16), 2, False, id="multi-row-partial-a100"),
+    pytest.param("multi-row tiles, whole", "l4", (16, 8, 16, 16), 2, False, id="multi-row-whole-l4"),  # 8 tiles of 2
+    # 8 rows wanted; 48 KiB holds 5 rows with their halo
+    pytest.param("rows capped by 48 KiB, partial last", "l4", (58, 4, 16, 400), 5, False, id="capped-48KiB-l4"),
+    # 3 rows of 4 * 1102 floats: 52,896 B
+    pytest.param("one row beyond 48 KiB (opt-in)", "h100", (1, 4, 3, 1100), 1, True, id="opt-in-h100"),
+])
+def test_phi_tile_plan_branches(emulated_gpu, branch, gpu, shape, rows, smem_optin):
+    """Each branch of plan_phi_tiles, asserted from the launch it made, and phi_blend equal to the CPU op."""
+    B, C, H, W = shape
+    h, weight, bias = _phi_inputs(B, C, H, W, seed=50 + H + W)
+    emulated_gpu.set_device(emulated_gpu.BY_NAME[gpu])
+    with emulated_gpu.recorded_launches() as launches:
+        got = ops.phi_blend(h, weight, bias, 0.5)
+    (phi,) = emulated_gpu.launches_of(launches, "phi_tile_kernel")
+    assert _phi_tile_rows(phi, C, W) == rows, branch
+    assert phi.grid == (-(-H // rows), B, 1)
+    assert (H % rows != 0) == ("partial" in branch)
+    assert (phi.smem > 48 * 1024) == smem_optin
+    torch.testing.assert_close(got, torch.ops.var_fast.phi_blend(h, weight, bias, 0.5), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.emu
+def test_phi_tile_plan_refuses_a_row_beyond_the_device(emulated_gpu):
+    """One row of C * (W + 2) floats with its two halo rows: 141 KiB, within an H100's opt-in shared memory and
+    beyond an RTX 4090's (99 KiB), where phi_blend refuses before launching."""
+    h, weight, bias = _phi_inputs(1, 4, 2, 3000, seed=60)
+    expected = torch.ops.var_fast.phi_blend(h, weight, bias, 0.5)
+    with emulated_gpu.recorded_launches() as launches:
+        torch.testing.assert_close(ops.phi_blend(h, weight, bias, 0.5), expected, rtol=1e-5, atol=1e-5)
+    assert _phi_tile_rows(emulated_gpu.launches_of(launches, "phi_tile_kernel")[0], 4, 3000) == 1
+    emulated_gpu.set_device(emulated_gpu.BY_NAME["rtx4090"])
+    with emulated_gpu.recorded_launches() as launches:
+        with pytest.raises(RuntimeError, match="floats per row is too large for shared memory"):
+            ops.phi_blend(h, weight, bias, 0.5)
+    assert launches == []
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("gpu,splits", [("l4", 1), ("h100", 2)])
+def test_nearest_code_split_follows_the_sm_count(emulated_gpu, gpu, splits):
+    """120 row tiles of 64 rows against 2 code tiles: enough blocks for a 58-SM GPU in one split, split in two
+    on an H100 (132 SMs, about two blocks per SM); the tokens are the reference's either way."""
+    g = _rng(70)
+    z, codebook = torch.randn(120 * 64, 8, generator=g), torch.randn(128, 8, generator=g)
+    emulated_gpu.set_device(emulated_gpu.BY_NAME[gpu])
+    with emulated_gpu.recorded_launches() as launches:
+        got = ops.nearest_code(z, codebook)
+    (partial,) = emulated_gpu.launches_of(launches, "nearest_code_partial_kernel")
+    assert partial.grid == (120, splits, 1)
+    assert torch.equal(got, ref.nearest_code(z, codebook))
+
+
+# ---- CUDA graph capture on the emulated GPU ---------------------------------------------------------------------
+@pytest.mark.emu
+@pytest.mark.parametrize("pn", [3, 8], ids=["upsampled", "direct"])
+def test_quant_sampler_step_with_status_never_waits_under_capture(emulated_gpu, pn):
+    """With a status word the step neither reads the device nor waits for it (the emulated capture fails on
+    either), and flags out-of-range tokens there."""
+    cb, w, b, bad, _ = _status_case("cpu", pn)
+    status, f_hat = ops.new_status("cpu"), torch.zeros(2, 4, 8, 8)
+    f_plain = f_hat.clone()
+    good = bad.clamp(0, 15)
+    with emulated_gpu.emulated_capture():
+        got = ops.quant_sampler_step(good, cb, f_hat, w, b, 0.5, 3, status=status)
+        ops.quant_sampler_step(bad, cb, f_hat.clone(), w, b, 0.5, 0, status=status)
+    assert torch.equal(got, ops.quant_sampler_step(good, cb, f_plain, w, b, 0.5, 3)) and torch.equal(f_hat, f_plain)
+    with pytest.raises(RuntimeError, match="token out of range"):
+        ops.check_status(status, 16)
+
+
+@pytest.mark.emu
+def test_quant_ops_refuse_capture_when_they_must_wait(emulated_gpu):
+    """Without a status word the sampler step would range-check the tokens on the host; nearest_code and
+    quant_encode wait for the device by design: under capture each refuses with a clear error, before any
+    work."""
+    cb, w, b, _, tokens = _status_case("cpu", 3)
+    f_hat = torch.zeros(2, 4, 8, 8)
+    with emulated_gpu.emulated_capture():
+        with emulated_gpu.recorded_launches() as launches:
+            with pytest.raises(RuntimeError, match="quant_sampler_step: under CUDA graph capture, pass a status tensor"):
+                ops.quant_sampler_step(tokens, cb, f_hat, w, b, 0.5, 3)
+            with pytest.raises(RuntimeError, match="nearest_code: cannot run under CUDA graph capture"):
+                ops.nearest_code(torch.randn(5, 4), cb)
+            with pytest.raises(RuntimeError, match="quant_encode: cannot run under CUDA graph capture"):
+                ops.quant_encode(torch.randn(1, 4, 8, 8), cb, w[None], b[None], [0, 0], 0.5, [2, 8])
+    assert launches == [] and not f_hat.any()
+
+
+@pytest.mark.emu
+def test_emulated_capture_catches_a_host_wait(emulated_gpu):
+    """The capture check itself: the launcher's host range check (what the step does without a status word,
+    outside capture) is a synchronisation the emulated capture reports."""
+    with pytest.raises(RuntimeError, match="host synchronisation: aten::_local_scalar_dense"):
+        with emulated_gpu.emulated_capture():
+            torch.ops.var_fast_emu.check_status(ops.new_status("cpu"), 16)
+
+
 # ---- opcheck -------------------------------------------------------------------------------------------------
 def _opcheck_cases(device, library):
     g = _rng(17)

@@ -5,6 +5,7 @@ var_fast.reference.sampling holds the upstream filter (``filtered_probs``) and a
 op (``sample_top_k_top_p_philox``). CPU and CUDA kernels run the same float32 operations in the same
 order, so on CUDA the tokens are compared with the CPU op's for exact equality.
 """
+import numpy as np
 import pytest
 import torch
 
@@ -385,11 +386,76 @@ def test_kernel_matches_cpu(kernel_device, device_name, dtype, V, top_k, top_p):
                                                   row_offset=9).cpu(), cpu)
 
 
-def test_kernel_uses_both_row_layouts():
-    """V = 40000 does not fit the shared-memory row cache of an H100 (227 KiB) and V = 4096 does: both paths
-    of sample_rows_kernel are covered by test_kernel_matches_cpu."""
-    cache_bytes = lambda V: V * 2 * 4
-    assert cache_bytes(4096) < 227 * 1024 < cache_bytes(40000)
+# The row cache (keys and weights of a row, 8 bytes per token, in shared memory) fits an H100 (227 KiB) and
+# an A100 (163 KiB) at V = 15000, not the 99 KiB of sm_86 / sm_89: there the kernel reads the row from
+# global memory on every pass. V = 4096 fits every GPU, V = 40000 none.
+ROW_CACHED = {4096: {"h100", "a100", "rtx4090", "a10", "l4"}, 15000: {"h100", "a100"}, 40000: set()}
+
+
+@pytest.mark.parametrize("V", sorted(ROW_CACHED))
+def test_row_layout_follows_the_device(device_description, emulated_gpu, V):
+    """Which row layout the kernel launched with (its dynamic shared memory: the cache, or none) on each
+    described GPU, and its tokens equal to the CPU op's."""
+    x = _randn(2, 1, V, seed=V + 1, std=3.0)
+    cached = device_description.name in ROW_CACHED[V]
+    with emulated_gpu.recorded_launches() as launches:
+        plain = ops.sample_top_k_top_p(x, 0, 0.9, seed=5, row_offset=3)
+        mixed = ops.sample_cfg_top_k_top_p(x, 1.5, 50, 0.9, seed=5, row_offset=3)
+    assert [launch.name for launch in launches] == ["sample_rows_kernel<float, false>", "sample_rows_kernel<float, true>"]
+    assert all(launch.smem == (8 * V if cached else 0) for launch in launches)
+    assert torch.equal(plain, torch.ops.var_fast.sample_top_k_top_p(x, 0, 0.9, 5, 3))
+    assert torch.equal(mixed, torch.ops.var_fast.sample_cfg_top_k_top_p(x, 1.5, 50, 0.9, 5, 3))
+
+
+# ---- 6a. rows exactly at a threshold: top-k ties and the top-p mass, draw for draw -------------------------
+def _exp_nonpositive(x: float) -> np.float32:
+    """sampling.cuh's exp_nonpositive, operation for operation in float32."""
+    f = np.float32
+    x = f(x)
+    shifted = x * f(1.44269504088896341) + f(12582912.0)
+    n = shifted - f(12582912.0)
+    r = (x - n * f(0.693359375)) - n * f(-2.12194440e-4)
+    p = f(1.9875691500e-4)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = p * r + f(c)
+    p = (p * (r * r) + r) + f(1.0)
+    return p * f(2.0 ** int(n))
+
+
+def _top_p_at_the_top_token_mass():
+    """A row [0, -1, -1] and the top_p whose mass target c = float(top_p * W) is exactly the top token's
+    weight 1 (W: the row's weight sum in the canonical order, (1 + w) + w)."""
+    w = _exp_nonpositive(-1.0)
+    total = (np.float32(1.0) + w) + w
+    top_p = 1.0 / float(total)
+    assert np.float32(top_p * float(total)) == np.float32(1.0)  # the threshold is hit exactly
+    return torch.tensor([0.0, -1.0, -1.0]), top_p
+
+
+def test_top_p_mass_exactly_at_the_threshold(device, device_name):
+    """mass(top token) == c: the top token alone reaches top_p ("the largest t with mass(t) >= c"), so only it
+    is ever drawn; just above, the tied pair joins. Kernels equal the CPU op draw for draw."""
+    x, top_p = _top_p_at_the_top_token_mass()
+    rows = x.expand(1, 48, 3).to(device)
+    at = ops.sample_top_k_top_p(rows, 0, top_p, seed=21)
+    above = ops.sample_top_k_top_p(rows, 0, top_p * (1 + 1e-6), seed=21)
+    assert (at == 0).all()
+    assert set(above.flatten().tolist()) == {0, 1, 2}
+    if device_name != "cpu":
+        assert torch.equal(at.cpu(), torch.ops.var_fast.sample_top_k_top_p(rows.cpu(), 0, top_p, 21, 0))
+        assert torch.equal(above.cpu(), torch.ops.var_fast.sample_top_k_top_p(rows.cpu(), 0, top_p * (1 + 1e-6), 21, 0))
+
+
+@pytest.mark.parametrize("top_k,kept", [(4, 4), (2, 4), (5, 6)], ids=["k-ends-tie-group", "k-inside-tie", "k-splits-pair"])
+def test_top_k_exactly_at_a_tie_group(device, device_name, top_k, kept):
+    """The k-th largest value counted with multiplicity: k = the size of the top group with its ties keeps
+    exactly that group; k inside a tie keeps the whole tie; k splitting a tied pair keeps both. Kernels equal
+    the CPU op draw for draw."""
+    x = torch.tensor([0.5, 0.0, 0.0, 0.0, -0.2, -0.2, -0.4])
+    tokens = ops.sample_top_k_top_p(x.expand(1, 64, 7).to(device), top_k, 0.0, seed=22)
+    assert set(tokens.flatten().tolist()) == set(range(kept))
+    if device_name != "cpu":
+        assert torch.equal(tokens.cpu(), torch.ops.var_fast.sample_top_k_top_p(x.expand(1, 64, 7), top_k, 0.0, 22, 0))
 
 
 # ---- 6b. errors found on the device, reported through a status word --------------------------------------
@@ -433,27 +499,76 @@ def test_bad_status_tensor_raises(device):
 def test_cuda_graph_capture():
     x = _randn(4, 100, 4096, seed=19, device="cuda")
     eager = ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3)
+    status = ops.new_status("cuda")
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3)  # warm-up outside the capture
+        ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3, status=status)  # warm-up outside the capture
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured = ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3)
+        captured = ops.sample_cfg_top_k_top_p(x, 1.5, 900, 0.96, seed=3, status=status)
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured, eager)
+    ops.check_status(status, 4096)
+
+
+@CUDA_ONLY
+def test_cuda_graph_capture_without_status_is_refused():
+    x = _randn(2, 3, 50, seed=19, device="cuda")
+    ops.sample_top_k_top_p(x, 10, 0.9, seed=3)  # warm-up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="under CUDA graph capture, pass a status tensor"):
+        with torch.cuda.graph(graph):
+            ops.sample_top_k_top_p(x, 10, 0.9, seed=3)
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("cfg", [False, True], ids=["plain", "cfg"])
+def test_emulated_capture_with_status_never_waits(emulated_gpu, cfg):
+    """Under an emulated CUDA graph capture (which fails on a device read or a host synchronisation) the ops
+    with a status word run, draw the eager tokens, and leave bad rows' flags in the status."""
+    x = _randn(4 if cfg else 2, 3, 50, seed=23)
+    x[1, 2, 7] = float("nan")
+    op = "sample_cfg_top_k_top_p" if cfg else "sample_top_k_top_p"
+    sample = (lambda **kw: ops.sample_cfg_top_k_top_p(x, 1.5, 10, 0.9, seed=1, **kw)) if cfg else \
+             (lambda **kw: ops.sample_top_k_top_p(x, 10, 0.9, seed=1, **kw))
+    eager = sample(status=ops.new_status("cpu"))
+    status = ops.new_status("cpu")
+    with emulated_gpu.emulated_capture():
+        captured = sample(status=status)
+    assert torch.equal(captured, eager) and captured[1, 2] == -1
+    with pytest.raises(RuntimeError, match=f"{op}: logits contain NaN"):
+        ops.check_status(status, 50)
+
+
+@pytest.mark.emu
+def test_emulated_capture_without_status_is_refused(emulated_gpu):
+    """Without a status word bad rows would be read back from the device: under capture the ops refuse
+    clearly, before launching."""
+    x = _randn(4, 3, 50, seed=24)
+    with emulated_gpu.emulated_capture(), emulated_gpu.recorded_launches() as launches:
+        with pytest.raises(RuntimeError, match="sample_top_k_top_p: under CUDA graph capture, pass a status tensor"):
+            ops.sample_top_k_top_p(x, 10, 0.9, seed=1)
+        with pytest.raises(RuntimeError, match="sample_cfg_top_k_top_p: under CUDA graph capture, pass a status"):
+            ops.sample_cfg_top_k_top_p(x, 1.5, 10, 0.9, seed=1)
+    assert launches == []
 
 
 # ---- 7. opcheck ---------------------------------------------------------------------------------------
-def test_opcheck(device):
+def test_opcheck(device, device_name):
     x = _randn(2, 5, 50, seed=20, device=device)
-    torch.library.opcheck(torch.ops.var_fast.sample_top_k_top_p.default, (x, 10, 0.9, 3, 2))
-    torch.library.opcheck(torch.ops.var_fast.sample_top_k_top_p.default, (x.half(), 0, 0.0, 3, 0))
-    torch.library.opcheck(torch.ops.var_fast.sample_cfg_top_k_top_p.default, (x, 1.5, 10, 0.9, 3, 2))
-    torch.library.opcheck(torch.ops.var_fast.sample_cfg_top_k_top_p.default, (x[:, 1:].transpose(1, 2), 0.0, 0, 0.0,
-                                                                                  3, 0))
+    if device_name == "emu":  # the emulated library has no fake kernels: its schemas and autograd registration
+        library, checks = torch.ops.var_fast_emu, dict(test_utils=("test_schema", "test_autograd_registration"))
+    else:
+        library, checks = torch.ops.var_fast, {}
+    status = torch.zeros(1, dtype=torch.int32, device=device)
+    torch.library.opcheck(library.sample_top_k_top_p.default, (x, 10, 0.9, 3, 2), **checks)
+    torch.library.opcheck(library.sample_top_k_top_p.default, (x.half(), 0, 0.0, 3, 0, status), **checks)
+    torch.library.opcheck(library.sample_cfg_top_k_top_p.default, (x, 1.5, 10, 0.9, 3, 2), **checks)
+    torch.library.opcheck(library.sample_cfg_top_k_top_p.default, (x[:, 1:].transpose(1, 2), 0.0, 0, 0.0, 3, 0),
+                          **checks)
 
 
 def test_philox_known_answers():

@@ -34,7 +34,8 @@ def sample_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
     seed and its global index, never on the other rows in the batch.
 
     Bad rows (NaN, +inf, all -inf) raise; with ``status`` (``new_status(device)``) they set its flags
-    instead and nothing waits for the device: ``check_status`` raises the same error later.
+    instead and nothing waits for the device: ``check_status`` raises the same error later. Under CUDA
+    graph capture ``status`` is required (without it the op refuses: its error check would wait).
     """
     return _ops().sample_top_k_top_p(logits, int(top_k), float(top_p), int(seed), int(row_offset), status)
 
@@ -98,7 +99,8 @@ def quant_sampler_step(tokens: torch.Tensor, codebook: torch.Tensor, f_hat: torc
     """One scale of the sampler: add the Phi-refined, upsampled code map of ``tokens`` (B, pn*pn) to
     ``f_hat`` (in place) and return f_hat area-downsampled to ``next_size`` (empty when 0).
 
-    Tokens outside [0, V) raise; with ``status`` they set its flag instead (f_hat is then unspecified)."""
+    Tokens outside [0, V) raise; with ``status`` they set its flag instead (f_hat is then unspecified).
+    Under CUDA graph capture ``status`` is required (without it the op refuses: its token check would wait)."""
     return _ops().quant_sampler_step(tokens, codebook, f_hat, phi_weight, phi_bias, float(ratio), int(next_size),
                                      status)
 

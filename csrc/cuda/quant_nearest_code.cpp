@@ -73,6 +73,8 @@ at::Tensor nearest_code_on_device(const at::Tensor& z, const at::Tensor& codeboo
   VF_CHECK_KERNEL_DEVICE("nearest_code", z);
   var_fast::quant::check_nearest_code_args(z, codebook);
   const KernelDeviceGuard guard(z.device());
+  TORCH_CHECK(!stream_is_capturing(current_stream()), "nearest_code: cannot run under CUDA graph capture: it "
+              "waits for the device once (to know which rows need the reference's fallback)");
   if (z.size(0) == 0) return at::empty({0}, z.options().dtype(at::kLong));
   // float32 math for every input dtype: the distances (and their near-ties) are those of the reference.
   return nearest_code_f32(z.to(at::kFloat).contiguous(), prepare_codebook_f32(codebook.to(at::kFloat).contiguous()));

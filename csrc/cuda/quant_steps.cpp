@@ -5,7 +5,9 @@
 // Tokens outside [0, V): with a `status` tensor the Phi kernel reads them as code 0 and ORs
 // kTokenOutOfRange into it, and nothing waits for the device (the sampler checks the status once per
 // batch). Without one, the tokens are checked on the host first (one reduction, one synchronisation)
-// with the CPU op's clear error.
+// with the CPU op's clear error; a CUDA graph cannot contain that wait, so under capture the step
+// refuses to run without a status tensor. The encoder synchronises once per scale (nearest_code) and
+// refuses to run under capture.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
@@ -42,6 +44,10 @@ at::Tensor quant_sampler_step_on_device(const at::Tensor& tokens, const at::Tens
   const int64_t pn = var_fast::quant::check_sampler_step_args(tokens, codebook, f_hat, phi_weight, phi_bias, next_size);
   if (status.has_value()) status::check_status_tensor(op, *status, f_hat.device());
   const KernelDeviceGuard guard(f_hat.device());
+  TORCH_CHECK(status.has_value() || !stream_is_capturing(current_stream()), op,
+              ": under CUDA graph capture, pass a status tensor (status=var_fast.ops.new_status(device)) and "
+              "check it after the replay (ops.check_status): without one, the tokens are range-checked by a "
+              "host read of the device, which a captured graph cannot do");
   const at::Tensor tok = tokens.contiguous();
   if (!status.has_value()) check_tokens_in_range(tok, codebook.size(0));
   // A non-contiguous f_hat is updated through a contiguous copy, written back.
@@ -62,6 +68,8 @@ std::vector<at::Tensor> quant_encode_on_device(const at::Tensor& f, const at::Te
   VF_CHECK_KERNEL_DEVICE("quant_encode", f);
   var_fast::quant::check_encode_args(f, codebook, phi_weights, phi_biases, phi_index, patch_nums);
   const KernelDeviceGuard guard(f.device());
+  TORCH_CHECK(!stream_is_capturing(current_stream()),
+              "quant_encode: cannot run under CUDA graph capture: it waits for the device once per scale");
   const int64_t B = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3), K = phi_weights.size(0);
   const int64_t S = static_cast<int64_t>(patch_nums.size());
   // Residual f_rest = f - sum of the Phi-refined code maps so far; f_hat itself is not needed for tokens.

@@ -3,9 +3,9 @@
 //
 // Bad rows (NaN, +inf, all -inf) set a device flag. With a `status` tensor the flag goes there and
 // nothing waits for the device (the fast sampler checks it once per batch). Without one, the flag is
-// read back after the kernel, which waits for the stream, and raised like the CPU op's error; under
-// CUDA graph capture that read is skipped (bad rows then yield token -1), and the seed and row_offset
-// are baked into the captured kernel as constants (re-capture to change them).
+// read back after the kernel, which waits for the stream, and raised like the CPU op's error; a CUDA
+// graph cannot contain that wait, so under capture the op refuses to run without a status tensor. A
+// captured call bakes the seed and row_offset into the kernel as constants (re-capture to change them).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -30,6 +30,10 @@ at::Tensor sample_on_device(const char* op, const at::Tensor& logits, bool cfg, 
   if (status.has_value()) status::check_status_tensor(op, *status, logits.device());
   const KernelDeviceGuard guard(logits.device());
   const Stream stream = current_stream();
+  TORCH_CHECK(status.has_value() || !stream_is_capturing(stream), op,
+              ": under CUDA graph capture, pass a status tensor (status=var_fast.ops.new_status(device)) and "
+              "check it after the replay (ops.check_status): without one, bad rows are reported by a host read "
+              "of the device, which a captured graph cannot do");
   auto out = at::empty({plan.B, plan.L}, logits.options().dtype(at::kLong));
   const int64_t rows = plan.B * plan.L;
   if (rows == 0) return out;
@@ -55,7 +59,7 @@ at::Tensor sample_on_device(const char* op, const at::Tensor& logits, bool cfg, 
   params.cached = row_fits_in_shared_memory(plan.V, device_limits(logits.device()));
   run_sample_rows(params, kernel_dtype(logits), cfg, plan_sample_rows(params, rows), stream);
 
-  if (!status.has_value() && !stream_is_capturing(stream)) check_row_flags(cfg, read_device_int(params.status, stream));
+  if (!status.has_value()) check_row_flags(cfg, read_device_int(params.status, stream));
   return out;
 }
 

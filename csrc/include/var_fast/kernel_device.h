@@ -1,7 +1,8 @@
 // The device side of the torch-facing launchers (csrc/cuda/*.cpp), for the two builds they are part of:
 //  * the CUDA build: CUDA tensors, a device guard, the current stream, limits read once per device;
 //  * the emulated build (VAR_FAST_EMULATED, tests/emu): CPU tensors and ops in the `var_fast_emu`
-//    namespace; kernels run on the host through the CUDA emulator, on an H100-like device.
+//    namespace; kernels run on the host through the CUDA emulator, on the GPU var_fast/emulated_device.h
+//    describes (an H100 unless a test sets another).
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
@@ -11,7 +12,7 @@
 #include "var_fast/launch_plan.h"
 
 #if defined(VAR_FAST_EMULATED)
-#include <cstdlib>
+#include "var_fast/emulated_device.h"
 
 #define VAR_FAST_KERNEL_NAMESPACE var_fast_emu
 #define VAR_FAST_KERNEL_DISPATCH_KEY CPU
@@ -26,24 +27,19 @@ struct KernelDeviceGuard {
 };
 
 inline Stream current_stream() { return nullptr; }
-inline bool stream_is_capturing(Stream) { return false; }
+// True between torch.ops.cuemu.begin_capture() and end_capture() (var_fast/emulated_device.h).
+inline bool stream_is_capturing(Stream) { return emulated::capturing(); }
 
-// H100/H200: compute capability 9.0, 132 SMs, 227 KiB of opt-in shared memory (CUEMU_SMEM_OPTIN overrides).
-inline const DeviceLimits& device_limits(const at::Device&) {
-  static const DeviceLimits limits = [] {
-    DeviceLimits l;
-    l.cc_major = 9;
-    l.cc_minor = 0;
-    l.sm_count = 132;
-    l.smem_optin = 232448;
-    if (const char* s = std::getenv("CUEMU_SMEM_OPTIN")) l.smem_optin = std::strtoull(s, nullptr, 10);
-    return l;
-  }();
-  return limits;
+// An H100 unless a test describes another GPU (var_fast/emulated_device.h).
+inline const DeviceLimits& device_limits(const at::Device&) { return emulated::device(); }
+
+// Device memory is host memory: the value is there once the (synchronous) launch returned. Under an
+// emulated capture this is the error a real capture gives (a host synchronisation).
+inline int read_device_int(const int* p, Stream stream) {
+  TORCH_CHECK(!stream_is_capturing(stream), "emulated CUDA graph capture: a device-to-host read (a stream "
+              "synchronisation) during capture; a real capture fails here (cudaErrorStreamCaptureUnsupported)");
+  return *p;
 }
-
-// Device memory is host memory: the value is there once the (synchronous) launch returned.
-inline int read_device_int(const int* p, Stream) { return *p; }
 
 }  // namespace var_fast
 

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "var_fast/emulated_device.h"
+
 // Storage of an `extern __shared__ T NAME[]` of namespace NS, defined before the kernel header.
 #define VAR_FAST_DYNAMIC_SHARED(NS, T, NAME) CUEMU_DYNAMIC_SHARED(NS, T, NAME)
 
@@ -18,6 +20,9 @@ namespace var_fast {
 
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), const LaunchPlan& plan, Stream /*stream*/, A&&... args) {
+  // The emulated GPU's opt-in limit is the one the launch is checked against.
+  cuemu::options().smem_optin = emulated::device().smem_optin;
+  emulated::record_launch(reinterpret_cast<const void*>(kernel), plan);
   if (plan.needs_smem_optin() && cuemu::set_max_dynamic_smem(kernel, plan.smem) != cudaSuccess)
     throw std::runtime_error("emulated launch: cudaFuncSetAttribute(MaxDynamicSharedMemorySize, " +
                              std::to_string(plan.smem) + ") failed: above the device's opt-in limit");
