@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="d16,d20,d24,d30,d36")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--upstream", default=None)
-    p.add_argument("--skip", default="", help="sections to leave out: ops,sampler")
+    p.add_argument("--skip", default="", help="sections to leave out: ops,latency,sampler")
     a = p.parse_args(argv)
     from . import ops_bench, sampler_bench
     from .upstream import Upstream
@@ -59,6 +59,10 @@ def main(argv=None) -> int:
         shapes = ops_bench.attention_shapes(models if smoke else ["d16", "d30", "d36"], batch=2 if smoke else 16)
         ops_bench.attention(rec, device.type, deadline, shapes, dtype)
         ops_bench.quantization(rec, device.type, deadline, [(2, "256px")] if smoke else [(64, "256px"), (64, "512px")])
+    if "latency" not in skip:  # batch-1 latency per scale and the kernel count (README, "Batch-1 latency")
+        from . import latency_bench
+        latency_bench.run(rec, models[:1] if smoke else [m for m in ("d16", "d30") if m in models] or models[:1],
+                          device, dtype, deadline, reps=1 if smoke else 5)
     if "sampler" not in skip:
         upstream = None
         if a.upstream:
