@@ -7,7 +7,7 @@ Differences from the reference loop, all exact in float32 except the random stre
 - LayerNorm + modulation, the QKV epilogue, attention and the gated residuals are fused ops; a block's
   gated residual and the next AdaLN modulation (inside a block, across block boundaries, and from the
   last block into the head) are one op, and on the kernel path fc1's bias and GELU are one op after a
-  bias-free GEMM: 8 launches per block and scale (tests/test_launch_count.py keeps that number);
+  bias-free GEMM: 9 launches per block and scale on the CUDA path (tests/test_launch_count.py keeps that number);
 - what depends on the weights alone (the attention's per-head query scale, the level + position
   embedding) is computed when the sampler is built, not per scale; a sampler therefore sees weights as
   they were when it was built;

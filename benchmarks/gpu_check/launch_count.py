@@ -12,7 +12,8 @@ is the per-call work before the first scale. Two ways to count what runs inside 
       into (a CPU addmm's internal copies are one cuBLAS call on CUDA), unless it is in ``TRANSPARENT``:
       views, allocation and metadata ops launch nothing themselves, and composite ops (linear, matmul,
       to, contiguous, reshape, ...) launch what their children launch, so their children are counted;
-    - a var_fast op is transparent too: it launches what its body launches.
+    - a var_fast_emu op is transparent too: it launches what its body launches. (On the CPU path, where
+      the ops are ``var_fast::`` CPU ops, each op counts 1: the ops-per-block figure of the README.)
 * ``count_cuda`` (``make gpu-check``): the device kernels the profiler attributes to the region's ops.
 """
 from __future__ import annotations
@@ -52,6 +53,8 @@ def emulated_launches(event, kids) -> int:
     if name == EMULATED_LAUNCH:
         return 1
     if name.startswith("aten::") and name not in TRANSPARENT:
+        return 1
+    if name.startswith("var_fast::"):  # the CPU library's op (the CPU path): one op, as its CUDA kernel
         return 1
     return sum(emulated_launches(child, kids) for child in kids.get(id(event), ()))
 
