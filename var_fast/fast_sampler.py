@@ -4,7 +4,15 @@ Differences from the reference loop, all exact in float32 except the random stre
 - the AdaLN modulation of every block and of the head is computed once per call, not per scale
   (the class condition does not change across scales);
 - keys/values go into one preallocated cache per block (no concatenation, no reallocation);
-- LayerNorm + modulation, the QKV epilogue, attention and the gated residuals are fused ops;
+- LayerNorm + modulation, the QKV epilogue, attention and the gated residuals are fused ops; a block's
+  gated residual and the next AdaLN modulation (inside a block, across block boundaries, and from the
+  last block into the head) are one op, and on the kernel path fc1's bias and GELU are one op after a
+  bias-free GEMM: 9 launches per block and scale on the CUDA path (tests/test_launch_count.py keeps that number);
+- what depends on the weights alone (the attention's per-head query scale, the level + position
+  embedding) is computed when the sampler is built, not per scale; a sampler therefore sees weights as
+  they were when it was built;
+- a scale's input (word embedding of the previous scale's map, plus level/position, doubled for CFG)
+  is computed inside the scale's pass, so on CUDA it is part of the scale's graph;
 - CFG mixing, top-k/top-p filtering and the draw are one op whose Philox stream is keyed by
   (seed, image index, token index), so an image does not depend on the rest of its batch;
 - the quantizer's per-scale update (lookup, bicubic upsample, Phi, accumulate, area downsample) is one op;
@@ -18,6 +26,7 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from . import ops
 from .models import VAR, VQVAE
@@ -67,6 +76,11 @@ class FastSampler:
         self.codebook = quant.embedding.weight.detach().float().contiguous()
         S = len(var.patch_nums)
         self.phi_of_scale = [phi_index(si, S, len(layers)) for si in range(S)]
+        # Derived from the weights alone: computed once here instead of on every scale of every call.
+        with torch.no_grad():
+            self.attn_head_scales = [block.attn.head_scale().reshape(-1).contiguous() if block.attn.attn_l2_norm
+                                     else None for block in var.blocks]
+            self.level_pos = var.level_pos().detach()
 
     # ---- conditioning that does not change across scales ---------------------------------------------
     def _modulations(self, cond_BD: torch.Tensor):
@@ -76,39 +90,67 @@ class FastSampler:
         head = var.head_nm.modulation(cond_BD.float())
         return per_block, head
 
-    def _block(self, block, x, mods, k_cache, v_cache, offset):
+    def _block(self, i: int, x, h, mods, k_cache, v_cache, offset, next_scale, next_shift, next_eps):
+        """Block i on the residual stream x and its modulated input h -> (x, the next modulated input):
+        the next block's first modulation (or the head's) is fused into this block's last residual."""
+        block = self.var.blocks[i]
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mods
         attn = block.attn
-        eps = block.ln_wo_grad.eps
-        h = ops.adaln_modulate(x, scale1, shift1, eps)
+        native = self.attention_impl(x.device) == "native"
         qkv = F.linear(h, attn.mat_qkv.weight)
-        head_scale = attn.head_scale().reshape(-1) if attn.attn_l2_norm else None
-        q = ops.qkv_to_cache(qkv, attn.q_bias, attn.v_bias, head_scale, k_cache, v_cache, offset)
+        q = ops.qkv_to_cache(qkv, attn.q_bias, attn.v_bias, self.attn_head_scales[i], k_cache, v_cache, offset)
         kv_len = offset + x.shape[1]
-        if self.attention_impl(x.device) == "sdpa":
+        if native:
+            o = ops.cached_attention(q, k_cache, v_cache, kv_len, attn.scale)
+        else:
             B2, L, C = x.shape
             o = F.scaled_dot_product_attention(q, k_cache[:, :, :kv_len], v_cache[:, :, :kv_len], scale=attn.scale)
             o = o.transpose(1, 2).reshape(B2, L, C)
-        else:
-            o = ops.cached_attention(q, k_cache, v_cache, kv_len, attn.scale)
-        x = ops.gated_residual(x, attn.proj(o), gamma1)
-        h = ops.adaln_modulate(x, scale2, shift2, eps)
-        return ops.gated_residual(x, block.ffn(h), gamma2)
+        x, h = ops.gated_residual_adaln(x, attn.proj(o), gamma1, scale2, shift2, block.ln_wo_grad.eps)
+        ffn = block.ffn
+        if native:  # one launch for fc1's bias and GELU after the bias-free GEMM
+            y = ffn.fc2(ops.bias_gelu(F.linear(h, ffn.fc1.weight), ffn.fc1.bias))
+        else:  # the CPU: torch's own fc1 + GELU, bit for bit the reference
+            y = ffn(h)
+        return _residual_then_modulate(x, y, gamma2, next_scale, next_shift, next_eps)
 
     @staticmethod
     def attention_impl(device: torch.device) -> str:
-        """Which attention runs over the cache. On the CPU torch's SDPA measured about 2x faster than
-        var_fast's cached_attention (benchmarks/RESULTS.md), so the CPU path uses SDPA on cache views;
-        on CUDA the native kernel."""
+        """Which implementation the block's attention and FFN epilogue run on. On the CPU torch's SDPA
+        measured about 2x faster than var_fast's cached_attention (benchmarks/RESULTS.md), so the CPU path
+        uses SDPA on cache views (and torch's fc1 + GELU); on CUDA the native kernels ("native")."""
         return "sdpa" if device.type == "cpu" else "native"
 
-    def scale_logits(self, x, block_mods, head_scale, head_shift, caches, offset: int) -> torch.Tensor:
-        """Every block on one scale's tokens x (2B, l, C), then the head: float32 logits (2B, l, V)."""
+    def scale_input(self, si: int, inp: torch.Tensor, offset: int) -> torch.Tensor:
+        """A scale's tokens (2B, l, C): scale 0's start tokens as given; later scales' word embedding of
+        ``inp`` (B, l, Cvae) (the previous scale's map, token-major) plus level/position, both CFG halves
+        written by one broadcast add."""
+        if si == 0:
+            return inp
+        e = self.var.word_embed(inp)
+        B, l, C = e.shape
+        return torch.add(e.unsqueeze(0).expand(2, B, l, C), self.level_pos[:, offset:offset + l]).view(2 * B, l, C)
+
+    def scale_logits(self, si: int, inp: torch.Tensor, block_mods, head_scale, head_shift, caches,
+                     offset: int) -> torch.Tensor:
+        """One scale's pass (what a CUDA graph captures): its input (``scale_input``), every block, then
+        the head: float32 logits (2B, l, V). The profiler regions name the parts for the launch count."""
         var = self.var
-        for block, mods, (kc, vc) in zip(var.blocks, block_mods, caches):
-            x = self._block(block, x, mods, kc, vc, offset)
-        h = ops.adaln_modulate(x.float(), head_scale, head_shift, var.head_nm.ln_wo_grad.eps)
-        return var.head(h).float()
+        blocks = var.blocks
+        with record_function("var_fast.scale_input"):
+            x = self.scale_input(si, inp, offset)
+            _, _, scale1, _, shift1, _ = block_mods[0]
+            h = ops.adaln_modulate(x, scale1, shift1, blocks[0].ln_wo_grad.eps)
+        for i, (mods, (kc, vc)) in enumerate(zip(block_mods, caches)):
+            if i + 1 < len(blocks):
+                _, _, next_scale, _, next_shift, _ = block_mods[i + 1]
+                next_eps = blocks[i + 1].ln_wo_grad.eps
+            else:
+                next_scale, next_shift, next_eps = head_scale, head_shift, var.head_nm.ln_wo_grad.eps
+            with record_function("var_fast.block"):
+                x, h = self._block(i, x, h, mods, kc, vc, offset, next_scale, next_shift, next_eps)
+        with record_function("var_fast.head"):
+            return var.head(h).float()
 
     def _workspace(self, B: int, device: torch.device, dtype: torch.dtype):
         if device.type == "cuda" and self.cuda_graphs:
@@ -132,52 +174,53 @@ class FastSampler:
         pns = var.patch_nums
         S = len(pns)
         device = label_B.device
-        cond_BD = var.class_emb(torch.cat((label_B, torch.full_like(label_B, var.num_classes))))
-        block_mods, (head_scale, head_shift) = self._modulations(cond_BD)
-        head_scale, head_shift = head_scale.float(), head_shift.float()
-        lvl_pos = var.level_pos()
-        dtype = cond_BD.dtype
-        work = self._workspace(B, device, dtype)
-        work.set_condition(block_mods, head_scale, head_shift)
-        first_l = var.first_l
-        x = (cond_BD.unsqueeze(1).expand(2 * B, first_l, -1) + var.pos_start.expand(2 * B, first_l, -1)
-             + lvl_pos[:, :first_l])
-        f_hat = torch.zeros(B, var.Cvae, pns[-1], pns[-1], device=device, dtype=torch.float32)
+        with record_function("var_fast.call_setup"):  # profiler regions: benchmarks/gpu_check/launch_count.py
+            cond_BD = var.class_emb(torch.cat((label_B, torch.full_like(label_B, var.num_classes))))
+            block_mods, (head_scale, head_shift) = self._modulations(cond_BD)
+            head_scale, head_shift = head_scale.float(), head_shift.float()
+            lvl_pos = self.level_pos
+            dtype = cond_BD.dtype
+            work = self._workspace(B, device, dtype)
+            work.set_condition(block_mods, head_scale, head_shift)
+            first_l = var.first_l
+            inp = (cond_BD.unsqueeze(1).expand(2 * B, first_l, -1) + var.pos_start.expand(2 * B, first_l, -1)
+                   + lvl_pos[:, :first_l])
+            f_hat = torch.zeros(B, var.Cvae, pns[-1], pns[-1], device=device, dtype=torch.float32)
+            status = ops.new_status(device)
         tokens: List[torch.Tensor] = []
         offset = 0
-        status = ops.new_status(device)
         for si, pn in enumerate(pns):
-            ratio = si / (S - 1)
-            l = pn * pn
-            logits = work.logits(si, x, offset)
-            t = cfg * ratio
-            if not more_smooth:
-                idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
-                                                 row_offset=image_offset * l, status=status)
-                h_BChw = None
-            else:  # visualisation mode: soft Gumbel mix of codes (not a hot path)
-                g = torch.Generator(device=device)
-                g.manual_seed(scale_seed(seed, si))
-                mixed = top_k_top_p_filter_(cfg_mix(logits, t), top_k, top_p)
-                idx = torch.multinomial(mixed.softmax(-1).view(-1, var.V), 1, generator=g).view(B, l)
-                soft = gumbel_softmax(mixed.mul(1 + ratio), tau=smooth_tau(ratio), rng=g)
-                h_BChw = (soft @ self.codebook.unsqueeze(0)).transpose(1, 2).reshape(B, var.Cvae, pn, pn)
-            if teacher_force is not None:
-                idx, h_BChw = teacher_force(si, idx, h_BChw)
-            tokens.append(idx)
-            k = self.phi_of_scale[si]
-            next_size = pns[si + 1] if si + 1 < S else 0
-            if h_BChw is None:
-                nxt = ops.quant_sampler_step(idx, self.codebook, f_hat, self.phi_weights[k], self.phi_biases[k],
-                                             self.phi_ratios[k], next_size, status=status)
-            else:
-                nxt = self._soft_step(si, f_hat, h_BChw, next_size)
-            offset += l
-            if on_scale is not None:
-                on_scale(si, S)
-            if next_size:
-                x = var.word_embed(nxt.view(B, var.Cvae, -1).transpose(1, 2).to(dtype)) + lvl_pos[:, offset:offset + next_size ** 2]
-                x = x.repeat(2, 1, 1)
+            with record_function("var_fast.scale"):
+                ratio = si / (S - 1)
+                l = pn * pn
+                logits = work.logits(si, inp, offset)
+                t = cfg * ratio
+                if not more_smooth:
+                    idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
+                                                     row_offset=image_offset * l, status=status)
+                    h_BChw = None
+                else:  # visualisation mode: soft Gumbel mix of codes (not a hot path)
+                    g = torch.Generator(device=device)
+                    g.manual_seed(scale_seed(seed, si))
+                    mixed = top_k_top_p_filter_(cfg_mix(logits, t), top_k, top_p)
+                    idx = torch.multinomial(mixed.softmax(-1).view(-1, var.V), 1, generator=g).view(B, l)
+                    soft = gumbel_softmax(mixed.mul(1 + ratio), tau=smooth_tau(ratio), rng=g)
+                    h_BChw = (soft @ self.codebook.unsqueeze(0)).transpose(1, 2).reshape(B, var.Cvae, pn, pn)
+                if teacher_force is not None:
+                    idx, h_BChw = teacher_force(si, idx, h_BChw)
+                tokens.append(idx)
+                k = self.phi_of_scale[si]
+                next_size = pns[si + 1] if si + 1 < S else 0
+                if h_BChw is None:
+                    nxt = ops.quant_sampler_step(idx, self.codebook, f_hat, self.phi_weights[k], self.phi_biases[k],
+                                                 self.phi_ratios[k], next_size, status=status)
+                else:
+                    nxt = self._soft_step(si, f_hat, h_BChw, next_size)
+                offset += l
+                if on_scale is not None:
+                    on_scale(si, S)
+                if next_size:  # the next scale's map, token-major (B, l, Cvae): embedded inside its pass
+                    inp = nxt.view(B, var.Cvae, -1).transpose(1, 2)
         ops.check_status(status, var.V)  # the loop's one wait for the device
         return f_hat, tokens
 
@@ -198,6 +241,15 @@ class FastSampler:
                                 self.phi_ratios[0], self.var.patch_nums)
 
 
+def _residual_then_modulate(x, y, gamma, scale, shift, eps):
+    """(x + gamma * y, the next modulated input): one fused op, or, when the next modulation is in
+    another dtype (the float32 head of a reduced-precision model), the two ops with a cast between."""
+    if scale.dtype == x.dtype:
+        return ops.gated_residual_adaln(x, y, gamma, scale, shift, eps)
+    x = ops.gated_residual(x, y, gamma)
+    return x, ops.adaln_modulate(x.float(), scale, shift, eps)
+
+
 def allocate_kv_caches(var: VAR, B: int, device, dtype):
     """One (k, v) pair of (2B, H, L, c) caches per block: every scale writes at its offset."""
     H, c = var.num_heads, var.C // var.num_heads
@@ -210,13 +262,18 @@ class EagerScales:
 
     def __init__(self, sampler: FastSampler, B: int, device, dtype):
         self.sampler = sampler
+        self.dtype = dtype
         self.caches = allocate_kv_caches(sampler.var, B, device, dtype)
 
     def set_condition(self, block_mods, head_scale, head_shift) -> None:
         self.block_mods, self.head_scale, self.head_shift = block_mods, head_scale, head_shift
 
-    def logits(self, si: int, x: torch.Tensor, offset: int) -> torch.Tensor:
-        return self.sampler.scale_logits(x, self.block_mods, self.head_scale, self.head_shift, self.caches, offset)
+    def logits(self, si: int, inp: torch.Tensor, offset: int) -> torch.Tensor:
+        # contiguous and in the model's dtype, as GraphedScales' static input holds it (the same bits)
+        inp = inp.to(self.dtype).contiguous()
+        with record_function("var_fast.scale_graph"):
+            return self.sampler.scale_logits(si, inp, self.block_mods, self.head_scale, self.head_shift, self.caches,
+                                             offset)
 
 
 class GraphedScales:
@@ -230,7 +287,9 @@ class GraphedScales:
         self.caches = allocate_kv_caches(var, B, device, dtype)
         self.mods = [torch.empty(2 * B, 1, 6, var.C, device=device, dtype=dtype) for _ in var.blocks]
         self.head = torch.empty(2 * B, 1, 2, var.C, device=device, dtype=torch.float32)
-        self.inputs = [torch.empty(2 * B, pn * pn, var.C, device=device, dtype=dtype) for pn in var.patch_nums]
+        # scale 0: the start tokens (2B, first_l, C); later scales: the previous map (B, pn*pn, Cvae)
+        self.inputs = [torch.empty(2 * B, var.first_l, var.C, device=device, dtype=dtype)] + [
+            torch.empty(B, pn * pn, var.Cvae, device=device, dtype=dtype) for pn in var.patch_nums[1:]]
         self.graphs, self.outputs = {}, {}
         self.pool = None
 
@@ -242,7 +301,8 @@ class GraphedScales:
     def _run(self, si: int, offset: int) -> torch.Tensor:
         mods = [list(buf.unbind(2)) for buf in self.mods]
         scale, shift = self.head.unbind(2)
-        return self.sampler.scale_logits(self.inputs[si], mods, scale, shift, self.caches, offset)
+        with record_function("var_fast.scale_graph"):
+            return self.sampler.scale_logits(si, self.inputs[si], mods, scale, shift, self.caches, offset)
 
     def _capture(self, si: int, offset: int) -> None:
         side = torch.cuda.Stream()
@@ -256,8 +316,8 @@ class GraphedScales:
         self.pool = graph.pool()
         self.graphs[si] = graph
 
-    def logits(self, si: int, x: torch.Tensor, offset: int) -> torch.Tensor:
-        self.inputs[si].copy_(x)
+    def logits(self, si: int, inp: torch.Tensor, offset: int) -> torch.Tensor:
+        self.inputs[si].copy_(inp)
         if si not in self.graphs:
             self._capture(si, offset)  # the warm-up pass already left this scale's k, v in the caches
         self.graphs[si].replay()

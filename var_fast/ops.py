@@ -6,7 +6,7 @@ Plain-PyTorch references of the same semantics live in ``var_fast.reference``.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -70,6 +70,20 @@ def cached_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 def gated_residual(x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """x + gamma * y, gamma (B, 1, C)."""
     return _ops().gated_residual(x, y, gamma)
+
+
+def gated_residual_adaln(x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor, scale: torch.Tensor,
+                         shift: torch.Tensor, eps: float = 1e-6) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``gated_residual`` then ``adaln_modulate`` of its result, in one pass and one launch:
+    (out, h) with out = x + gamma * y and h = LayerNorm(out) * (1 + scale) + shift; gamma, scale, shift
+    (B, 1, C). The values are those of the two ops in sequence."""
+    return _ops().gated_residual_adaln(x, y, gamma, scale, shift, float(eps))
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """GELU(x + bias), tanh approximation (VAR's ``nn.GELU(approximate='tanh')``); x (..., N), bias (N,).
+    The epilogue of fc1 after a bias-free GEMM: one launch instead of the bias add and the GELU."""
+    return _ops().bias_gelu(x, bias)
 
 
 # ---- multi-scale residual quantization -----------------------------------------------------------------

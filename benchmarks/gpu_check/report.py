@@ -215,6 +215,26 @@ NOTES = {
 }
 
 
+def latency_section(records: List[Dict]) -> List[str]:
+    rows = []
+    for r in records:
+        if r.get("section") != "latency":
+            continue
+        case, k = r.get("case", {}), r.get("kernels") or {}
+        per_scale = ", ".join(fmt(v, 3) for v in r.get("per_scale_ms", [])) or MISSING
+        rows.append([case.get("model"), case.get("dtype"), cell(r, "total_ms", 4), per_scale,
+                     fmt(k.get("per_block_and_scale")), fmt(k.get("per_scale_in_graph_outside_blocks")),
+                     fmt(k.get("per_scale_outside_graph")), fmt(k.get("per_call_setup")), fmt(k.get("total")),
+                     fmt(r.get("kernels_per_image_graphed")), r.get("count_rule", MISSING)])
+    if not rows:
+        return []
+    lines = ["Batch-1 latency of the fast loop (one image with CFG, CUDA graphs, no decoding; median per scale) "
+             "and its kernel launches (README, \"Batch-1 latency\"):", ""]
+    return lines + table(["model", "dtype", "loop (ms)", "per scale (ms)", "kernels per block and scale",
+                          "per scale, in graph outside blocks", "per scale outside graph", "per call setup",
+                          "per image (eager)", "per image (graphed, profiler)", "counted"], rows)
+
+
 def markdown(env: Dict, command: str, stages: List[Dict], records: List[Dict], total_s: float, budget_s: float,
              mode: str = "gpu") -> str:
     title = (f"## {env['date']} — gpu-check, {env['gpu']}, driver {env['driver']}, torch {env['torch']} "
@@ -224,7 +244,7 @@ def markdown(env: Dict, command: str, stages: List[Dict], records: List[Dict], t
         lines += [NOTES[mode], ""]
     # the order the benchmarks ran in: the headline sampler cases first, then the op tables
     parts = [stages_section(stages, total_s, budget_s), peak_section(records), sampler_section(records),
-             scales_section(records), sampling_section(records), attention_section(records), quant_section(records),
+             scales_section(records), latency_section(records), sampling_section(records), attention_section(records), quant_section(records),
              left_out_section(records)]
     for part in parts:
         if part:

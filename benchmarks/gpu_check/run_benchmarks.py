@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--headline", default=HEADLINE, help="MODEL:BATCH cases run first, before the op tables")
     p.add_argument("--upstream", default=None)
-    p.add_argument("--skip", default="", help="sections to leave out: ops,sampler")
+    p.add_argument("--skip", default="", help="sections to leave out: ops,latency,sampler")
     a = p.parse_args(argv)
     from . import ops_bench, sampler_bench
     from .upstream import Upstream
@@ -100,9 +100,20 @@ def main(argv=None) -> int:
         except Exception as err:
             rec.add("upstream_check", case={}, impl="upstream", status="refused",
                     reason=f"cannot import upstream from {a.upstream}: {type(err).__name__}: {err}")
+    latency_done = []
+
+    def run_latency():  # batch-1 latency per scale and the kernel count (README, "Batch-1 latency"), once
+        if "latency" in skip or latency_done:
+            return
+        latency_done.append(True)
+        from . import latency_bench
+        latency_bench.run(rec, models[:1] if smoke else [m for m in ("d16", "d30") if m in models] or models[:1],
+                          device, dtype, deadline, reps=1 if smoke else 5)
+
     estimator, verdicts = sampler_bench.Estimator(), {}
     for kind, model, step_batches in steps:
         if kind == "ops":
+            run_latency()
             ops_bench.sampling(rec, device.type, deadline, [1, 64] if smoke else [1, 256, 16384, 87040])
             shapes = ops_bench.attention_shapes(models[:1] if smoke else ["d16", "d30", "d36"], batch=2 if smoke else 16)
             ops_bench.attention(rec, device.type, deadline, shapes, dtype)
@@ -110,6 +121,7 @@ def main(argv=None) -> int:
         else:
             sampler_bench.run_model(rec, model, step_batches, device, dtype, deadline, estimator, peak, upstream,
                                     reps=1 if smoke else 3, verdicts=verdicts)
+    run_latency()  # when the op tables were skipped
     rec.add("done", case={}, impl="-", status="ok")
     return 0
 

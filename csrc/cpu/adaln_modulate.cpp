@@ -7,22 +7,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "var_fast/adaln_checks.h"
+#include "var_fast/adaln_cpu.h"
 
 namespace var_fast {
 namespace {
-
-// Eight partial sums so that the compiler can vectorize the reductions (and they round less).
-constexpr int64_t kLanes = 8;
-
-inline float sum_lanes(const float* lanes) {
-  float total = 0.f;
-  for (int64_t i = 0; i < kLanes; ++i) total += lanes[i];
-  return total;
-}
 
 template <typename scalar_t>
 void adaln_modulate_rows(const scalar_t* x, const float* scale_plus_one, const float* shift, scalar_t* y,
@@ -30,35 +21,10 @@ void adaln_modulate_rows(const scalar_t* x, const float* scale_plus_one, const f
   const int64_t grain = std::max<int64_t>(1, 32768 / C);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> row(C);
-    const int64_t C_body = C - C % kLanes;
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* xr = x + r * C;
-      float lanes[kLanes] = {};
-      for (int64_t c = 0; c < C_body; c += kLanes)
-        for (int64_t i = 0; i < kLanes; ++i) {
-          row[c + i] = static_cast<float>(xr[c + i]);
-          lanes[i] += row[c + i];
-        }
-      float total = sum_lanes(lanes);
-      for (int64_t c = C_body; c < C; ++c) {
-        row[c] = static_cast<float>(xr[c]);
-        total += row[c];
-      }
-      const float mean = total / static_cast<float>(C);
-      // Second pass over the centred values: no cancellation for rows with a large mean.
-      float sq_lanes[kLanes] = {};
-      for (int64_t c = 0; c < C_body; c += kLanes)
-        for (int64_t i = 0; i < kLanes; ++i) {
-          const float d = row[c + i] - mean;
-          sq_lanes[i] += d * d;
-        }
-      float sq = sum_lanes(sq_lanes);
-      for (int64_t c = C_body; c < C; ++c) sq += (row[c] - mean) * (row[c] - mean);
-      const float rstd = 1.f / std::sqrt(sq / static_cast<float>(C) + eps);
-      const float* s1 = scale_plus_one + (r / L) * C;
-      const float* sh = shift + (r / L) * C;
-      scalar_t* yr = y + r * C;
-      for (int64_t c = 0; c < C; ++c) yr[c] = static_cast<scalar_t>((row[c] - mean) * rstd * s1[c] + sh[c]);
+      for (int64_t c = 0; c < C; ++c) row[c] = static_cast<float>(xr[c]);
+      adaln_cpu::modulate_row(row.data(), scale_plus_one + (r / L) * C, shift + (r / L) * C, y + r * C, C, eps);
     }
   });
 }

@@ -42,6 +42,17 @@ def _(x, y, gamma):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
+@_register("gated_residual_adaln")
+def _(x, y, gamma, scale, shift, eps=1e-6):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(x, memory_format=torch.contiguous_format))
+
+
+@_register("bias_gelu")
+def _(x, bias):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 @_register("nearest_code")
 def _(z, codebook):
     return z.new_empty((z.shape[0],), dtype=torch.int64)

@@ -50,3 +50,16 @@ def cached_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 def gated_residual(x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """``x + y.mul(gamma)``: the gated residual of both AdaLN sub-blocks."""
     return x + y.mul(gamma)
+
+
+def gated_residual_adaln(x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor, scale: torch.Tensor,
+                         shift: torch.Tensor, eps: float = 1e-6):
+    """The two upstream steps the fused op replaces: ``x = x + y.mul(gamma)`` (the end of one AdaLN
+    sub-block) and ``ln_wo_grad(x).mul(scale.add(1)).add_(shift)`` (the start of the next)."""
+    out = gated_residual(x, y, gamma)
+    return out, adaln_modulate(out, scale, shift, eps)
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``FFN.act(fc1(h))`` split after the bias-free GEMM: GELU(approximate='tanh') of x + bias."""
+    return F.gelu(x + bias, approximate="tanh")

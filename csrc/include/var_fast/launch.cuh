@@ -8,6 +8,8 @@
 #include "var_fast/launch_plan.h"
 
 #if defined(CUEMU_EMULATOR)
+#include <ATen/record_function.h>
+
 #include <stdexcept>
 #include <string>
 
@@ -18,11 +20,16 @@
 
 namespace var_fast {
 
+// Every emulated launch is a profiler event (kEmulatedLaunchEvent): tests/test_launch_count.py counts the
+// kernels the fast loop launches on the CUDA code path without a GPU.
+inline constexpr const char* kEmulatedLaunchEvent = "var_fast_emu::kernel_launch";
+
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), const LaunchPlan& plan, Stream /*stream*/, A&&... args) {
   // The emulated GPU's opt-in limit is the one the launch is checked against.
   cuemu::options().smem_optin = emulated::device().smem_optin;
   emulated::record_launch(reinterpret_cast<const void*>(kernel), plan);
+  RECORD_FUNCTION(kEmulatedLaunchEvent, std::vector<c10::IValue>());
   if (plan.needs_smem_optin() && cuemu::set_max_dynamic_smem(kernel, plan.smem) != cudaSuccess)
     throw std::runtime_error("emulated launch: cudaFuncSetAttribute(MaxDynamicSharedMemorySize, " +
                              std::to_string(plan.smem) + ") failed: above the device's opt-in limit");

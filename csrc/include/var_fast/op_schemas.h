@@ -28,6 +28,13 @@ inline void define_ops(torch::Library& m) {
   m.def("cached_attention(Tensor q, Tensor k_cache, Tensor v_cache, int kv_len, float scale) -> Tensor");
   // x + gamma * y with gamma (B, 1, C).
   m.def("gated_residual(Tensor x, Tensor y, Tensor gamma) -> Tensor");
+  // gated_residual then adaln_modulate on its result, in one pass: returns (out, h) with
+  // out = x + gamma * y (in x's dtype) and h = LayerNorm(out) * (1 + scale) + shift. gamma, scale,
+  // shift (B, 1, C); the values are those of the two ops in sequence.
+  m.def("gated_residual_adaln(Tensor x, Tensor y, Tensor gamma, Tensor scale, Tensor shift, float eps=1e-6) -> (Tensor, Tensor)");
+  // GELU(x + bias) with the tanh approximation (nn.GELU(approximate='tanh')); x (..., N), bias (N,).
+  // x + bias is rounded to x's dtype first, as a linear layer's output would be.
+  m.def("bias_gelu(Tensor x, Tensor bias) -> Tensor");
 
   // ---- multi-scale residual quantization ----
   // z (N, C), codebook (V, C) -> int64 (N,): argmin squared L2, lowest index on ties.

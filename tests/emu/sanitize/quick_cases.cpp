@@ -141,6 +141,31 @@ std::vector<Tensor> gated_case(int64_t B, int64_t L, int64_t C, at::ScalarType d
 std::vector<Tensor> gated_vectorized() { return gated_case(2, 5, 64, at::kHalf); }
 std::vector<Tensor> gated_scalar_odd_c() { return gated_case(1, 1, 13, at::kFloat); }
 
+// gated_residual_adaln: the residual as gated_residual, then adaln_modulate of the (rounded) residual.
+std::vector<Tensor> gated_adaln_case(int64_t B, int64_t L, int64_t C, at::ScalarType dtype) {
+  const Tensor x = randn({B, L, C}, dtype), y = randn({B, L, C}, dtype), gamma = randn({B, 1, C}, dtype);
+  const Tensor scale = randn({B, 1, C}, dtype) * 0.1, shift = randn({B, 1, C}, dtype);
+  const Stack out = call("gated_residual_adaln", {x, y, gamma, scale, shift, 1e-6});
+  const Tensor res = out.at(0).toTensor(), h = out.at(1).toTensor();
+  const Tensor want = x.to(at::kFloat) + gamma.to(at::kFloat) * y.to(at::kFloat);
+  expect_close(res, want, 2 * tol_of(dtype), "gated_residual_adaln out");
+  expect_close(h, modulate_reference(res, scale, shift), 4 * tol_of(dtype), "gated_residual_adaln h");
+  return {res, h};
+}
+std::vector<Tensor> gated_adaln_vectorized() { return gated_adaln_case(2, 5, 64, at::kBFloat16); }
+std::vector<Tensor> gated_adaln_scalar_odd_c() { return gated_adaln_case(1, 1, 13, at::kFloat); }
+
+// bias_gelu: GELU(x + bias), tanh approximation.
+std::vector<Tensor> bias_gelu_case(int64_t rows, int64_t N, at::ScalarType dtype) {
+  const Tensor x = randn({rows, N}, dtype) * 3, bias = randn({N}, dtype);
+  const Tensor out = call1("bias_gelu", {x, bias});
+  const Tensor want = at::gelu((x + bias).to(dtype).to(at::kFloat), "tanh");
+  expect_close(out, want, 2 * tol_of(dtype), "bias_gelu");
+  return {out};
+}
+std::vector<Tensor> bias_gelu_vectorized() { return bias_gelu_case(5, 64, at::kHalf); }
+std::vector<Tensor> bias_gelu_scalar_odd_n() { return bias_gelu_case(3, 13, at::kFloat); }
+
 // ---- attention ------------------------------------------------------------------------------------------
 std::vector<Tensor> qkv_case(int64_t B, int64_t L, int64_t H, int64_t c, int64_t Lmax, int64_t offset, bool head_scale,
                              at::ScalarType dtype) {
@@ -289,6 +314,10 @@ const std::vector<Case> kCases = {
     {"adaln_scalar_odd_c", adaln_scalar_odd_c},
     {"gated_vectorized", gated_vectorized},
     {"gated_scalar_odd_c", gated_scalar_odd_c},
+    {"gated_adaln_vectorized", gated_adaln_vectorized},
+    {"gated_adaln_scalar_odd_c", gated_adaln_scalar_odd_c},
+    {"bias_gelu_vectorized", bias_gelu_vectorized},
+    {"bias_gelu_scalar_odd_n", bias_gelu_scalar_odd_n},
     {"qkv_head_dim_64_scaled", qkv_head_dim_64_scaled},
     {"qkv_odd_head_dim_one_row", qkv_odd_head_dim_one_row},
     {"attention_wmma_fp16", attention_wmma_fp16},
