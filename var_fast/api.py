@@ -51,6 +51,18 @@ def build_models(var_sd, vae_sd, var_path: str = "<var>", vae_path: str = "<vae>
     return var.float().eval(), vae.float().eval()
 
 
+def _refiner_config(refiner_sd, refiner_path: str, drafter_cfg, drafter_path: str):
+    """The refiner's configuration; its patch layout read off its weights, else the drafter's if that fits."""
+    try:
+        return var_config_from_state_dict(refiner_sd, refiner_path)
+    except CheckpointError:
+        try:
+            return var_config_from_state_dict(refiner_sd, refiner_path, patch_nums=drafter_cfg.patch_nums)
+        except CheckpointError as err:
+            raise CheckpointError(f"refiner {refiner_path!r} cannot work with drafter {drafter_path!r}: patch layout "
+                                  f"(and so image size) differs: {err}") from err
+
+
 def build_var(var_sd, var_cfg, var_path: str = "<var>") -> VAR:
     """A VAR on the CPU holding ``var_sd`` (a CoDe refiner: the VQVAE is the drafter's)."""
     with torch.device("meta"):
@@ -112,7 +124,7 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
         from .collaborative import check_draft_steps, check_refiner
         refiner_sd = read_state_dict(refiner_path, "refiner checkpoint")
         drafter_cfg = var_config_from_state_dict(var_sd, var_path, patch_nums=patch_nums, num_heads=num_heads)
-        refiner_cfg = var_config_from_state_dict(refiner_sd, refiner_path, patch_nums=drafter_cfg.patch_nums)
+        refiner_cfg = _refiner_config(refiner_sd, refiner_path, drafter_cfg, var_path)
         check_refiner(drafter_cfg, refiner_cfg, var_path, refiner_path)
         if draft_steps is not None:
             check_draft_steps(draft_steps, len(drafter_cfg.patch_nums))
