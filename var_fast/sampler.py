@@ -202,9 +202,10 @@ class Sampler:
         return (images, tokens) if return_tokens else images
 
     # ---- zero-shot editing ----------------------------------------------------------------------------
-    def edit(self, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0, top_k: int = 900,
+    def edit(self, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0, top_k: Schedule = 900,
              top_p: float = 0.95, seed: Optional[int] = None, more_smooth: bool = False,
-             return_tokens: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+             return_tokens: bool = False, temperature: Schedule = 1.0,
+             draft_steps: Optional[int] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """In-paint, out-paint or re-class ``images`` (B, 3, H, W) in [0, 1]: edited images (and, with
         return_tokens, the per-scale tokens: the input's where kept, the drawn ones elsewhere; without
         more_smooth the image is decoded from exactly these).
@@ -222,11 +223,14 @@ class Sampler:
         1x1 scale) are kept entirely, whatever the mask. With backend "reference" and a seed this is
         token for token upstream's ``autoregressive_infer_cfg_with_mask`` (demo_zero_shot_edit.ipynb)
         given the same token-grid mask; the fast backend draws image b's generated tokens from
-        (seed, b, token). ``seed`` is None (random) or an integer with 0 <= seed < 2**63.
+        (seed, b, token). ``seed`` is None (random) or an integer with 0 <= seed < 2**63. ``temperature``
+        and ``draft_steps`` as in ``sample``: with a drafter/refiner pair the kept tokens are
+        teacher-forced in both models.
         """
         from .editing import edit_images
         return edit_images(self, images, keep_mask, labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
-                           more_smooth=more_smooth, return_tokens=return_tokens)
+                           more_smooth=more_smooth, return_tokens=return_tokens, temperature=temperature,
+                           draft_steps=draft_steps)
 
     # ---- encoding / decoding -------------------------------------------------------------------------
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
