@@ -26,6 +26,16 @@ CONFIGS = {
                   dict(vocab_size=64, z_channels=8, ch=32, patch_nums=TINY_PATCHES)),
 }
 
+# Small refiners for collaborative decoding (CoDe) pairs: narrower and shallower than the drafters, as
+# the published d16 is to d30, sharing their VQVAE (same vocabulary, Cvae, classes and patch layout).
+REFINER_CONFIGS = {
+    "r1": (dict(depth=1, embed_dim=64, num_heads=1, mlp_hidden=256, num_classes=10, shared_aln=False,
+                attn_l2_norm=True, patch_nums=TINY_PATCHES, Cvae=8, vocab_size=64),
+           CONFIGS["d2"][1]),
+}
+# (drafter, refiner) pairs of the CoDe golden data (tests/data/golden_code.pt, scripts/make_code_golden.py)
+CODE_PAIRS = (("d2", "r1"), ("d3_shared", "d2"))
+
 
 def _std(name: str, shape) -> Tuple[float, float]:
     """(mean, std) of the deterministic init of one tensor."""
@@ -53,7 +63,7 @@ def fill_deterministic(module: torch.nn.Module, seed: int) -> None:
 
 
 def make_models(name: str = "d2", seed: int = 0) -> Tuple[VAR, VQVAE]:
-    var_kw, vae_kw = CONFIGS[name]
+    var_kw, vae_kw = CONFIGS[name] if name in CONFIGS else REFINER_CONFIGS[name]
     var, vae = VAR(VARConfig(**var_kw)), VQVAE(VQVAEConfig(**vae_kw))
     fill_deterministic(var, seed)
     fill_deterministic(vae, seed + 1)

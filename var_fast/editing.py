@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .labels import Labels, check_sampling_args, check_seed, resolve_labels
 from .reference.autoregressive import autoregressive_infer_cfg
 from .reference.edit import TeacherForcing, scale_keep_masks
+from .schedules import Schedule
 
 Size = Union[int, Tuple[int, int]]
 
@@ -128,10 +129,13 @@ def edit_labels(labels: Labels, num_classes: int, batch_size: int, device) -> to
 # ---- the editing run -------------------------------------------------------------------------------
 @torch.no_grad()
 def edit_images(sampler, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0,
-                top_k: int = 900, top_p: float = 0.95, seed: Optional[int] = None, more_smooth: bool = False,
-                return_tokens: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
-    """``Sampler.edit`` (see its docstring)."""
-    check_sampling_args(cfg, top_k, top_p)
+                top_k: Schedule = 900, top_p: float = 0.95, seed: Optional[int] = None, more_smooth: bool = False,
+                return_tokens: bool = False, temperature: Schedule = 1.0,
+                draft_steps: Optional[int] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+    """``Sampler.edit`` (see its docstring). With a drafter/refiner pair the kept tokens are
+    teacher-forced in both models (the refiner's prefill takes the drafter's forced scales)."""
+    top_k, temperature, draft_steps = sampler.sampling_schedules(top_k, temperature, draft_steps)
+    check_sampling_args(cfg, top_k[0], top_p)
     check_seed(seed)
     x = sampler._check_images(images)
     if bool((x < 0).any()) or bool((x > 1).any()) or not bool(torch.isfinite(x).all()):
@@ -153,8 +157,15 @@ def edit_images(sampler, images: torch.Tensor, keep_mask, labels: Labels = None,
             rng.manual_seed(int(seed))
         forcing = TeacherForcing(input_tokens, keep, sampler.vae.quantize.embedding.weight)
         with sampler._autocast():
-            f_hat, tokens = autoregressive_infer_cfg(sampler.var, sampler.vae, label_B, rng, cfg=cfg, top_k=top_k,
-                                                     top_p=top_p, more_smooth=more_smooth, teacher_force=forcing)
+            if sampler.refiner is not None:
+                from .reference.collaborative import collaborative_infer_cfg
+                f_hat, tokens = collaborative_infer_cfg(sampler.var, sampler.refiner, sampler.vae, label_B, B, seed,
+                                                        draft_steps, cfg, top_k, top_p, temperature, more_smooth,
+                                                        teacher_force=forcing)
+            else:
+                f_hat, tokens = autoregressive_infer_cfg(sampler.var, sampler.vae, label_B, rng, cfg=cfg, top_k=top_k,
+                                                         top_p=top_p, more_smooth=more_smooth, teacher_force=forcing,
+                                                         temperature=temperature)
         out = sampler._decode_fhat(f_hat)
     else:
         if seed is None:
@@ -167,7 +178,8 @@ def edit_images(sampler, images: torch.Tensor, keep_mask, labels: Labels = None,
             stop = min(B, start + chunk)
             f_hat, toks = fast.sample(label_B[start:stop], seed=int(seed), cfg=cfg, top_k=top_k, top_p=top_p,
                                       more_smooth=more_smooth, image_offset=start,
-                                      teacher_force=forcing.rows(start, stop))
+                                      teacher_force=forcing.rows(start, stop), temperature=temperature,
+                                      **sampler._fast_pair(draft_steps))
             parts.append(sampler._decode_fhat(f_hat))
             token_parts.append(toks)
         out = torch.cat(parts)

@@ -33,6 +33,7 @@ from .models import VAR, VQVAE
 from .models.quantizer import Phi, phi_index
 from .reference.autoregressive import TeacherForce, smooth_tau
 from .reference.sampling import cfg_mix, gumbel_softmax, top_k_top_p_filter_
+from .schedules import Schedule, per_scale
 
 _MASK64 = (1 << 64) - 1
 
@@ -152,77 +153,129 @@ class FastSampler:
         with record_function("var_fast.head"):
             return var.head(h).float()
 
-    def _workspace(self, B: int, device: torch.device, dtype: torch.dtype):
+    def _workspace(self, B: int, device: torch.device, dtype: torch.dtype, kv_length: Optional[int] = None):
+        """KV caches of ``kv_length`` positions (all scales by default; a CoDe drafter needs its scales only)."""
+        kv_length = kv_length or self.var.L
         if device.type == "cuda" and self.cuda_graphs:
-            key = (B, device, dtype)
+            key = (B, device, dtype, kv_length)
             if key not in self._graphs:
                 self._graphs.clear()  # keep one batch size's graphs and caches alive at a time
-                self._graphs[key] = GraphedScales(self, B, device, dtype)
+                self._graphs[key] = GraphedScales(self, B, device, dtype, kv_length)
             return self._graphs[key]
-        return EagerScales(self, B, device, dtype)
+        return EagerScales(self, B, device, dtype, kv_length)
 
     @torch.no_grad()
-    def sample(self, label_B: torch.Tensor, *, seed: int, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
+    def sample(self, label_B: torch.Tensor, *, seed: int, cfg: float = 1.5, top_k: Schedule = 0, top_p: float = 0.0,
                more_smooth: bool = False, image_offset: int = 0,
                on_scale: Optional[Callable[[int, int], None]] = None,
-               teacher_force: Optional[TeacherForce] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+               teacher_force: Optional[TeacherForce] = None, temperature: Schedule = 1.0,
+               refiner: Optional["FastSampler"] = None,
+               draft_steps: Optional[int] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """label_B (B,) -> (f_hat (B, Cvae, H, W) float32, per-scale tokens). Image b of the batch draws
         its randomness from (seed, image_offset + b). ``teacher_force`` as in the reference loop
-        (``h_BChw`` is None unless more_smooth)."""
+        (``h_BChw`` is None unless more_smooth). ``top_k`` / ``temperature``: one value or one per scale.
+
+        With ``refiner`` (collaborative decoding, CoDe) this model drafts scales 0..draft_steps-1; the
+        refiner then fills its KV cache with the drafted scales scale by scale (the same attention as
+        CoDe's block-causal prefill) and samples the remaining scales."""
+        S = len(self.var.patch_nums)
+        top_ks, temps = per_scale("top_k", top_k, S), per_scale("temperature", temperature, S)
+        args = (label_B, seed, cfg, top_ks, top_p, temps, more_smooth, image_offset, on_scale, teacher_force)
+        if refiner is None:
+            f_hat, tokens, _ = self._run(*args)
+            return f_hat, tokens
+        drafted = self._run(*args, stop=draft_steps)
+        f_hat, tokens, _ = refiner._run(*args, drafted=drafted)
+        return f_hat, tokens
+
+    def _run(self, label_B, seed, cfg, top_ks, top_p, temps, more_smooth, image_offset, on_scale, teacher_force,
+             stop: Optional[int] = None, drafted=None):
+        """Scales 0..stop-1 (all by default) -> (f_hat, tokens, Cvae-space inputs of scales 1..). With
+        ``drafted`` = another model's (f_hat, tokens, inputs) of its first scales, those scales only
+        fill this model's KV cache and f_hat continues from there."""
         var = self.var
         B = label_B.shape[0]
         pns = var.patch_nums
         S = len(pns)
         device = label_B.device
+        end = S if stop is None else stop
         with record_function("var_fast.call_setup"):  # profiler regions: benchmarks/gpu_check/launch_count.py
             cond_BD = var.class_emb(torch.cat((label_B, torch.full_like(label_B, var.num_classes))))
             block_mods, (head_scale, head_shift) = self._modulations(cond_BD)
             head_scale, head_shift = head_scale.float(), head_shift.float()
             lvl_pos = self.level_pos
             dtype = cond_BD.dtype
-            work = self._workspace(B, device, dtype)
+            work = self._workspace(B, device, dtype, kv_length=sum(pn * pn for pn in pns[:end]))
             work.set_condition(block_mods, head_scale, head_shift)
             first_l = var.first_l
             inp = (cond_BD.unsqueeze(1).expand(2 * B, first_l, -1) + var.pos_start.expand(2 * B, first_l, -1)
                    + lvl_pos[:, :first_l])
-            f_hat = torch.zeros(B, var.Cvae, pns[-1], pns[-1], device=device, dtype=torch.float32)
+            if drafted is None:
+                f_hat = torch.zeros(B, var.Cvae, pns[-1], pns[-1], device=device, dtype=torch.float32)
+                forced_tokens, forced_inputs = [], []
+            else:
+                f_hat, forced_tokens, forced_inputs = drafted
             status = ops.new_status(device)
         tokens: List[torch.Tensor] = []
+        inputs: List[torch.Tensor] = []
         offset = 0
-        for si, pn in enumerate(pns):
+        for si in range(end):
             with record_function("var_fast.scale"):
-                ratio = si / (S - 1)
+                pn = pns[si]
                 l = pn * pn
-                logits = work.logits(si, inp, offset)
-                t = cfg * ratio
-                if not more_smooth:
-                    idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
-                                                     row_offset=image_offset * l, status=status)
-                    h_BChw = None
-                else:  # visualisation mode: soft Gumbel mix of codes (not a hot path)
-                    g = torch.Generator(device=device)
-                    g.manual_seed(scale_seed(seed, si))
-                    mixed = top_k_top_p_filter_(cfg_mix(logits, t), top_k, top_p)
-                    idx = torch.multinomial(mixed.softmax(-1).view(-1, var.V), 1, generator=g).view(B, l)
-                    soft = gumbel_softmax(mixed.mul(1 + ratio), tau=smooth_tau(ratio), rng=g)
-                    h_BChw = (soft @ self.codebook.unsqueeze(0)).transpose(1, 2).reshape(B, var.Cvae, pn, pn)
-                if teacher_force is not None:
-                    idx, h_BChw = teacher_force(si, idx, h_BChw)
-                tokens.append(idx)
-                k = self.phi_of_scale[si]
                 next_size = pns[si + 1] if si + 1 < S else 0
-                if h_BChw is None:
-                    nxt = ops.quant_sampler_step(idx, self.codebook, f_hat, self.phi_weights[k], self.phi_biases[k],
-                                                 self.phi_ratios[k], next_size, status=status)
+                if si < len(forced_tokens):  # a drafted scale: into this model's KV cache only
+                    work.logits(si, inp, offset)
+                    idx, nxt = forced_tokens[si], forced_inputs[si]
                 else:
-                    nxt = self._soft_step(si, f_hat, h_BChw, next_size)
+                    idx, nxt = self._draw_and_update(si, work.logits(si, inp, offset), f_hat, seed, cfg * si / (S - 1),
+                                                     top_ks[si], top_p, temps[si], more_smooth, image_offset,
+                                                     teacher_force, status)
+                tokens.append(idx)
+                inputs.append(nxt)
                 offset += l
-                if on_scale is not None:
+                if on_scale is not None and si >= len(forced_tokens):
                     on_scale(si, S)
                 if next_size:  # the next scale's map, token-major (B, l, Cvae): embedded inside its pass
                     inp = nxt.view(B, var.Cvae, -1).transpose(1, 2)
         ops.check_status(status, var.V)  # the loop's one wait for the device
-        return f_hat, tokens
+        return f_hat, tokens, inputs
+
+    def _draw_and_update(self, si, logits, f_hat, seed, t, top_k, top_p, temperature, more_smooth, image_offset,
+                         teacher_force, status):
+        """One scale's draw from its logits (2B, l, V) and the quantizer update -> (tokens, next input)."""
+        var = self.var
+        pns = var.patch_nums
+        S = len(pns)
+        pn = pns[si]
+        B, l = logits.shape[0] // 2, pn * pn
+        ratio = si / (S - 1)
+        if not more_smooth:
+            if temperature == 1:
+                idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
+                                                 row_offset=image_offset * l, status=status)
+            else:  # CoDe's order: filter at temperature 1, then divide the kept logits by the temperature
+                mixed = top_k_top_p_filter_(cfg_mix(logits, t), top_k, top_p).div_(temperature)
+                idx = ops.sample_top_k_top_p(mixed, 0, 0.0, scale_seed(seed, si), row_offset=image_offset * l,
+                                             status=status)
+            h_BChw = None
+        else:  # visualisation mode: soft Gumbel mix of codes (not a hot path)
+            g = torch.Generator(device=logits.device)
+            g.manual_seed(scale_seed(seed, si))
+            mixed = top_k_top_p_filter_(cfg_mix(logits, t), top_k, top_p)
+            idx = torch.multinomial((mixed / temperature).softmax(-1).view(-1, var.V), 1, generator=g).view(B, l)
+            soft = gumbel_softmax(mixed.mul(1 + ratio), tau=smooth_tau(ratio), rng=g)
+            h_BChw = (soft @ self.codebook.unsqueeze(0)).transpose(1, 2).reshape(B, var.Cvae, pn, pn)
+        if teacher_force is not None:
+            idx, h_BChw = teacher_force(si, idx, h_BChw)
+        k = self.phi_of_scale[si]
+        next_size = pns[si + 1] if si + 1 < S else 0
+        if h_BChw is None:
+            nxt = ops.quant_sampler_step(idx, self.codebook, f_hat, self.phi_weights[k], self.phi_biases[k],
+                                         self.phi_ratios[k], next_size, status=status)
+        else:
+            nxt = self._soft_step(si, f_hat, h_BChw, next_size)
+        return idx, nxt
 
     def _soft_step(self, si: int, f_hat: torch.Tensor, h_BChw: torch.Tensor, next_size: int) -> torch.Tensor:
         """Quantizer update for an embedded (soft) code map, through the same resampling/Phi ops."""
@@ -250,20 +303,20 @@ def _residual_then_modulate(x, y, gamma, scale, shift, eps):
     return x, ops.adaln_modulate(x.float(), scale, shift, eps)
 
 
-def allocate_kv_caches(var: VAR, B: int, device, dtype):
+def allocate_kv_caches(var: VAR, B: int, device, dtype, length: Optional[int] = None):
     """One (k, v) pair of (2B, H, L, c) caches per block: every scale writes at its offset."""
-    H, c = var.num_heads, var.C // var.num_heads
-    return [(torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype),
-             torch.empty(2 * B, H, var.L, c, device=device, dtype=dtype)) for _ in var.blocks]
+    H, c, L = var.num_heads, var.C // var.num_heads, length or var.L
+    return [(torch.empty(2 * B, H, L, c, device=device, dtype=dtype),
+             torch.empty(2 * B, H, L, c, device=device, dtype=dtype)) for _ in var.blocks]
 
 
 class EagerScales:
     """Runs each scale's transformer pass directly (CPU, or CUDA without graphs)."""
 
-    def __init__(self, sampler: FastSampler, B: int, device, dtype):
+    def __init__(self, sampler: FastSampler, B: int, device, dtype, kv_length: Optional[int] = None):
         self.sampler = sampler
         self.dtype = dtype
-        self.caches = allocate_kv_caches(sampler.var, B, device, dtype)
+        self.caches = allocate_kv_caches(sampler.var, B, device, dtype, kv_length)
 
     def set_condition(self, block_mods, head_scale, head_shift) -> None:
         self.block_mods, self.head_scale, self.head_shift = block_mods, head_scale, head_shift
@@ -281,10 +334,10 @@ class GraphedScales:
     quantizer ops stay outside, so every call draws fresh randomness). The class condition enters
     through static buffers, the scale's tokens through a static input copied in before each replay."""
 
-    def __init__(self, sampler: FastSampler, B: int, device, dtype):
+    def __init__(self, sampler: FastSampler, B: int, device, dtype, kv_length: Optional[int] = None):
         var = sampler.var
         self.sampler = sampler
-        self.caches = allocate_kv_caches(var, B, device, dtype)
+        self.caches = allocate_kv_caches(var, B, device, dtype, kv_length)
         self.mods = [torch.empty(2 * B, 1, 6, var.C, device=device, dtype=dtype) for _ in var.blocks]
         self.head = torch.empty(2 * B, 1, 2, var.C, device=device, dtype=torch.float32)
         # scale 0: the start tokens (2B, first_l, C); later scales: the previous map (B, pn*pn, Cvae)

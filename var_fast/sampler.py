@@ -11,6 +11,7 @@ from .labels import Labels, check_sampling_args, check_seed, resolve_labels
 from .models import VAR, VQVAE
 from .precision import resolve_dtype
 from .reference.autoregressive import autoregressive_infer_cfg, random_labels
+from .schedules import Schedule
 
 BACKENDS = ("auto", "reference", "fast")
 
@@ -41,16 +42,25 @@ class Sampler:
     """A VAR transformer with its VQVAE, ready to sample. Build it with ``var_fast.load``."""
 
     def __init__(self, var: VAR, vae: VQVAE, *, device: torch.device, dtype: Optional[torch.dtype] = None,
-                 backend: str = "auto", source: Tuple[str, str] = ("<var>", "<vae>"), channels_last: bool = False):
+                 backend: str = "auto", source: Tuple[str, ...] = ("<var>", "<vae>"), channels_last: bool = False,
+                 refiner: Optional[VAR] = None, draft_steps: Optional[int] = None):
         """``dtype``: None ("auto") is bfloat16 on CUDA, float32 on the CPU (``var_fast.precision``).
         ``channels_last``: the VQVAE decoder in channels-last memory format (converted on first use)."""
         self.var, self.vae = var.eval(), vae.eval()
+        # collaborative decoding (CoDe): ``var`` drafts the first draft_steps scales, ``refiner`` the rest
+        self.refiner = None if refiner is None else refiner.eval()
+        if refiner is not None:
+            from .collaborative import check_draft_steps, check_refiner
+            check_refiner(var.config, refiner.config)
+            if draft_steps is not None:
+                check_draft_steps(draft_steps, len(var.patch_nums))
+        self.draft_steps = draft_steps  # the pair's own N (fine-tuned pairs); None: sample() requires one
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.channels_last = channels_last
         self.backend = resolve_backend(backend, self.device)
         self.source = source
-        self._fast = None
+        self._fast = self._fast_refiner = None
         self.max_batch_size: Optional[int] = None  # fast backend: split larger batches (None: by free memory)
 
     # ---- properties --------------------------------------------------------------------------------
@@ -68,6 +78,11 @@ class Sampler:
 
     def __repr__(self) -> str:
         c = self.var.config
+        if self.refiner is not None:
+            r = self.refiner.config
+            return (f"Sampler(drafter depth={c.depth} width={c.embed_dim}, refiner depth={r.depth} width={r.embed_dim}, "
+                    f"draft_steps={self.draft_steps}, classes={c.num_classes}, image={self.image_size}px, "
+                    f"backend={self.backend!r}, device={self.device}, dtype={self.dtype})")
         return (f"Sampler(depth={c.depth}, width={c.embed_dim}, classes={c.num_classes}, image={self.image_size}px, "
                 f"backend={self.backend!r}, device={self.device}, dtype={self.dtype})")
 
@@ -93,7 +108,29 @@ class Sampler:
         if self._fast is None:
             from .fast_sampler import FastSampler
             self._fast = FastSampler(self.var, self.vae, dtype=self.dtype)
+            if self.refiner is not None:
+                self._fast_refiner = FastSampler(self.refiner, self.vae, dtype=self.dtype)
         return self._fast
+
+    def _fast_pair(self, draft_steps) -> dict:
+        """FastSampler.sample's collaborative arguments (none for a single model)."""
+        if self.refiner is None:
+            return {}
+        self._fast_sampler()
+        return dict(refiner=self._fast_refiner, draft_steps=draft_steps)
+
+    def sampling_schedules(self, top_k, temperature, draft_steps=None):
+        """(top-k per scale, temperature per scale, N or None): checked as ``sample`` checks them."""
+        from .schedules import per_scale
+        S = len(self.patch_nums)
+        top_ks, temps = per_scale("top_k", top_k, S), per_scale("temperature", temperature, S)
+        if self.refiner is None:
+            if draft_steps is not None:
+                raise ValueError("draft_steps applies to a drafter/refiner pair (var_fast.load(..., refiner=...)); "
+                                 "this sampler has one model")
+            return top_ks, temps, None
+        from .collaborative import check_draft_steps
+        return top_ks, temps, check_draft_steps(draft_steps, S, self.draft_steps)
 
     def _auto_batch_size(self) -> int:
         """Images per pass that fit in 70% of the free GPU memory (no limit on the CPU)."""
@@ -102,7 +139,8 @@ class Sampler:
         c = self.var.config
         elem = torch.finfo(self.dtype).bits // 8
         last = self.patch_nums[-1] ** 2
-        per_image = (c.depth * 2 * 2 * c.L * c.embed_dim * elem          # k and v caches, CFG-doubled
+        kv_widths = c.depth * c.embed_dim + (0 if self.refiner is None else self.refiner.depth * self.refiner.C)
+        per_image = (kv_widths * 2 * 2 * c.L * elem                        # k and v caches, CFG-doubled
                      + 2 * last * c.vocab_size * 4 * 3                    # float32 logits and the sampler's work
                      + 2 * last * c.mlp_hidden * elem * 3                 # widest activations
                      + 64 * self.image_size ** 2 * self.vae.config.ch * 2)  # VQVAE decoder activations
@@ -111,10 +149,11 @@ class Sampler:
 
     # ---- sampling -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, labels: Labels = None, *, batch_size: Optional[int] = None, cfg: float = 1.5, top_k: int = 0,
-               top_p: float = 0.0, seed: Optional[int] = None, more_smooth: bool = False,
+    def sample(self, labels: Labels = None, *, batch_size: Optional[int] = None, cfg: float = 1.5,
+               top_k: Schedule = 0, top_p: float = 0.0, seed: Optional[int] = None, more_smooth: bool = False,
                return_tokens: bool = False, image_offset: int = 0,
-               on_scale: Optional[Callable[[int, int], None]] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+               on_scale: Optional[Callable[[int, int], None]] = None, temperature: Schedule = 1.0,
+               draft_steps: Optional[int] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Images (B, 3, H, W) in [0, 1] of the given classes (and, with return_tokens, the per-scale
         tokens (B, pn*pn)).
 
@@ -126,11 +165,27 @@ class Sampler:
         ``image_offset + b`` of the seed's stream (split a large job into batches with it).
         ``on_scale(si, num_scales)`` is called after each scale (progress reporting). ``seed`` is None
         (random) or an integer with 0 <= seed < 2**63.
+
+        ``top_k`` and ``temperature`` are one value or one per scale (``var_fast.schedules``; CoDe uses
+        top_k=600 and temperature 1.1 on the first 7 scales, 1.0 after); the temperature divides the
+        logits after top-k/top-p filtering. With a drafter/refiner pair (``var_fast.load(...,
+        refiner=...)``, collaborative decoding) the drafter samples scales 0..draft_steps-1 and the
+        refiner the rest; ``draft_steps`` defaults to a fine-tuned pair's own N and is required otherwise.
+        With the reference backend and a seed the tokens are those of CoDe's
+        ``autoregressive_infer_cfg_draft`` + ``autoregressive_infer_cfg_refine`` (czg1225/CoDe).
         """
-        check_sampling_args(cfg, top_k, top_p)
+        top_ks, temps, draft_steps = self.sampling_schedules(top_k, temperature, draft_steps)
+        check_sampling_args(cfg, top_ks[0], top_p)
         check_seed(seed)
         label_B = resolve_labels(labels, self.num_classes, batch_size, self.device)
-        if self.backend == "reference":
+        if self.backend == "reference" and self.refiner is not None:
+            from .reference.collaborative import collaborative_infer_cfg
+            B = label_B.shape[0] if label_B is not None else batch_size or 1
+            with self._autocast():
+                f_hat, tokens = collaborative_infer_cfg(self.var, self.refiner, self.vae, label_B, B, seed, draft_steps,
+                                                        cfg, top_ks, top_p, temps, more_smooth, on_scale)
+            images = self._decode_fhat(f_hat)
+        elif self.backend == "reference":
             rng = None
             if seed is not None:
                 rng = torch.Generator(device=self.device)
@@ -138,8 +193,9 @@ class Sampler:
             if label_B is None:
                 label_B = random_labels(self.num_classes, batch_size or 1, self.device, rng)
             with self._autocast():
-                f_hat, tokens = autoregressive_infer_cfg(self.var, self.vae, label_B, rng, cfg=cfg, top_k=top_k,
-                                                         top_p=top_p, more_smooth=more_smooth, on_scale=on_scale)
+                f_hat, tokens = autoregressive_infer_cfg(self.var, self.vae, label_B, rng, cfg=cfg, top_k=top_ks,
+                                                         top_p=top_p, more_smooth=more_smooth, on_scale=on_scale,
+                                                         temperature=temps)
             images = self._decode_fhat(f_hat)
         else:
             if seed is None:
@@ -152,8 +208,9 @@ class Sampler:
             parts, token_parts = [], []
             for start in range(0, label_B.shape[0], chunk):  # images are independent of their batch
                 f_hat, toks = self._fast_sampler().sample(label_B[start:start + chunk], seed=int(seed), cfg=cfg,
-                                                          top_k=top_k, top_p=top_p, more_smooth=more_smooth,
-                                                          image_offset=image_offset + start, on_scale=on_scale)
+                                                          top_k=top_ks, top_p=top_p, more_smooth=more_smooth,
+                                                          image_offset=image_offset + start, on_scale=on_scale,
+                                                          temperature=temps, **self._fast_pair(draft_steps))
                 parts.append(self._decode_fhat(f_hat))
                 token_parts.append(toks)
             images = torch.cat(parts)
@@ -162,9 +219,10 @@ class Sampler:
         return (images, tokens) if return_tokens else images
 
     # ---- zero-shot editing ----------------------------------------------------------------------------
-    def edit(self, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0, top_k: int = 900,
+    def edit(self, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0, top_k: Schedule = 900,
              top_p: float = 0.95, seed: Optional[int] = None, more_smooth: bool = False,
-             return_tokens: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+             return_tokens: bool = False, temperature: Schedule = 1.0,
+             draft_steps: Optional[int] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """In-paint, out-paint or re-class ``images`` (B, 3, H, W) in [0, 1]: edited images (and, with
         return_tokens, the per-scale tokens: the input's where kept, the drawn ones elsewhere; without
         more_smooth the image is decoded from exactly these).
@@ -182,11 +240,14 @@ class Sampler:
         1x1 scale) are kept entirely, whatever the mask. With backend "reference" and a seed this is
         token for token upstream's ``autoregressive_infer_cfg_with_mask`` (demo_zero_shot_edit.ipynb)
         given the same token-grid mask; the fast backend draws image b's generated tokens from
-        (seed, b, token). ``seed`` is None (random) or an integer with 0 <= seed < 2**63.
+        (seed, b, token). ``seed`` is None (random) or an integer with 0 <= seed < 2**63. ``temperature``
+        and ``draft_steps`` as in ``sample``: with a drafter/refiner pair the kept tokens are
+        teacher-forced in both models.
         """
         from .editing import edit_images
         return edit_images(self, images, keep_mask, labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
-                           more_smooth=more_smooth, return_tokens=return_tokens)
+                           more_smooth=more_smooth, return_tokens=return_tokens, temperature=temperature,
+                           draft_steps=draft_steps)
 
     # ---- encoding / decoding -------------------------------------------------------------------------
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:

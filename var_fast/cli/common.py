@@ -10,6 +10,7 @@ import torch
 
 from var_fast.default_model import check_model_choice, default_model_info
 from var_fast.labels import SEED_LIMIT, check_sampling_args
+from var_fast.schedules import parse_schedule, per_scale
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,22 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                         "into the Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE are honoured)")
     p.add_argument("--var", help="VAR transformer checkpoint (.pth or .safetensors); default: the bundled model")
     p.add_argument("--vae", help="VQVAE checkpoint (.pth or .safetensors); default: the bundled model")
+    p.add_argument("--refiner", default=None,
+                   help="collaborative decoding (CoDe): a smaller VAR (published name such as d16, or a checkpoint) "
+                        "that samples the scales after --draft-steps; the model above drafts the first ones")
+    p.add_argument("--draft-steps", type=int, default=None,
+                   help="with --refiner: scales the drafter samples (CoDe: 8 or 6 for d30 + d16)")
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, defaults: SamplingDefaults) -> None:
     p.add_argument("--cfg", type=float, default=None,
                    help=f"classifier-free guidance, >= 0 ({_default_text('cfg', defaults.cfg)})")
-    p.add_argument("--top-k", type=int, default=None,
-                   help=f"top-k filter, 0 disables ({_default_text('top_k', defaults.top_k)})")
+    p.add_argument("--top-k", default=None,
+                   help=f"top-k filter, 0 disables; one value or one per scale, comma-separated "
+                        f"({_default_text('top_k', defaults.top_k)})")
+    p.add_argument("--temperature", default=None,
+                   help="divides the logits after top-k/top-p; one value or one per scale, comma-separated "
+                        "(default: 1; CoDe: 1.1 on the first 7 scales, then 1.0)")
     p.add_argument("--top-p", type=float, default=None,
                    help=f"top-p filter in [0, 1], 0 disables ({_default_text('top_p', defaults.top_p)})")
     p.add_argument("--seed", type=seed_int, default=0, help="0 <= seed < 2**63 (default: 0)")
@@ -94,10 +104,32 @@ def sampling_flags(args, defaults: SamplingDefaults):
     checked (ValueError), so that bad values fail before any model loads."""
     rec = recommended(args)
     cfg = float(args.cfg if args.cfg is not None else rec.get("cfg", defaults.cfg))
-    top_k = int(args.top_k if args.top_k is not None else rec.get("top_k", defaults.top_k))
+    top_k = parse_schedule("top_k", args.top_k) if args.top_k is not None else int(rec.get("top_k", defaults.top_k))
     top_p = float(args.top_p if args.top_p is not None else rec.get("top_p", defaults.top_p))
-    check_sampling_args(cfg, top_k, top_p)
+    if isinstance(top_k, list):  # the count is checked against the model's scales when it loads
+        per_scale("top_k", top_k, len(top_k))
+    check_sampling_args(cfg, top_k[0] if isinstance(top_k, list) else top_k, top_p)
     return cfg, top_k, top_p
+
+
+def temperature_flag(args):
+    """--temperature: one number or a list of one per scale (checked; the count when the model loads)."""
+    text = getattr(args, "temperature", None)
+    if text is None:
+        return 1.0
+    value = parse_schedule("temperature", text)
+    per_scale("temperature", value, len(value) if isinstance(value, list) else 1)
+    return value
+
+
+def pair_flags(args) -> dict:
+    """var_fast.load's refiner= and draft_steps= from --refiner / --draft-steps."""
+    refiner, steps = getattr(args, "refiner", None), getattr(args, "draft_steps", None)
+    if steps is not None and refiner is None:
+        raise ValueError("--draft-steps needs --refiner (collaborative decoding with a drafter and a refiner)")
+    if refiner is not None and steps is None:
+        raise ValueError("--refiner needs --draft-steps: the number of scales the drafter samples (CoDe: 8 or 6)")
+    return {} if refiner is None else dict(refiner=refiner, draft_steps=steps)
 
 
 # ---- output paths, checked before the model loads; nothing is created ----------------------------

@@ -10,8 +10,8 @@ import os
 import sys
 
 from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
-                                 check_model_flags,
-                                 check_output_file, sampling_flags, save_png)
+                                 check_model_flags, check_output_file, pair_flags, sampling_flags, save_png,
+                                 temperature_flag)
 
 DEFAULTS = SamplingDefaults(cfg=4.0, top_k=900, top_p=0.95)
 
@@ -71,11 +71,12 @@ def run_edit(args) -> int:
         raise ValueError("--outpaint needs --box (with --mask, paint what to keep white)")
     check_model_flags(args)
     cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
+    temperature, pair = temperature_flag(args), pair_flags(args)
     check_output_file(args.out)
 
     var_path, vae_path, _ = chosen_checkpoints(args.var, args.vae, args.model)
     sampler = var_fast.load(var_path, vae_path, device=args.device, dtype=args.dtype, backend=args.backend,
-                            patch_nums=args.patch_nums)
+                            patch_nums=args.patch_nums, **pair)
     size = sampler.image_size
     try:
         image, (w, h) = load_image(args.image, size)
@@ -89,7 +90,7 @@ def run_edit(args) -> int:
     except OSError as err:
         raise ValueError(f"cannot read --mask {args.mask}: {err}") from err
     edited = sampler.edit(image.unsqueeze(0), mask, args.label, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed,
-                          more_smooth=args.more_smooth)
+                          more_smooth=args.more_smooth, temperature=temperature)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_png(edited[0], args.out)
     print(f"[var_fast] wrote {args.out}", file=sys.stderr)

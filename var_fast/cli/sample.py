@@ -11,9 +11,8 @@ import torch
 
 from var_fast.precision import dtype_name
 from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
-                                 check_model_flags,
-                                 check_output_folder, per_class_help, positive_int, recommended, sampling_flags,
-                                 save_png)
+                                 check_model_flags, check_output_folder, pair_flags, per_class_help, positive_int,
+                                 recommended, sampling_flags, save_png, temperature_flag)
 
 DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96, per_class=4)
 
@@ -64,6 +63,7 @@ def run_sample(args) -> int:
     # everything that can be checked without the model, before it loads
     check_model_flags(args)
     cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
+    temperature, pair = temperature_flag(args), pair_flags(args)
     per_class = args.per_class or recommended(args).get("per_class", DEFAULTS.per_class)
     if args.classes is not None and min(args.classes) < 0:
         raise ValueError(f"class {min(args.classes)} is out of range: classes are 0 or more")
@@ -71,7 +71,12 @@ def run_sample(args) -> int:
 
     var_path, vae_path, info = chosen_checkpoints(args.var, args.vae, args.model)
     sampler = var_fast.load(var_path, vae_path, device=args.device, dtype=args.dtype, backend=args.backend,
-                            patch_nums=args.patch_nums)
+                            patch_nums=args.patch_nums, **pair)
+    if sampler.refiner is not None:
+        from var_fast.collaborative import describe_cost
+        elem = 4 if sampler.dtype == torch.float32 else 2
+        print(f"[var_fast] {describe_cost(sampler.var.config, sampler.refiner.config, sampler.draft_steps, elem)}",
+              file=sys.stderr)
     if args.classes is None:
         if sampler.num_classes > 100:
             raise ValueError(f"this model has {sampler.num_classes} classes; choose some with --classes")
@@ -95,6 +100,7 @@ def run_sample(args) -> int:
             # reference backend: the upstream generator, seeded per batch
             seed = args.seed if sampler.backend == "fast" else args.seed + bi
             out = sampler.sample(batch, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed, more_smooth=args.more_smooth,
+                                 temperature=temperature,
                                  image_offset=bi * args.batch_size, on_scale=lambda si, n: bar.update(1)).cpu()
             for label, img in zip(batch, out):
                 save_png(img, os.path.join(args.out, image_name(label, counters[label], names)))
@@ -104,7 +110,8 @@ def run_sample(args) -> int:
         bar.close()
     save_png(make_grid(torch.cat(images), ncol=per_class), os.path.join(args.out, "grid.png"))
     meta = dict(var=args.var or args.model or "bundled", vae=args.vae or args.model or "bundled", classes=classes,
-                per_class=per_class, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed, backend=sampler.backend,
+                per_class=per_class, cfg=cfg, top_k=top_k, top_p=top_p, temperature=temperature,
+                refiner=pair.get("refiner"), draft_steps=pair.get("draft_steps"), seed=args.seed, backend=sampler.backend,
                 device=str(sampler.device), dtype=dtype_name(sampler.dtype), batch_size=args.batch_size)
     with open(os.path.join(args.out, "settings.json"), "w") as f:
         json.dump(meta, f, indent=2)

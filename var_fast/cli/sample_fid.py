@@ -12,8 +12,8 @@ import torch
 
 from var_fast.precision import dtype_name
 from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
-                                 check_model_flags,
-                                 check_output_file, check_output_folder, positive_int, sampling_flags)
+                                 check_model_flags, check_output_file, check_output_folder, pair_flags, positive_int,
+                                 sampling_flags, temperature_flag)
 
 DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96)
 
@@ -63,6 +63,7 @@ def run_sample_fid(args) -> int:
     # everything that can be checked without the model, before it loads
     check_model_flags(args)
     cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
+    temperature, pair = temperature_flag(args), pair_flags(args)
     check_output_folder(args.out)
     if args.npz:
         check_output_file(npz_path(args.out), "--npz")
@@ -78,10 +79,11 @@ def run_sample_fid(args) -> int:
         torch.set_num_threads(args.cpu_threads)  # the same numerics whatever the process count
     group = ProcessGroup(device)
     try:
-        sampler = load(var_path, vae_path, device=device, dtype=args.dtype, backend=args.backend)
+        sampler = load(var_path, vae_path, device=device, dtype=args.dtype, backend=args.backend, **pair)
         classes = (parse_classes(args.classes, sampler.num_classes) if args.classes
                    else tuple(range(sampler.num_classes)))
-        job = FidJob(classes, args.per_class, args.batch_size, args.seed, cfg, top_k, top_p)
+        job = FidJob(classes, args.per_class, args.batch_size, args.seed, cfg, top_k, top_p, temperature,
+                     pair.get("draft_steps"))
         manifest = None
         if group.is_main:
             settings = dict(var=checkpoint_fingerprint(var_path), vae=checkpoint_fingerprint(vae_path),
@@ -89,6 +91,10 @@ def run_sample_fid(args) -> int:
                             top_p=top_p, seed=job.seed, batch_size=job.batch_size, dtype=dtype_name(sampler.dtype),
                             backend=sampler.backend, device=device.type,
                             cpu_threads=args.cpu_threads if device.type == "cpu" else None)
+            if temperature != 1.0:  # recorded only when used: runs made before these options still resume
+                settings["temperature"] = temperature
+            if sampler.refiner is not None:  # a resume with another pair or N is refused
+                settings.update(refiner=checkpoint_fingerprint(sampler.source[2]), draft_steps=job.draft_steps)
             manifest = dict(command="var-fast sample-fid", var_fast=__version__, images=job.total,
                             var_path=os.path.abspath(var_path), vae_path=os.path.abspath(vae_path),
                             settings=settings)

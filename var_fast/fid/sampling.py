@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -79,8 +79,10 @@ class FidJob:
     batch_size: int
     seed: int
     cfg: float
-    top_k: int
+    top_k: Union[int, List[int]]
     top_p: float
+    temperature: Union[float, List[float]] = 1.0
+    draft_steps: Optional[int] = None  # collaborative decoding (a sampler with a refiner)
 
     def __post_init__(self):
         if not self.classes:
@@ -88,7 +90,7 @@ class FidJob:
         for name in ("per_class", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        check_sampling_args(self.cfg, self.top_k, self.top_p)
+        check_sampling_args(self.cfg, self.top_k[0] if isinstance(self.top_k, list) else self.top_k, self.top_p)
         check_seed(self.seed)
 
     @property
@@ -108,7 +110,7 @@ class FidJob:
 def sample_pixels(sampler: Sampler, job: FidJob, indices: range) -> np.ndarray:
     """Images ``indices`` of the job as (B, H, W, 3) uint8."""
     labels = [job.label(i) for i in indices]
-    kw = dict(cfg=job.cfg, top_k=job.top_k, top_p=job.top_p)
+    kw = dict(cfg=job.cfg, top_k=job.top_k, top_p=job.top_p, temperature=job.temperature, draft_steps=job.draft_steps)
     if sampler.backend == "fast":
         images = sampler.sample(labels, seed=job.seed, image_offset=indices.start, **kw)
     else:  # upstream's generator draws for a whole batch at once: one image per call keeps each image's draws its own

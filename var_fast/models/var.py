@@ -98,11 +98,13 @@ class VAR(nn.Module):
     def logits(self, h: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_nm(h.float(), cond_BD).float()).float()
 
-    def forward_scale(self, x: torch.Tensor, cond_BD: torch.Tensor, caches: Optional[List[KVCache]]) -> torch.Tensor:
-        """All blocks on one scale's tokens with KV caches (reference arithmetic) -> logits."""
+    def forward_scale(self, x: torch.Tensor, cond_BD: torch.Tensor, caches: Optional[List[KVCache]],
+                      attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """All blocks on one scale's tokens with KV caches (reference arithmetic) -> logits. ``attn_mask``:
+        several scales in one pass (CoDe's refiner prefill: a slice of ``attn_bias_for_masking``)."""
         cond = self.shared_ada_lin(cond_BD)
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, None if caches is None else caches[i])
+            x = block(x, cond, None if caches is None else caches[i], attn_mask)
         return self.logits(x, cond_BD)
 
     def forward(self, label_B: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor) -> torch.Tensor:

@@ -33,11 +33,14 @@ def top_k_top_p_filter_(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0
 
 
 def sample_top_k_top_p_(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
-                        rng: Optional[torch.Generator] = None) -> torch.Tensor:
-    """(B, l, V) logits -> (B, l) int64 tokens. Filters ``logits`` in place, like the reference."""
+                        rng: Optional[torch.Generator] = None, temperature: float = 1.0) -> torch.Tensor:
+    """(B, l, V) logits -> (B, l) int64 tokens. Filters ``logits`` in place, like the reference.
+
+    ``temperature`` divides the filtered logits before the softmax, as CoDe's sampler does (the top-p
+    set is chosen at temperature 1)."""
     B, l, V = logits.shape
     top_k_top_p_filter_(logits, top_k, top_p)
-    probs = logits.softmax(dim=-1).view(-1, V)
+    probs = (logits / temperature if temperature != 1 else logits).softmax(dim=-1).view(-1, V)
     return torch.multinomial(probs, num_samples=1, replacement=True, generator=rng).view(B, l)
 
 
