@@ -15,13 +15,18 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 
 
-def resolve_device(device) -> torch.device:
+def resolve_device(device, cpu_fix: str = "device='cpu'") -> torch.device:
+    """``device`` (None: cuda when available, else cpu) as a torch.device; a CUDA device without a GPU is a
+    RuntimeError whose fix is ``cpu_fix`` (the command line passes "--device cpu")."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a device: use cpu, cuda or cuda:<index> ({err})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {str(device)!r} was asked for, but no CUDA GPU is available "
-                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); use device='cpu'")
+                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); use {cpu_fix}")
     return device
 
 
@@ -64,9 +69,12 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
     do not determine it. ``dtype`` is the compute precision (float32, bfloat16 or float16); ``backend``
     is "reference" (plain PyTorch, the upstream algorithm), "fast" (native kernels) or "auto".
     """
-    from .hub import MODEL_NAMES, is_model_name, published_checkpoints
+    from .hub import MODEL_NAMES, is_model_name, looks_like_model_name, published_checkpoints
     if vae_ckpt is None and is_model_name(var_ckpt):
         var_ckpt, vae_ckpt = published_checkpoints(var_ckpt)
+    elif vae_ckpt is None and looks_like_model_name(var_ckpt):
+        raise ValueError(f"unknown model {var_ckpt}; known: {', '.join(MODEL_NAMES)} (or pass both checkpoint files, "
+                         f"var_fast.load(var_ckpt, vae_ckpt), or neither for the bundled default model)")
     elif (var_ckpt is None) != (vae_ckpt is None):
         raise ValueError(f"pass both var_ckpt and vae_ckpt, a published model name ({', '.join(MODEL_NAMES)}), "
                          f"or neither for the bundled default model; got var_ckpt={var_ckpt!r}, vae_ckpt={vae_ckpt!r}")
