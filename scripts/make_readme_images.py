@@ -5,10 +5,10 @@
 docs/default_grid.png: the grid that README's first command (``var-fast sample`` with no checkpoint)
 writes to samples/grid.png, a row per class, enlarged for the README.
 
-docs/edit_example.png: one row per edit, columns input | mask (the input, darkened where new content is
-generated) | edited. The inputs
-are the model's own samples (so the figure needs nothing but the bundled model); each edit uses the
-model's recommended sampling settings and a fixed seed on the reference backend.
+docs/edit_example.png: one row per README edit command (EDIT_COMMANDS, run as written in a folder where
+``var-fast sample --out samples`` ran, as after ``make sample``), columns input | mask (the input,
+darkened where new content is generated) | edited: the picture is what the commands write.
+tests/test_readme.py checks that README shows exactly these commands.
 """
 from __future__ import annotations
 
@@ -22,30 +22,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import var_fast  # noqa: E402
-from var_fast.cli import main as cli_main  # noqa: E402
+from var_fast.cli import build_parser, main as cli_main  # noqa: E402
 from var_fast.cli.common import save_png  # noqa: E402
 from var_fast.cli.sample import make_grid  # noqa: E402
-from var_fast.default_model import default_model_info  # noqa: E402
-from var_fast.editing import inpaint_mask, outpaint_mask  # noqa: E402
+from var_fast.editing import inpaint_mask, load_image, outpaint_mask  # noqa: E402
 
 SCALE = 3  # upscale the 64 px tiles (nearest) so that they are visible in the README
 
-
-def class_id(names, name: str) -> int:
-    return names.index(name) if name in names else 0
-
-
-def edit_rows(sampler, names, recommended):
-    """(input, mask, label, caption) per row; box coordinates in pixels of the model's resolution."""
-    S = sampler.image_size
-    q, h = S // 4, S // 2
-    source = sampler.sample([class_id(names, n) for n in ("disk", "square", "stripes", "star")], seed=0, **recommended)
-    return [
-        (source[0], inpaint_mask(S, q, q, S - q, S - q), None, "in-paint the centre, no class"),
-        (source[1], outpaint_mask(S, q, q, S - q, S - q), None, "out-paint around the centre, no class"),
-        (source[2], inpaint_mask(S, 0, h, S, S), class_id(names, "checkerboard"), "right half -> checkerboard"),
-        (source[3], inpaint_mask(S, 0, 0, h, S), class_id(names, "heart"), "top half -> heart"),
-    ]
+# README's edit commands, one row of the picture each (inputs: what `make sample` writes)
+EDIT_COMMANDS = [
+    "var-fast edit --image samples/0000_disk_000.png --box 16 16 48 48 --out inpainted.png",
+    "var-fast edit --image samples/0002_square_000.png --box 16 16 48 48 --outpaint --out outpainted.png",
+    "var-fast edit --image samples/0008_stripes_000.png --box 0 32 64 64 --class 9 --out checkerboard.png",
+    "var-fast edit --image samples/0005_star_000.png --box 0 0 32 64 --class 7 --out heart.png",
+]
 
 
 def enlarge(image: torch.Tensor, factor: int = SCALE) -> torch.Tensor:
@@ -65,19 +55,34 @@ def default_grid(path: str) -> None:
     print(f"wrote {path}")
 
 
+def edit_tiles(command: str, size: int):
+    """Run one README edit command as written (in the current folder): input, mask shown on it, result."""
+    argv = command.split()[1:]
+    if cli_main(argv) != 0:
+        raise SystemExit(f"{command} failed")
+    args = build_parser().parse_args(argv)
+    image, _ = load_image(args.image, size)
+    mask = (outpaint_mask if args.outpaint else inpaint_mask)(size, *args.box)
+    edited, _ = load_image(args.out, size)
+    return [image, image * (0.25 + 0.75 * mask), edited]
+
+
 def main() -> None:
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
     default_grid(os.path.join(ROOT, "docs", "default_grid.png"))
-    info = default_model_info()
-    names = info.get("class_names", [])
-    rec = info.get("sampling", {})
-    recommended = dict(cfg=rec.get("cfg", 4.0), top_k=rec.get("top_k", 900), top_p=rec.get("top_p", 0.95))
-    sampler = var_fast.load(device="cpu", backend="reference")
+    size = var_fast.load(device="cpu").image_size
     tiles = []
-    for seed, (image, mask, label, caption) in enumerate(edit_rows(sampler, names, recommended)):
-        edited = sampler.edit(image[None], mask, label, seed=seed, **recommended)[0]
-        tiles += [image, image * (0.25 + 0.75 * mask), edited]
-        print(f"row {seed}: {caption}")
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            if cli_main(["sample", "--out", "samples"]) != 0:  # what `make sample` runs
+                raise SystemExit("var-fast sample failed")
+            for command in EDIT_COMMANDS:
+                tiles += edit_tiles(command, size)
+                print(command)
+        finally:
+            os.chdir(here)
     grid = enlarge(make_grid(torch.stack(tiles), ncol=3, pad=2))
     path = os.path.join(ROOT, "docs", "edit_example.png")
     save_png(grid, path)

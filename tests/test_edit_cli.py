@@ -173,3 +173,34 @@ def test_flags_are_checked_before_loading(ckpts, wide_image, tmp_path, capsys, n
     rc = main(["edit", "--var", ckpts[0], "--vae", ckpts[1], "--image", str(wide_image), "--out",
                str(tmp_path / "o.png")] + where + extra)
     assert rc == 2 and message in capsys.readouterr().err
+
+
+# ---- --out: the suffix names the format -------------------------------------------------------------------
+@pytest.mark.parametrize("name,pil_format,magic", [("edited.jpg", "JPEG", b"\xff\xd8\xff"),
+                                                   ("edited.JPEG", "JPEG", b"\xff\xd8\xff"),
+                                                   ("edited.bmp", "BMP", b"BM")])
+def test_out_suffix_names_the_format(ckpts, sampler, wide_image, tmp_path, name, pil_format, magic):
+    out = tmp_path / name
+    assert main(["edit", "--var", ckpts[0], "--vae", ckpts[1], "--image", str(wide_image), "--box", "8", "16", "40",
+                 "48", "--out", str(out)] + COMMON) == 0
+    assert out.read_bytes().startswith(magic)
+    with Image.open(out) as img:
+        assert img.format == pil_format and img.size == (64, 64)
+    # the API's edit, written by Pillow in that format (JPEG at quality 95), read back: the same pixels
+    import io
+    expected = _api_edit(sampler, wide_image, inpaint_mask(64, 8, 16, 40, 48))
+    buffer = io.BytesIO()
+    Image.fromarray(expected.mul(255).round().byte().permute(1, 2, 0).numpy()).save(
+        buffer, format=pil_format, **({"quality": 95} if pil_format == "JPEG" else {}))
+    assert torch.equal(_png(out), _png(buffer))
+    assert sorted(os.listdir(tmp_path)) == sorted(["in.png", name])
+
+
+@pytest.mark.parametrize("name", ["edited.gif", "edited", "edited.png.bak"])
+def test_unknown_out_suffix_is_refused_before_loading(ckpts, wide_image, tmp_path, capsys, no_model_load, name):
+    rc = main(["edit", "--var", ckpts[0], "--vae", ckpts[1], "--image", str(wide_image), "--box", "0", "0", "8", "8",
+               "--out", str(tmp_path / name)] + COMMON)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "its suffix names the image format written; use one of .png, .jpg, .jpeg" in err
+    assert not (tmp_path / name).exists()

@@ -97,10 +97,40 @@ def test_largest_seed_is_accepted(sampler):
 @pytest.mark.parametrize("labels,match", [
     ([11], "label 11 is out of range"), ([0, 12], "label 12 is out of range"), ([-5], "label -5 is out of range"),
     (torch.tensor([1.0]), "integer tensor"), ([], "non-empty"), ("cat", "non-empty list of ints"),
+    (3.5, "labels must be an int, a non-empty list of ints or an integer tensor, got 3.5"),
+    ([1.0], "labels must be an int"), (-2, "label -2 is out of range"), ([-2], "label -2 is out of range"),
+    (True, "labels must be an int"),
 ])
 def test_bad_labels(sampler, labels, match):
     with pytest.raises(ValueError, match=match):
         sampler.sample(labels)
+
+
+def test_only_minus_one_is_unconditional(sampler):
+    with pytest.raises(ValueError, match=r"\(-1 or 10 for the unconditional class\)"):
+        sampler.sample(-2)
+    _, tokens = sampler.sample(-1, seed=0, return_tokens=True)
+    _, expected = sampler.sample(10, seed=0, return_tokens=True)
+    assert all(torch.equal(x, y) for x, y in zip(tokens, expected))
+
+
+def test_integer_scalars_are_labels(sampler):
+    np = pytest.importorskip("numpy")
+    _, tokens = sampler.sample(np.int64(3), seed=0, return_tokens=True)
+    _, expected = sampler.sample(3, seed=0, return_tokens=True)
+    assert all(torch.equal(x, y) for x, y in zip(tokens, expected))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=r"^unknown model d17; known: d16, d20, d24, d30, d36"):
+        var_fast.load("d17")
+    with pytest.raises(ValueError, match=r"^unknown model var_d16; known: d16"):
+        var_fast.load("var_d16")
+
+
+def test_one_checkpoint_file_alone(tmp_path):
+    with pytest.raises(ValueError, match="pass both var_ckpt and vae_ckpt"):
+        var_fast.load(str(tmp_path / "var_d16.pth"))
 
 
 def test_batch_size_mismatch(sampler):
@@ -130,7 +160,7 @@ def test_no_gpu_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the no-GPU error cannot occur")
     var, vae = make_models("d2")
-    with pytest.raises(RuntimeError, match="no CUDA GPU is available"):
+    with pytest.raises(RuntimeError, match=r"no CUDA GPU is available .*; use device='cpu'"):
         var_fast.load(*save_pair(var, vae, str(tmp_path)), device="cuda")
 
 

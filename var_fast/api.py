@@ -14,13 +14,18 @@ from .sampler import Sampler
 
 
 
-def resolve_device(device) -> torch.device:
+def resolve_device(device, cpu_fix: str = "device='cpu'") -> torch.device:
+    """``device`` (None: cuda when available, else cpu) as a torch.device; a CUDA device without a GPU is a
+    RuntimeError whose fix is ``cpu_fix`` (the command line passes "--device cpu")."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a device: use cpu, cuda or cuda:<index> ({err})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {str(device)!r} was asked for, but no CUDA GPU is available "
-                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); use device='cpu'")
+                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); use {cpu_fix}")
     return device
 
 
@@ -86,7 +91,8 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
     from huggingface.co/Zigeng/VAR_CoDe with draft_steps 8 by default. A refiner whose vocabulary,
     Cvae, class count or patch layout differs from the drafter's is refused before any work.
     """
-    from .hub import CODE_PAIR_NAMES, MODEL_NAMES, is_code_pair_name, is_model_name, published_checkpoints
+    from .hub import (CODE_PAIR_NAMES, MODEL_NAMES, is_code_pair_name, is_model_name, looks_like_model_name,
+                      published_checkpoints)
     if vae_ckpt is None and is_code_pair_name(var_ckpt):
         if refiner is not None:
             raise ValueError(f"{var_ckpt!r} is a drafter/refiner pair already; do not pass refiner=")
@@ -95,6 +101,9 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
         draft_steps = own_steps if draft_steps is None else draft_steps
     elif vae_ckpt is None and is_model_name(var_ckpt):
         var_ckpt, vae_ckpt = published_checkpoints(var_ckpt)
+    elif vae_ckpt is None and looks_like_model_name(var_ckpt):
+        raise ValueError(f"unknown model {var_ckpt}; known: {', '.join([*MODEL_NAMES, *CODE_PAIR_NAMES])} (or pass both checkpoint files, "
+                         f"var_fast.load(var_ckpt, vae_ckpt), or neither for the bundled default model)")
     elif (var_ckpt is None) != (vae_ckpt is None):
         raise ValueError(f"pass both var_ckpt and vae_ckpt, a published model name ({', '.join(MODEL_NAMES)}), "
                          f"a CoDe pair ({', '.join(CODE_PAIR_NAMES)}), or neither for the bundled default model; "

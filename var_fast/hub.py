@@ -6,6 +6,8 @@ it shows the download's progress. A file is downloaded once; later runs, offline
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import Tuple
 
@@ -27,10 +29,17 @@ def is_model_name(text) -> bool:
     return isinstance(text, str) and text in MODEL_NAMES
 
 
+def looks_like_model_name(text) -> bool:
+    """A bare name such as "d17" or "var_d16" (no folder, no suffix, no such file): what ``load`` reports as an
+    unknown model rather than as a checkpoint given without its VQVAE."""
+    return (isinstance(text, str) and re.fullmatch(r"[A-Za-z0-9_-]+", text) is not None
+            and not os.path.exists(text))
+
+
 def checkpoint_files(name: str) -> Tuple[str, str]:
     """(VAR file, VQVAE file) of a published model, as named in the Hugging Face repository."""
     if not is_model_name(name):
-        raise ValueError(f"unknown model {name!r}: the published models are {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"unknown model {name}; known: {', '.join(MODEL_NAMES)}")
     return MODEL_NAMES[name], VAE_FILE
 
 
@@ -38,9 +47,11 @@ def file_url(filename: str, repo: str = HF_REPO) -> str:
     return f"https://huggingface.co/{repo}/resolve/main/{filename}"
 
 
-def _not_available(name: str, missing, cache: str, offline: bool, repo: str = HF_REPO) -> CheckpointError:
+PROBE_TIMEOUT_S = 5.0  # one attempt to reach the Hub before a download; no retries (huggingface_hub retries 5x)
+
+
+def _not_available(name: str, missing, cache: str, why: str, repo: str = HF_REPO) -> CheckpointError:
     files = " and ".join(missing)
-    why = ("HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub could not be reached")
     return CheckpointError(
         f"model {name} needs {files} from https://huggingface.co/{repo}; "
         f"{'it is' if len(missing) == 1 else 'they are'} not in the Hugging Face cache ({cache}) and {why}. "
@@ -48,13 +59,29 @@ def _not_available(name: str, missing, cache: str, offline: bool, repo: str = HF
         f"`hf download {repo} {' '.join(missing)}` and copy {cache}/models--{repo.replace('/', '--')} "
         f"into this machine's {cache} (HF_HUB_CACHE), or download "
         + ", ".join(file_url(f, repo) for f in missing)
-        + " and pass the files' paths (--var/--vae, or var_fast.load(var_path, vae_path)).")
+        + " and pass the files' paths (--var/--vae, or var_fast.load(var_path, vae_path)). "
+        "With HF_HUB_OFFLINE=1 the cache alone is used and the network is not tried.")
+
+
+def _unreachable(filename: str, repo: str = HF_REPO):
+    """None when the Hub answers for ``filename`` (one HEAD request, no retries, PROBE_TIMEOUT_S), else why not."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, filename), timeout=PROBE_TIMEOUT_S)
+    except HfHubHTTPError:
+        return None  # the Hub answered (401, 404, ...): hf_hub_download reports it
+    except Exception as err:  # connection refused, no DNS, timeout, proxy or TLS failure
+        first = (str(err).strip().splitlines() or [""])[0]
+        return f"the Hugging Face Hub ({constants.ENDPOINT}) could not be reached ({type(err).__name__}: {first})"
+    return None
 
 
 def published_checkpoints(name: str) -> Tuple[str, str]:
     """Local paths of a published model's VAR and VQVAE files, downloaded into the Hugging Face cache
-    when not there yet. Offline with a file not cached: a CheckpointError naming the files and where
-    to put them."""
+    when not there yet. Before a download the Hub is tried once, briefly: offline (or with HF_HUB_OFFLINE=1)
+    the cached files are used, and a file not cached is a CheckpointError naming the files and where to put
+    them, within seconds rather than after huggingface_hub's retries."""
     var_path, vae_path = fetch_files(name, HF_REPO, checkpoint_files(name))
     return var_path, vae_path
 
@@ -78,18 +105,21 @@ def fetch_files(name: str, repo: str, wanted) -> Tuple[str, ...]:
     except ImportError as err:
         raise RuntimeError(f"var_fast.load({name!r}) needs huggingface_hub (pip install huggingface_hub), or "
                            f"download {' and '.join(file_url(f, repo) for f in wanted)} and pass their paths") from err
+    # one brief attempt to reach the Hub, before any download or update check (each would retry or wait)
+    offline = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else _unreachable(wanted[0], repo)
     paths, missing = [], []
     for filename in wanted:
-        if not isinstance(try_to_load_from_cache(repo, filename), str) and not constants.is_offline_mode():
-            print(f"[var_fast] downloading {filename} from https://huggingface.co/{repo} into "
+        if offline is None and not isinstance(try_to_load_from_cache(repo, filename), str):
+            print(f"[var_fast] downloading {filename} from {constants.ENDPOINT}/{repo} into "
                   f"{constants.HF_HUB_CACHE} (once)", file=sys.stderr, flush=True)
         try:
-            paths.append(hf_hub_download(repo, filename))
+            # not reachable: the cache only (no update check of a cached file, which would wait again)
+            paths.append(hf_hub_download(repo, filename, local_files_only=offline is not None))
         except LocalEntryNotFoundError:
             missing.append(filename)
         except HfHubHTTPError as err:
             raise CheckpointError(f"could not download {filename} from https://huggingface.co/{repo}: "
                                   f"{str(err).strip().splitlines()[0]}") from err
     if missing:
-        raise _not_available(name, missing, constants.HF_HUB_CACHE, constants.is_offline_mode(), repo)
+        raise _not_available(name, missing, constants.HF_HUB_CACHE, offline or "it could not be downloaded", repo)
     return tuple(paths)

@@ -81,8 +81,33 @@ def add_dtype_flag(p: argparse.ArgumentParser) -> None:
                    help=f"compute dtype; {AUTO_HELP} (default: {AUTO})")
 
 
+def add_classes_flag(p: argparse.ArgumentParser, default: str) -> None:
+    """--classes, one syntax for every command (var_fast.labels.parse_classes)."""
+    p.add_argument("--classes", nargs="+", metavar="CLASSES",
+                   help=f"class labels: numbers, ranges and lists such as 207 360, 0-9 or 1,5,7 (default: {default})")
+
+
 def per_class_help(defaults: SamplingDefaults) -> str:
     return f"images per class ({_default_text('per_class', defaults.per_class)})"
+
+
+def add_runtime_flags(p: argparse.ArgumentParser, device_help: str = "", backend_help: str = "") -> None:
+    """--device, --dtype and --backend; their help shows the default argparse will use."""
+    p.add_argument("--device", default=None,
+                   help=f"cpu, cuda, cuda:1 ... (default: cuda if available, else cpu{device_help})")
+    add_dtype_flag(p)
+    p.add_argument("--backend", default="auto", choices=["auto", "reference", "fast"],
+                   help="reference: plain PyTorch, the upstream algorithm; fast: the native kernels; auto: fast "
+                        f"when they are built{backend_help} (default: %(default)s)")
+
+
+def command_line_device(text):
+    """--device as a torch.device, checked before the model loads; without a GPU, 'cuda' names the flag's fix."""
+    from var_fast.api import resolve_device
+    try:
+        return resolve_device(text, cpu_fix="--device cpu")
+    except ValueError:
+        raise ValueError(f"--device {text!r} is not a device: use cpu, cuda or cuda:<index>") from None
 
 
 def uses_bundled_model(args) -> bool:
@@ -165,14 +190,38 @@ def check_output_file(path: str, flag: str = "--out") -> None:
     _check_creatable(full, flag)
 
 
-def save_png(image: torch.Tensor, path: str) -> None:
-    """(3, H, W) in [0, 1] -> PNG, written to a temporary name first so no half-written file remains."""
+# suffix -> (Pillow format, save options): formats that hold an RGB image as it is
+IMAGE_FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
+                 ".bmp": ("BMP", {}), ".tif": ("TIFF", {}), ".tiff": ("TIFF", {})}
+
+
+def image_format(path: str, flag: str = "--out"):
+    """(Pillow format, options) of the format ``path``'s suffix names; another suffix is a ValueError."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{flag} {path}: its suffix names the image format written; use one of "
+                         f"{', '.join(IMAGE_FORMATS)} (got {suffix or 'no suffix'})")
+    return IMAGE_FORMATS[suffix]
+
+
+def _write_image(image: torch.Tensor, path: str, fmt: str, options: dict) -> None:
+    """(3, H, W) in [0, 1] -> ``path``, written to a temporary name first so no half-written file remains."""
     from PIL import Image
     array = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     tmp = path + ".tmp"
     try:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format=fmt, **options)
         os.replace(tmp, path)
     finally:
         if os.path.isfile(tmp):
             os.remove(tmp)
+
+
+def save_image(image: torch.Tensor, path: str) -> None:
+    """An image file in the format its suffix names (PNG, JPEG at quality 95, BMP, TIFF)."""
+    _write_image(image, path, *image_format(path, "path"))
+
+
+def save_png(image: torch.Tensor, path: str) -> None:
+    """A PNG, whatever the name."""
+    _write_image(image, path, "PNG", {})

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
-                                 check_model_flags, check_output_file, pair_flags, sampling_flags, save_png,
-                                 temperature_flag)
+from var_fast.cli.common import (IMAGE_FORMATS, SamplingDefaults, add_model_flags, add_runtime_flags,
+                                 add_sampling_flags, check_model_flags, check_output_file, command_line_device,
+                                 image_format, pair_flags, sampling_flags, save_image, temperature_flag)
 
 DEFAULTS = SamplingDefaults(cfg=4.0, top_k=900, top_p=0.95)
 
@@ -34,13 +34,12 @@ def add_edit_parser(sub) -> None:
     e.add_argument("--class", dest="label", type=int, default=None,
                    help="class to edit towards (default: none, unconditional in-painting; -1 is "
                         "also unconditional)")
-    e.add_argument("--out", required=True, help="output PNG (an existing file is replaced)")
+    e.add_argument("--out", required=True, help="output image; its suffix names the format ("
+                   + ", ".join(IMAGE_FORMATS) + "; JPEG at quality 95). An existing file is replaced")
     add_model_flags(e)
     add_sampling_flags(e, DEFAULTS)
     e.add_argument("--more-smooth", action="store_true", help="Gumbel-smoothed decoding (visualisation only)")
-    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    add_dtype_flag(e)
-    e.add_argument("--backend", default="auto", choices=["auto", "reference", "fast"])
+    add_runtime_flags(e)
     e.add_argument("--patch-nums", type=int, nargs="+", default=None,
                    help="patch layout when it cannot be read off the weights")
 
@@ -73,9 +72,11 @@ def run_edit(args) -> int:
     cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
     temperature, pair = temperature_flag(args), pair_flags(args)
     check_output_file(args.out)
+    image_format(args.out)
+    device = command_line_device(args.device)
 
     var_path, vae_path, _ = chosen_checkpoints(args.var, args.vae, args.model)
-    sampler = var_fast.load(var_path, vae_path, device=args.device, dtype=args.dtype, backend=args.backend,
+    sampler = var_fast.load(var_path, vae_path, device=device, dtype=args.dtype, backend=args.backend,
                             patch_nums=args.patch_nums, **pair)
     size = sampler.image_size
     try:
@@ -92,6 +93,6 @@ def run_edit(args) -> int:
     edited = sampler.edit(image.unsqueeze(0), mask, args.label, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed,
                           more_smooth=args.more_smooth, temperature=temperature)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    save_png(edited[0], args.out)
+    save_image(edited[0], args.out)
     print(f"[var_fast] wrote {args.out}", file=sys.stderr)
     return 0

@@ -11,9 +11,9 @@ import sys
 import torch
 
 from var_fast.precision import dtype_name
-from var_fast.cli.common import (SamplingDefaults, add_dtype_flag, add_model_flags, add_sampling_flags,
-                                 check_model_flags, check_output_file, check_output_folder, pair_flags, positive_int,
-                                 sampling_flags, temperature_flag)
+from var_fast.cli.common import (SamplingDefaults, add_classes_flag, add_model_flags, add_runtime_flags,
+                                 add_sampling_flags, check_model_flags, check_output_file, check_output_folder,
+                                 command_line_device, pair_flags, positive_int, sampling_flags, temperature_flag)
 
 DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96)
 
@@ -26,26 +26,23 @@ def add_sample_fid_parser(sub) -> None:
     add_model_flags(p)
     p.add_argument("--out", required=True, help="output folder of the PNGs; --npz writes OUT.npz beside it")
     p.add_argument("--per-class", type=positive_int, default=50, help="images per class (default: 50)")
-    p.add_argument("--classes", nargs="+", help="ranges and lists such as 0-999 or 1,5,7 (default: every class)")
+    add_classes_flag(p, "every class")
     add_sampling_flags(p, DEFAULTS)
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per forward pass (default 32); part of the run's settings: rounding in the "
                         "model depends on it")
     p.add_argument("--npz", action="store_true", help="pack all images into OUT.npz (arr_0: N x H x W x 3 uint8)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available; under torchrun each "
-                                                  "process takes the GPU of its LOCAL_RANK)")
-    add_dtype_flag(p)
+    add_runtime_flags(p, device_help="; under torchrun each process takes the GPU of its LOCAL_RANK",
+                      backend_help="; reference samples one image per pass with a generator seeded from (seed, i), "
+                                   "slow")
     p.add_argument("--cpu-threads", type=positive_int, default=1,
                    help="intra-op threads of each process on the CPU (default 1); part of the run's settings: "
                         "the CPU's float reductions depend on the thread count. Scale a CPU run with "
                         "torchrun --nproc_per_node instead")
-    p.add_argument("--backend", default="auto", choices=["auto", "reference", "fast"],
-                   help="reference: one image per pass with a generator seeded from (seed, i) (slow)")
 
 
 def process_device(arg, local_rank: int, world: int) -> torch.device:
-    from var_fast.api import resolve_device
-    device = resolve_device(arg)
+    device = command_line_device(arg)
     if device.type != "cuda":
         return device
     if world > 1 and device.index not in (None, local_rank):
@@ -67,12 +64,14 @@ def run_sample_fid(args) -> int:
     check_output_folder(args.out)
     if args.npz:
         check_output_file(npz_path(args.out), "--npz")
-
+    if args.classes:
+        parse_classes(args.classes)  # the syntax; the range once the model is known
     rank, world, local_rank = torchrun_ranks()
+    device = process_device(args.device, local_rank, world)
+
     if rank:
         os.environ["VAR_FAST_QUIET"] = "1"  # one "which backend" line, not one per process
     var_path, vae_path, _ = chosen_checkpoints(args.var, args.vae, args.model, announce=rank == 0)
-    device = process_device(args.device, local_rank, world)
 
     threads_before = torch.get_num_threads()
     if device.type == "cpu":

@@ -11,7 +11,6 @@ re-samples a partly written batch whole and writes only its missing images.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -23,53 +22,9 @@ import torch
 from .distributed import ProcessGroup
 from .files import (PngWriter, RunMismatchError, check_or_write_manifest, finished_images, npz_path, pack_npz,
                         remove_stale_temps)
-from ..labels import check_sampling_args, check_seed
+from ..labels import check_sampling_args, check_seed, format_classes, parse_classes  # noqa: F401 (re-exported)
+from ..labels import derived_seed as image_seed  # a 63-bit generator seed per (seed, image index)
 from ..sampler import Sampler
-
-_MASK64 = (1 << 64) - 1
-
-
-def parse_classes(specs: Sequence[str] | str, num_classes: int) -> Tuple[int, ...]:
-    """"0-999", "1,5,7", "0-9,20" (or several such arguments) -> class labels in the order given."""
-    text = specs if isinstance(specs, str) else ",".join(specs)
-    classes: List[int] = []
-    for part in filter(None, text.replace(" ", ",").split(",")):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise ValueError(f"--classes: cannot read {part!r}; use ranges like 0-999 and lists like 1,5,7")
-        low, high = int(m.group(1)), int(m.group(2) or m.group(1))
-        if high < low:
-            raise ValueError(f"--classes: range {part} is empty (write it low-high)")
-        if high >= num_classes:
-            raise ValueError(f"class {max(low, num_classes)} is out of range: this model has classes "
-                             f"0..{num_classes - 1}")
-        classes.extend(range(low, high + 1))
-    if not classes:
-        raise ValueError("--classes: no class given")
-    if len(set(classes)) != len(classes):
-        repeated = next(c for c in classes if classes.count(c) > 1)
-        raise ValueError(f"--classes: class {repeated} is listed twice")
-    return tuple(classes)
-
-
-def format_classes(classes: Sequence[int]) -> str:
-    """The shortest ``parse_classes`` text for ``classes``: ascending runs as ranges ("0-999", "1,5,7")."""
-    parts, i = [], 0
-    while i < len(classes):
-        j = i
-        while j + 1 < len(classes) and classes[j + 1] == classes[j] + 1:
-            j += 1
-        parts.append(f"{classes[i]}-{classes[j]}" if j > i else str(classes[i]))
-        i = j + 1
-    return ",".join(parts)
-
-
-def image_seed(seed: int, index: int) -> int:
-    """A 63-bit torch.Generator seed per (seed, image index): splitmix64 of the pair (reference backend)."""
-    z = (seed * 0xD1B54A32D192ED03 + (index + 1) * 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (z ^ (z >> 31)) & ((1 << 63) - 1)
 
 
 @dataclass(frozen=True)
