@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
     # The unmutated library must pass (a full run; --smoke and --only trust `make test` for that and
     # use --min-timeout): its time sets each family's hang timeout.
     baseline = {}
-    families_run = sorted({m.family for m in chosen}) if not (args.smoke or args.only) else []
+    families_run = sorted({m.family for m in chosen}) if not (args.smoke or args.only or args.no_baseline) else []
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         runs = pool.map(lambda f: builder.test(f, args.build_timeout, args.pytest_args), families_run)
         for family, (outcome, seconds, tail) in zip(families_run, runs):
@@ -434,8 +434,24 @@ def run(args: argparse.Namespace) -> int:
     done = [0]
     lock = threading.Lock()
 
+    journal = os.path.join(out_dir, "results.jsonl")
+    previous = {}
+    if args.resume and os.path.exists(journal):
+        for line in open(journal):
+            r = json.loads(line)
+            if r["outcome"] in ("killed", "stillborn", "not_built"):
+                previous[r["id"]] = r
+    elif not args.only:
+        open(journal, "w").close()
+
     def judge(m: Mutant) -> dict:
         t0 = time.monotonic()
+        if m.id in previous and m.id not in equivalents:
+            result = dict(previous[m.id], resumed=True)
+            with lock:
+                done[0] += 1
+                print(f"[{done[0]}/{len(chosen)}] {m.id} {result['outcome']:<10} (earlier run)", flush=True)
+            return result
         if m.id in equivalents and not args.only:
             result = {"outcome": "equivalent", "reason": equivalents[m.id]}
         else:
@@ -457,6 +473,8 @@ def run(args: argparse.Namespace) -> int:
         result.update(dataclasses.asdict(m), seconds=round(time.monotonic() - t0, 1))
         with lock:
             done[0] += 1
+            with open(journal, "a") as f:
+                f.write(json.dumps(result) + "\n")
             print(f"[{done[0]}/{len(chosen)}] {m.id} {result['outcome']:<10} {result.get('how', ''):<8} "
                   f"{result['seconds']:>5.0f} s  {m.describe()}", flush=True)
         return result
@@ -535,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a test run longer than this times the unmutated run is killed (a hang)")
     parser.add_argument("--min-timeout", type=float, default=300.0, help="seconds (default 300)")
     parser.add_argument("--build-timeout", type=float, default=1800.0)
+    parser.add_argument("--resume", action="store_true",
+                        help="take killed, stillborn and not-built mutants from the last run's results.jsonl; "
+                             "rerun the rest (survivors: against the tests written since)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the unmutated test run (make test runs it); hang timeout = --min-timeout")
     parser.add_argument("--jobs", type=int, default=1, help="mutants built and tested at once (default 1)")
     parser.add_argument("--out", default=os.path.join(ROOT, "build", "mutants"))
     parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
