@@ -41,3 +41,15 @@ def test_top_k_count_exactly_at_k_keeps_only_the_top_group(device):
     assert set(ops.sample_top_k_top_p(x, 2, 0.0, seed=13).flatten().tolist()) == {1, 3}
     assert set(ops.sample_top_k_top_p(x, 3, 0.0, seed=13).flatten().tolist()) <= {0, 1, 2, 3}
     assert {0, 2} <= set(ops.sample_top_k_top_p(x, 3, 0.0, seed=13).flatten().tolist())
+
+
+# The row cache (keys and weights, 8 bytes a token) is used when 8 V + sizeof(BlockScratch) (144) + 1 KiB
+# (the reserve per block) fits the opt-in shared memory of the (emulated) H100, 232448 bytes: V <= 28910.
+# V = 29120 would not even fit without the reserve: the launch fails if it takes the cached path.
+@pytest.mark.parametrize("V", [28910, 28911, 29120])
+def test_rows_at_the_row_cache_limit_match_cpu(kernel_device, V):
+    x = torch.randn(1, 2, V, generator=torch.Generator().manual_seed(V)) * 3
+    for top_k, top_p in [(0, 0.0), (50, 0.9)]:
+        want = torch.ops.var_fast.sample_top_k_top_p(x, top_k, top_p, V, 0)  # the CPU op
+        got = ops.sample_top_k_top_p(x.to(kernel_device), top_k, top_p, seed=V)
+        assert torch.equal(got.cpu(), want), (V, top_k, top_p)

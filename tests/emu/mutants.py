@@ -410,6 +410,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"{m.id}  {m.describe()}{mark}\n    {m.source_line}")
         return 0
 
+    if args.report_only:  # the sampled set's results as the journal has them (a cut-short run: not_run)
+        journal = os.path.join(out_dir, "results.jsonl")
+        last = {}
+        for line in open(journal) if os.path.exists(journal) else ():
+            r = json.loads(line)
+            last[r["id"]] = r
+        results = []
+        for m in chosen:
+            if m.id in equivalents:
+                r = {"outcome": "equivalent", "reason": equivalents[m.id]}
+            else:
+                r = last.get(m.id, {"outcome": "not_run"})
+            r.update(dataclasses.asdict(m))
+            results.append(r)
+        summary = summarize(results, families, sum(r.get("seconds", 0.0) for r in results), args, stale, {})
+        summary["seconds_are_summed"] = True
+        write_report(out_dir, summary, results)
+        print(summary_text(summary))
+        return 0
+
     started = time.monotonic()
     builder = MutantBuild(out_dir)
     builder.prepare(args.build_timeout)
@@ -427,7 +447,11 @@ def run(args: argparse.Namespace) -> int:
             baseline[family] = seconds
             print(f"baseline {family}: {seconds:.0f} s: {tail.strip().splitlines()[-1]}", flush=True)
 
-    chosen.sort(key=lambda m: (m.path, m.start))
+    # families interleaved (a cut-short run still covers each), each family's mutants in file order
+    rank = {}
+    for m in sorted(chosen, key=lambda m: (m.path, m.start)):
+        rank[m.id] = sum(1 for other in rank if other.split("-")[0] == m.family)
+    chosen.sort(key=lambda m: (rank[m.id], list(FAMILIES).index(m.family)))
     workers = queue.Queue()
     for n in range(max(1, args.jobs)):
         workers.put(builder.worker(os.path.join(out_dir, f"worker{n}")))
@@ -498,7 +522,7 @@ def summarize(results: list[dict], families: list[str], seconds: float, args, st
     for family in families:
         rs = [r for r in results if r["family"] == family]
         count = {k: sum(r["outcome"] == k for r in rs)
-                 for k in ("killed", "survived", "stillborn", "not_built", "equivalent")}
+                 for k in ("killed", "survived", "stillborn", "not_built", "equivalent", "not_run")}
         judged = count["killed"] + count["survived"]
         per[family] = {**count, "sampled": len(rs), "rate": count["killed"] / judged if judged else None,
                        "killed_by": {h: sum(r.get("how") == h for r in rs if r["outcome"] == "killed")
@@ -513,16 +537,20 @@ def summarize(results: list[dict], families: list[str], seconds: float, args, st
 
 
 def summary_text(s: dict) -> str:
-    lines = ["| family | sampled | stillborn | not built | equivalent | killed | survived | kill rate |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | sampled | stillborn | not built | equivalent | killed | survived | not run | kill rate |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for family, f in s["families"].items():
         rate = "-" if f["rate"] is None else f"{100 * f['rate']:.1f}%"
         lines.append(f"| {family} | {f['sampled']} | {f['stillborn']} | {f['not_built']} | {f['equivalent']} | "
                      f"{f['killed']} | "
-                     f"{f['survived']} | {rate} |")
+                     f"{f['survived']} | {f['not_run']} | {rate} |")
     rate = "-" if s["rate"] is None else f"{100 * s['rate']:.1f}%"
+    not_run = sum(f["not_run"] for f in s["families"].values())
+    if not_run:
+        lines.append(f"\n{not_run} sampled mutants not run yet (a cut-short run; finish it with --resume).")
+    took = "mutant-minutes (summed)" if s.get("seconds_are_summed") else "min"
     lines.append(f"\nKilled {s['killed']} of {s['judged']} non-equivalent, compiling mutants ({rate}) "
-                 f"in {s['seconds'] / 60:.1f} min.")
+                 f"in {s['seconds'] / 60:.1f} {took}.")
     if s["survivors"]:
         lines += ["", "Survivors:"] + [f"- {x}" for x in s["survivors"]]
     if s["stale_equivalents"]:
@@ -556,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="take killed, stillborn and not-built mutants from the last run's results.jsonl; "
                              "rerun the rest (survivors: against the tests written since)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report of the sampled set from results.jsonl without running anything; "
+                             "the time is then the sum of the mutants' own times")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the unmutated test run (make test runs it); hang timeout = --min-timeout")
     parser.add_argument("--jobs", type=int, default=1, help="mutants built and tested at once (default 1)")
