@@ -49,6 +49,11 @@ FAMILIES = {
 }
 
 
+# CI's --smoke set: mutants of device code that full runs killed (a kernel TU to rebuild, a test that
+# fails early). An id that no longer matches (its line was edited) is replaced by the next sampled one.
+SMOKE_IDS = {"sampling-9c7951a2", "quant-4da382fc", "adaln-5cb698da", "adaln-3d93f869"}
+
+
 # ---- the mutation operators --------------------------------------------------------------------------
 
 def code_view(text: str) -> str:
@@ -393,8 +398,10 @@ def run(args: argparse.Namespace) -> int:
             candidates += generate(family, rel, texts[rel])
         all_ids |= {m.id for m in candidates}
         picked = sample(candidates, args.per_family, args.seed)
-        if args.smoke:  # the first sampled mutants that are not listed as equivalent
-            picked = [m for m in picked if m.id not in equivalents][:per_family]
+        if args.smoke:  # mutants seen killed in device code (one kernel TU each), then the sample's next ones
+            preferred = [m for m in candidates if m.id in SMOKE_IDS]
+            rest = [m for m in picked if m.id not in equivalents and m.id not in SMOKE_IDS]
+            picked = (preferred + rest)[:per_family]
         chosen += picked
     stale = sorted(set(equivalents) - all_ids) if not args.families else []
     if args.only:
