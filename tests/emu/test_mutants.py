@@ -20,7 +20,7 @@ __device__ float add(float a, float b) {
 __global__ void k(const float* x, float* y, int n) {
   const char* s = "x < n";
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n && i >= 0) y[i * n + 1] = x[i] + 2;
+  if (i < n && i >= 0) y[i * 2 + n] = x[i] + 2;
   __syncthreads();
   for (int j = 0; j < 4; j += 1) y[j] = fmaxf(y[j], 0.f);
 }
@@ -50,7 +50,7 @@ def test_each_operator_makes_the_documented_change():
                      ("arithmetic", "*", "/"), ("arithmetic", "+", "-"), ("compound", "+=", "-="),
                      ("off_by_one+", "2", "3"), ("off_by_one-", "4", "3"), ("barrier", "__syncthreads();", ";"),
                      ("swap_dim", "blockIdx.x", "blockIdx.y"), ("swap_dim", "threadIdx.x", "threadIdx.y"),
-                     ("swap_index", "[i * n + 1]", "[n * i + 1]"), ("min_max", "fmaxf", "fminf")]:
+                     ("swap_index", "[i * 2 + n]", "[n * 2 + i]"), ("min_max", "fmaxf", "fminf")]:
         assert expected in made, expected
     for m in _mutants():  # every mutant changes the text and keeps everything else
         mutated = m.apply(KERNEL)
