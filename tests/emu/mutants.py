@@ -422,6 +422,8 @@ def run(args: argparse.Namespace) -> int:
         last = {}
         for line in open(journal) if os.path.exists(journal) else ():
             r = json.loads(line)
+            if r.get("how") == "timeout":  # journals of older runs counted every timeout as killed
+                r.update(judge_outcome("timeout", r.get("tail", "")))
             last[r["id"]] = r
         results = []
         for m in chosen:
@@ -470,6 +472,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and os.path.exists(journal):
         for line in open(journal):
             r = json.loads(line)
+            if r.get("how") == "timeout":
+                r.update(judge_outcome("timeout", r.get("tail", "")))
             if r["outcome"] in ("killed", "stillborn", "not_built"):
                 previous[r["id"]] = r
     elif not args.only:
@@ -495,8 +499,8 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     timeout = max(args.min_timeout, args.timeout_factor * baseline.get(m.family, 0.0))
                     outcome, seconds, tail = worker.test(m.family, timeout, args.pytest_args)
-                    result = {"outcome": "survived" if outcome == "passed" else "killed",
-                              "how": outcome, "test_seconds": round(seconds, 1), "tail": tail[-800:]}
+                    result = judge_outcome(outcome, tail)
+                    result.update(test_seconds=round(seconds, 1), tail=tail[-800:])
                     if m.id in equivalents:
                         result["listed_equivalent"] = equivalents[m.id]
             finally:
@@ -523,34 +527,47 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failing or stale else 0
 
 
+def judge_outcome(outcome: str, tail: str) -> dict:
+    """passed: survived; failed or crashed: killed. A run past the timeout is killed only if pytest had
+    already reported a failing test; otherwise it is `timeout` (a hang, or a survivor slowed down by a
+    loaded machine), left out of the rate and listed, to rerun with --only and a longer --min-timeout."""
+    if outcome == "timeout":
+        if re.search(r"^FAILED |\b\d+ failed\b", tail, re.M):
+            return {"outcome": "killed", "how": "failed"}
+        return {"outcome": "timeout", "how": "timeout"}
+    return {"outcome": "survived" if outcome == "passed" else "killed", "how": outcome}
+
+
 def summarize(results: list[dict], families: list[str], seconds: float, args, stale: list[str],
               baseline: dict[str, float]) -> dict:
     per = {}
     for family in families:
         rs = [r for r in results if r["family"] == family]
         count = {k: sum(r["outcome"] == k for r in rs)
-                 for k in ("killed", "survived", "stillborn", "not_built", "equivalent", "not_run")}
+                 for k in ("killed", "survived", "timeout", "stillborn", "not_built", "equivalent", "not_run")}
         judged = count["killed"] + count["survived"]
         per[family] = {**count, "sampled": len(rs), "rate": count["killed"] / judged if judged else None,
                        "killed_by": {h: sum(r.get("how") == h for r in rs if r["outcome"] == "killed")
-                                     for h in ("failed", "crashed", "timeout")}}
+                                     for h in ("failed", "crashed")}}
     killed = sum(s["killed"] for s in per.values())
     judged = killed + sum(s["survived"] for s in per.values())
     return {"families": per, "killed": killed, "judged": judged, "rate": killed / judged if judged else None,
             "seconds": round(seconds), "baseline_seconds": {f: round(t) for f, t in baseline.items()}, "seed": args.seed, "per_family": args.per_family, "smoke": args.smoke,
             "stale_equivalents": stale,
             "survivors": [f"{r['id']}  {Mutant(**{k: r[k] for k in Mutant.__dataclass_fields__}).describe()}"
-                          for r in results if r["outcome"] == "survived"]}
+                          for r in results if r["outcome"] == "survived"],
+            "timeouts": [f"{r['id']}  {Mutant(**{k: r[k] for k in Mutant.__dataclass_fields__}).describe()}"
+                         for r in results if r["outcome"] == "timeout"]}
 
 
 def summary_text(s: dict) -> str:
-    lines = ["| family | sampled | stillborn | not built | equivalent | killed | survived | not run | kill rate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | sampled | stillborn | not built | equivalent | killed | survived | timeout | not run | kill rate |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for family, f in s["families"].items():
         rate = "-" if f["rate"] is None else f"{100 * f['rate']:.1f}%"
         lines.append(f"| {family} | {f['sampled']} | {f['stillborn']} | {f['not_built']} | {f['equivalent']} | "
                      f"{f['killed']} | "
-                     f"{f['survived']} | {f['not_run']} | {rate} |")
+                     f"{f['survived']} | {f['timeout']} | {f['not_run']} | {rate} |")
     rate = "-" if s["rate"] is None else f"{100 * s['rate']:.1f}%"
     not_run = sum(f["not_run"] for f in s["families"].values())
     if not_run:
@@ -560,6 +577,9 @@ def summary_text(s: dict) -> str:
                  f"in {s['seconds'] / 60:.1f} {took}.")
     if s["survivors"]:
         lines += ["", "Survivors:"] + [f"- {x}" for x in s["survivors"]]
+    if s.get("timeouts"):
+        lines += ["", "Timed out with no failing test yet (rerun with --only and a longer --min-timeout):"]
+        lines += [f"- {x}" for x in s["timeouts"]]
     if s["stale_equivalents"]:
         lines += ["", "Equivalent-mutant ids that no longer match a mutant (remove them):"]
         lines += [f"- {x}" for x in s["stale_equivalents"]]
