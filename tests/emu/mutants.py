@@ -469,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
     done = [0]
     lock = threading.Lock()
 
-    journal = os.path.join(out_dir, "results.jsonl")
+    journal = os.path.join(out_dir, "smoke.jsonl" if args.smoke else "results.jsonl")
     previous = {}
     if args.resume and os.path.exists(journal):
         for line in open(journal):
