@@ -5,7 +5,7 @@ MAX_JOBS ?= 2
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py
 STAMP := build/.installed
 
-.PHONY: install sample test bench cmake clean gpu-check gpu-check-smoke gpu-check-rehearse emu-sanitize
+.PHONY: install sample test bench cmake clean gpu-check gpu-check-smoke gpu-check-rehearse emu-sanitize mutants
 
 $(STAMP): $(SOURCES) requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
@@ -45,6 +45,12 @@ gpu-check-rehearse: $(STAMP)
 # every op at a small and an edge shape, in three thread orders; builds into build/emu-{tsan,asan}.
 emu-sanitize: $(STAMP)
 	$(PYTHON) tests/emu/sanitize.py $(ARGS)
+
+# Mutation testing of the kernels through the emulator (docs/mutation-testing.md): a seeded sample of 20
+# mutants per kernel family, each against its family's emulated tests; report in build/mutants.
+# ARGS: --smoke (2 per family, CI), --jobs 3, --only ID..., --list.
+mutants: $(STAMP)
+	$(PYTHON) tests/emu/mutants.py $(ARGS)
 
 # Development build of csrc/ with CMake against libtorch (compile_commands.json, C++ unit tests).
 cmake: $(STAMP)

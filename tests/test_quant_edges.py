@@ -1,0 +1,26 @@
+"""The Phi kernel's launch-plan edges: batches large enough that a block holds several rows of an image
+(multi-row tiles, tile_rows > 1, with a shorter last tile). With the emulated device's 132 SMs the plan
+wants ceil(264 / B) tiles per image, so the small batches of test_quant.py always get one-row tiles, on
+which a tile's first row index and its block index coincide. Written for the mutants of
+tests/emu/mutants.py that survived there (docs/mutation-testing.md)."""
+import pytest
+import torch
+
+from conftest import tol
+from var_fast import ops
+from var_fast.native import extension as _ext
+from var_fast.reference import quant as ref
+
+pytestmark = pytest.mark.skipif(not _ext.available(), reason=f"var_fast._C not built: {_ext.load_error()}")
+
+
+# (B, C, H, W): 32 images -> 9 tiles wanted -> 2 rows per tile of 17 (9 tiles, the last one 1 row);
+# 64 -> 5 tiles -> 3 rows of 13 (the last tile 1 row); 40 x 9 channels: two output-channel blocks.
+@pytest.mark.parametrize("B,C,H,W", [(32, 7, 17, 17), (64, 4, 13, 10), (40, 9, 12, 12)])
+def test_phi_blend_multi_row_tiles(kernel_device, B, C, H, W):
+    g = torch.Generator().manual_seed(B * C + H)
+    h = torch.randn(B, C, H, W, generator=g)
+    weight = torch.randn(C, C, 3, 3, generator=g) / (3 * C**0.5)
+    bias = torch.randn(C, generator=g)
+    got = ops.phi_blend(h.to(kernel_device), weight.to(kernel_device), bias.to(kernel_device), 0.5)
+    torch.testing.assert_close(got.cpu(), ref.phi_blend(h, weight, bias, 0.5), **tol(torch.float32))
