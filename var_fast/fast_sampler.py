@@ -14,7 +14,8 @@ Differences from the reference loop, all exact in float32 except the random stre
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,20 @@ def scale_seed(seed: int, si: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (z ^ (z >> 31)) & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """Rows [start, stop) of a batch drawn with their own settings (one served request): with ``groups=``
+    each group's rows are drawn exactly as ``sample`` would draw them for that group alone, so unrelated
+    requests can share a transformer pass (rows in no group, padding, get token 0)."""
+    start: int
+    stop: int
+    seed: int
+    cfg: float
+    top_k: int
+    top_p: float
+    image_offset: int = 0
 
 
 class FastSampler:
@@ -123,10 +138,15 @@ class FastSampler:
     def sample(self, label_B: torch.Tensor, *, seed: int, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
                more_smooth: bool = False, image_offset: int = 0,
                on_scale: Optional[Callable[[int, int], None]] = None,
-               teacher_force: Optional[TeacherForce] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+               teacher_force: Optional[TeacherForce] = None, groups: Optional[Sequence[RowGroup]] = None,
+               on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """label_B (B,) -> (f_hat (B, Cvae, H, W) float32, per-scale tokens). Image b of the batch draws
         its randomness from (seed, image_offset + b). ``teacher_force`` as in the reference loop
-        (``h_BChw`` is None unless more_smooth)."""
+        (``h_BChw`` is None unless more_smooth). ``groups``: per-request rows with their own seed, offset
+        and settings (``seed``, ``cfg``, ``top_k``, ``top_p``, ``image_offset`` are then unused; not with
+        more_smooth). ``on_f_hat(si, f_hat)``: the accumulated f_hat after each scale (previews; read only)."""
+        if groups is not None and more_smooth:
+            raise ValueError("groups= is not supported with more_smooth")
         var = self.var
         B = label_B.shape[0]
         pns = var.patch_nums
@@ -151,7 +171,10 @@ class FastSampler:
             l = pn * pn
             logits = work.logits(si, x, offset)
             t = cfg * ratio
-            if not more_smooth:
+            if groups is not None:
+                idx = self._draw_groups(logits, si, ratio, groups, status)
+                h_BChw = None
+            elif not more_smooth:
                 idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
                                                  row_offset=image_offset * l, status=status)
                 h_BChw = None
@@ -173,6 +196,8 @@ class FastSampler:
             else:
                 nxt = self._soft_step(si, f_hat, h_BChw, next_size)
             offset += l
+            if on_f_hat is not None:
+                on_f_hat(si, f_hat)
             if on_scale is not None:
                 on_scale(si, S)
             if next_size:
@@ -180,6 +205,19 @@ class FastSampler:
                 x = x.repeat(2, 1, 1)
         ops.check_status(status, var.V)  # the loop's one wait for the device
         return f_hat, tokens
+
+    @staticmethod
+    def _draw_groups(logits: torch.Tensor, si: int, ratio: float, groups: Sequence[RowGroup],
+                     status: torch.Tensor) -> torch.Tensor:
+        """Each group's rows drawn by the sampling op on that group's (conditional, unconditional) rows only."""
+        B, l = logits.shape[0] // 2, logits.shape[1]
+        idx = torch.zeros(B, l, dtype=torch.long, device=logits.device)
+        for g in groups:
+            rows = torch.cat((logits[g.start:g.stop], logits[B + g.start:B + g.stop]))
+            idx[g.start:g.stop] = ops.sample_cfg_top_k_top_p(rows, g.cfg * ratio, g.top_k, g.top_p,
+                                                             scale_seed(g.seed, si), row_offset=g.image_offset * l,
+                                                             status=status)
+        return idx
 
     def _soft_step(self, si: int, f_hat: torch.Tensor, h_BChw: torch.Tensor, next_size: int) -> torch.Tensor:
         """Quantizer update for an embedded (soft) code map, through the same resampling/Phi ops."""

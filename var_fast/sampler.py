@@ -96,7 +96,8 @@ class Sampler:
     def sample(self, labels: Labels = None, *, batch_size: Optional[int] = None, cfg: float = 1.5, top_k: int = 0,
                top_p: float = 0.0, seed: Optional[int] = None, more_smooth: bool = False,
                return_tokens: bool = False, image_offset: int = 0,
-               on_scale: Optional[Callable[[int, int], None]] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+               on_scale: Optional[Callable[[int, int], None]] = None,
+               on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Images (B, 3, H, W) in [0, 1] of the given classes (and, with return_tokens, the per-scale
         tokens (B, pn*pn)).
 
@@ -106,7 +107,8 @@ class Sampler:
         exactly; the fast backend draws from a counter-based generator keyed by (seed, image, token),
         so an image does not depend on the others in its batch: image b of this call is image
         ``image_offset + b`` of the seed's stream (split a large job into batches with it).
-        ``on_scale(si, num_scales)`` is called after each scale (progress reporting). ``seed`` is None
+        ``on_scale(si, num_scales)`` is called after each scale (progress reporting), ``on_f_hat(si, f_hat)``
+        with the accumulated f_hat of the batch (or chunk) so far (previews: ``preview_images``). ``seed`` is None
         (random) or an integer with 0 <= seed < 2**63.
         """
         check_sampling_args(cfg, top_k, top_p)
@@ -121,7 +123,8 @@ class Sampler:
                 label_B = random_labels(self.num_classes, batch_size or 1, self.device, rng)
             with self._autocast():
                 f_hat, tokens = autoregressive_infer_cfg(self.var, self.vae, label_B, rng, cfg=cfg, top_k=top_k,
-                                                         top_p=top_p, more_smooth=more_smooth, on_scale=on_scale)
+                                                         top_p=top_p, more_smooth=more_smooth, on_scale=on_scale,
+                                                         on_f_hat=on_f_hat)
                 images = self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
         else:
             if seed is None:
@@ -135,7 +138,8 @@ class Sampler:
             for start in range(0, label_B.shape[0], chunk):  # images are independent of their batch
                 f_hat, toks = self._fast_sampler().sample(label_B[start:start + chunk], seed=int(seed), cfg=cfg,
                                                           top_k=top_k, top_p=top_p, more_smooth=more_smooth,
-                                                          image_offset=image_offset + start, on_scale=on_scale)
+                                                          image_offset=image_offset + start, on_scale=on_scale,
+                                                          on_f_hat=on_f_hat)
                 with self._autocast():
                     parts.append(self.vae.fhat_to_img(f_hat).add_(1).mul_(0.5).float())
                 token_parts.append(toks)
@@ -143,6 +147,16 @@ class Sampler:
             tokens = [torch.cat(scale) for scale in zip(*token_parts)]
         images = images.float()
         return (images, tokens) if return_tokens else images
+
+    @torch.no_grad()
+    def preview_images(self, f_hat: torch.Tensor, si: int) -> torch.Tensor:
+        """A cheap look at a partly sampled f_hat (from ``on_f_hat``): f_hat area-averaged to scale si's
+        token grid and decoded there, (B, 3, h, w) in [0, 1] at pn/last of the full resolution (the last
+        scale: the full image). The decoder is convolutional, so a coarse scale costs a fraction of a decode."""
+        pn, last = self.patch_nums[si], self.patch_nums[-1]
+        small = f_hat if pn == last else torch.nn.functional.interpolate(f_hat.float(), size=(pn, pn), mode="area")
+        with self._autocast():
+            return self.vae.fhat_to_img(small.to(f_hat.dtype)).add_(1).mul_(0.5).float()
 
     # ---- zero-shot editing ----------------------------------------------------------------------------
     def edit(self, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0, top_k: int = 900,

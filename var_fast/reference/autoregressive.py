@@ -32,8 +32,10 @@ def smooth_tau(ratio: float) -> float:
 def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: Optional[torch.Generator],
                              cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
                              more_smooth: bool = False, on_scale: Optional[Callable[[int, int], None]] = None,
-                             teacher_force: Optional[TeacherForce] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                             teacher_force: Optional[TeacherForce] = None,
+                             on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """label_B (B,) -> (f_hat (B, Cvae, H, W), per-scale tokens [(B, pn*pn)]).
+    ``on_f_hat(si, f_hat)`` sees the accumulated f_hat after each scale (previews; read only).
 
     ``teacher_force(si, idx_Bl, h_BChw) -> (idx_Bl, h_BChw)`` may overwrite a scale's drawn tokens and
     their embedding before f_hat is updated (zero-shot editing, reference/edit.py).
@@ -68,6 +70,8 @@ def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: O
             idx_Bl, h = teacher_force(si, idx_Bl, h)
         tokens.append(idx_Bl)
         f_hat, next_map = quant.next_autoregressive_input(si, f_hat, h)
+        if on_f_hat is not None:
+            on_f_hat(si, f_hat)
         if on_scale is not None:
             on_scale(si, S)
         if si != S - 1:
