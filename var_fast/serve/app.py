@@ -113,6 +113,10 @@ def create_app(batcher: Batcher, info: ModelInfo, limits: Limits) -> FastAPI:
     def api_health():
         return {"status": "ok", "queued": batcher.queued(), "max_queue": batcher.max_queue}
 
+    @app.get("/api/stats")
+    def api_stats():
+        return batcher.stats()
+
     def submit(request, loop) -> tuple:
         events: asyncio.Queue = asyncio.Queue()
 

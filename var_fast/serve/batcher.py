@@ -61,7 +61,8 @@ class Batcher:
         self._running = 0
         self._cond = threading.Condition()
         self._stop = False
-        self.batches: List[List[int]] = []  # rows of each generation pass run (for tests and /api/stats)
+        self.batches: List[List[int]] = []  # each generation pass: its requests' image counts (/api/stats)
+        self.skipped = 0                     # requests dropped before they ran: their client had gone
         self._thread = threading.Thread(target=self._loop, name="var-fast-serve-worker", daemon=True)
         self._thread.start()
 
@@ -76,6 +77,12 @@ class Batcher:
     def queued(self) -> int:
         with self._cond:
             return len(self._pending) + self._running
+
+    def stats(self) -> dict:
+        with self._cond:
+            passes = list(self.batches)
+        return {"passes": len(passes), "requests_per_pass": [len(p) for p in passes],
+                "images_per_pass": [sum(p) for p in passes], "skipped_disconnected": self.skipped}
 
     def stop(self) -> None:
         with self._cond:
@@ -96,6 +103,7 @@ class Batcher:
                 first = self._pending.popleft()
                 if not first.cancelled.is_set():
                     break
+                self.skipped += 1
             batch = [first]
             self._running = 1  # counted against max_queue while the batch forms
             if isinstance(first.request, GenerateRequest) and self.sampler.backend == "fast":
@@ -105,6 +113,7 @@ class Batcher:
                     for job in list(self._pending):
                         if job.cancelled.is_set():
                             self._pending.remove(job)
+                            self.skipped += 1
                         elif isinstance(job.request, GenerateRequest) and rows + job.rows <= self.max_batch:
                             self._pending.remove(job)
                             batch.append(job)
