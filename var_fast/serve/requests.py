@@ -12,9 +12,10 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from var_fast.labels import SEED_LIMIT, check_sampling_args, check_seed
+from var_fast.labels import check_sampling_args, check_seed
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+JS_SAFE_SEEDS = 1 << 53  # random seeds stay exact as JavaScript numbers (the page shows and reuses them)
 
 
 class RequestError(ValueError):
@@ -106,7 +107,7 @@ def _sampling(body, defaults: Dict[str, float]) -> Sampling:
     top_p = _number(body, "top_p", defaults["top_p"])
     seed = _int(body, "seed")
     if seed is None:
-        seed = secrets.randbelow(SEED_LIMIT)  # reported back in the settings, so the image can be reproduced
+        seed = secrets.randbelow(JS_SAFE_SEEDS)  # reported back in the settings, so the image can be reproduced
     try:
         check_sampling_args(cfg, top_k, top_p)
         check_seed(seed)

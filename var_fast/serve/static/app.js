@@ -39,7 +39,11 @@ function samplingFields(prefix) {
     top_p: numberOrDefault(prefix + "top_p", INFO.defaults.top_p, false),
   };
   const seed = $(prefix + "seed").value.trim();
-  if (seed !== "") body.seed = Number(seed) <= Number.MAX_SAFE_INTEGER ? parseInt(seed, 10) : seed;
+  if (seed !== "") {
+    if (!/^\d+$/.test(seed) || Number(seed) > Number.MAX_SAFE_INTEGER)
+      throw new Error(`seed must be an integer in 0..${Number.MAX_SAFE_INTEGER} on this page (the API takes up to 2^63 - 1)`);
+    body.seed = parseInt(seed, 10);
+  }
   return body;
 }
 
@@ -145,7 +149,7 @@ function redraw() {
   ctx.imageSmoothingEnabled = false;
   ctx.clearRect(0, 0, view.width, view.height);
   ctx.drawImage(input, 0, 0, view.width, view.height);
-  const m = mask.getContext("2d").getImageData(0, 0, mask.width, mask.height);
+  const m = mask.getContext("2d", { willReadFrequently: true }).getImageData(0, 0, mask.width, mask.height);
   const overlay = new ImageData(mask.width, mask.height);
   for (let i = 0; i < m.data.length; i += 4) {
     if (m.data[i] < 128) { overlay.data[i] = 255; overlay.data[i + 3] = 140; }
@@ -157,7 +161,7 @@ function redraw() {
 }
 
 function clearMask() {
-  const ctx = mask.getContext("2d");
+  const ctx = mask.getContext("2d", { willReadFrequently: true });
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, mask.width, mask.height);
   redraw();
@@ -176,16 +180,23 @@ function loadEditImage(src) {
   img.src = src;
 }
 
+let last = null;  // the previous point of a stroke: strokes are lines, so fast moves leave no gaps
+
 function paintAt(e) {
   const view = $("edit-canvas");
   const r = view.getBoundingClientRect();
   const x = (e.clientX - r.left) / r.width * mask.width, y = (e.clientY - r.top) / r.height * mask.height;
-  const radius = parseInt($("brush").value, 10) * mask.width / 256;
-  const ctx = mask.getContext("2d");
-  ctx.fillStyle = "#000";
+  const radius = Math.max(parseInt($("brush").value, 10) * mask.width / 256, 0.5);
+  const ctx = mask.getContext("2d", { willReadFrequently: true });
+  ctx.fillStyle = ctx.strokeStyle = "#000";
+  ctx.lineWidth = 2 * radius;
+  ctx.lineCap = "round";
   ctx.beginPath();
-  ctx.arc(x, y, Math.max(radius, 0.5), 0, 2 * Math.PI);
+  if (last) { ctx.moveTo(last[0], last[1]); ctx.lineTo(x, y); ctx.stroke(); }
+  ctx.beginPath();
+  ctx.arc(x, y, radius, 0, 2 * Math.PI);
   ctx.fill();
+  last = [x, y];
   redraw();
 }
 
@@ -251,7 +262,7 @@ async function init() {
   $("mask-clear").onclick = clearMask;
   $("edit-run").onclick = edit;
   const view = $("edit-canvas");
-  view.addEventListener("pointerdown", (e) => { painting = true; paintAt(e); });
+  view.addEventListener("pointerdown", (e) => { painting = true; last = null; paintAt(e); });
   view.addEventListener("pointermove", (e) => { if (painting) paintAt(e); });
   window.addEventListener("pointerup", () => { painting = false; });
   document.body.dataset.ready = "1";
