@@ -65,13 +65,13 @@ class Server:
 def _call(req, timeout: float) -> Tuple[int, dict, dict]:
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
+            return resp.status, json.loads(resp.read()), {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as err:
-        body = err.read()
+        body, headers = err.read(), {k.lower(): v for k, v in err.headers.items()}
         try:
-            return err.code, json.loads(body), dict(err.headers)
+            return err.code, json.loads(body), headers
         except ValueError:
-            return err.code, {"raw": body.decode("utf-8", "replace")}, dict(err.headers)
+            return err.code, {"raw": body.decode("utf-8", "replace")}, headers
 
 
 def get_json(url: str, timeout: float = 10.0) -> Tuple[int, dict]:

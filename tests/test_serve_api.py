@@ -262,7 +262,7 @@ def test_full_queue_answers_busy(tmp_path):
         busy = [a for a in answers if a[0] == 503]
         done = [a for a in answers if a[0] == 200]
         assert len(busy) + len(done) == 8 and 1 <= len(done) <= 4 and busy, [a[0] for a in answers]
-        assert all("busy" in a[1]["error"] and a[2].get("Retry-After") for a in busy)
+        assert all("busy" in a[1]["error"] and a[2].get("retry-after") for a in busy)
         assert all(len(a[1]["images"]) == 4 for a in done)
         assert post_json(srv.url + "/api/generate", {"class": 1, "seed": 0})[0] == 200  # and serves again
     finally:
