@@ -1,6 +1,6 @@
 """What `var-fast serve`'s scale-by-scale preview costs: the bundled model's fast sampler for one request
 of 1 and 4 images (the final decode included, as the server does it), without a preview, with the server's
-preview (f_hat area-averaged to each scale's grid, decoded there and PNG-encoded) and, for comparison,
+preview (the request's first image: f_hat area-averaged to each scale's grid, decoded there and PNG-encoded) and, for comparison,
 with a full-resolution decode at every scale.
 
     python -m pytest benchmarks/bench_serve.py --benchmark-only
@@ -29,10 +29,10 @@ def _one_request(sampler, n: int, preview: str):
     def on_f_hat(si, f_hat):
         if si == S - 1:
             return
-        if preview == "scale":
-            images = sampler.preview_images(f_hat, si)
-        else:  # every scale decoded at full resolution
-            images = sampler.vae.fhat_to_img(f_hat).add(1).mul(0.5)
+        if preview == "scale":  # the server's preview: the request's first image
+            images = sampler.preview_images(f_hat[:1], si)
+        else:  # the first image decoded at full resolution at every scale
+            images = sampler.vae.fhat_to_img(f_hat[:1]).add(1).mul(0.5)
         [png_bytes(im) for im in images]
 
     f_hat, _ = sampler._fast_sampler().sample(labels, seed=0, cfg=3.0, on_f_hat=None if preview == "none" else on_f_hat)
@@ -43,4 +43,4 @@ def _one_request(sampler, n: int, preview: str):
 @pytest.mark.parametrize("preview", ["none", "scale", "full"])
 def test_preview_cost(benchmark, sampler, n, preview):
     benchmark.group = f"serve request, {n} image(s)"
-    benchmark.pedantic(_one_request, args=(sampler, n, preview), rounds=15, warmup_rounds=2)
+    benchmark.pedantic(_one_request, args=(sampler, n, preview), rounds=5, warmup_rounds=1)

@@ -39,7 +39,7 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 class Job:
     """One request in the queue. ``emit`` is called from the worker thread with events (dicts):
-    ``{"event": "scale", "scale": si, "of": S, "images": [png, ...]}`` (with preview), then
+    ``{"event": "scale", "scale": si, "of": S, "images": [png]}`` (with preview: the first image), then
     ``{"event": "done", "images": [png, ...]}`` or ``{"event": "error", "message": ..., "status": ...}``."""
 
     def __init__(self, request, emit: Callable[[dict], None]):
@@ -152,8 +152,8 @@ class Batcher:
     def _emit_preview(self, job: Job, f_hat: torch.Tensor, si: int) -> None:
         S = len(self.sampler.patch_nums)
         if job.request.preview and si < S - 1 and not job.cancelled.is_set():
-            images = self.sampler.preview_images(f_hat, si)
-            job.emit({"event": "scale", "scale": si, "of": S, "images": [png_bytes(im) for im in images]})
+            image = self.sampler.preview_images(f_hat[:1], si)[0]  # the request's first image: what the page shows
+            job.emit({"event": "scale", "scale": si, "of": S, "images": [png_bytes(image)]})
 
     def _finish(self, job: Job, f_hat: torch.Tensor) -> None:
         if job.cancelled.is_set():
