@@ -1,7 +1,7 @@
 """What `var-fast serve`'s scale-by-scale preview costs: the bundled model's fast sampler for one request
-of 1 and 4 images (the final decode included, as the server does it), without a preview, with the server's
-preview (the request's first image: f_hat area-averaged to each scale's grid, decoded there and PNG-encoded) and, for comparison,
-with a full-resolution decode at every scale.
+of 1 and 4 images (the final decode and PNGs included, as the server does it), without a preview, with the
+server's preview (the request's first image: f_hat area-averaged to each scale's grid, mapped to RGB by
+``LatentPreview``, PNG-encoded) and, for comparison, with that grid decoded by the VQVAE instead.
 
     python -m pytest benchmarks/bench_serve.py --benchmark-only
 """
@@ -18,7 +18,10 @@ from var_fast.native import extension as _ext
 def sampler():
     if _ext.extension() is None:
         pytest.skip("the serve batcher's fast path needs the native extension")
-    return var_fast.load(backend="fast", device="cpu")
+    s = var_fast.load(backend="fast", device="cpu")
+    from var_fast.serve.preview import LatentPreview
+    s.latent_preview = LatentPreview.fit(s)
+    return s
 
 
 def _one_request(sampler, n: int, preview: str):
@@ -29,10 +32,12 @@ def _one_request(sampler, n: int, preview: str):
     def on_f_hat(si, f_hat):
         if si == S - 1:
             return
-        if preview == "scale":  # the server's preview: the request's first image
-            images = sampler.preview_images(f_hat[:1], si)
-        else:  # the first image decoded at full resolution at every scale
-            images = sampler.vae.fhat_to_img(f_hat[:1]).add(1).mul(0.5)
+        if preview == "latent":  # the server's preview
+            images = sampler.latent_preview(f_hat[:1], si)
+        else:  # the VQVAE decoder on the scale's grid
+            pn = sampler.patch_nums[si]
+            small = torch.nn.functional.interpolate(f_hat[:1], size=(pn, pn), mode="area")
+            images = sampler.vae.fhat_to_img(small).add(1).mul(0.5)
         [png_bytes(im) for im in images]
 
     f_hat, _ = sampler._fast_sampler().sample(labels, seed=0, cfg=3.0, on_f_hat=None if preview == "none" else on_f_hat)
@@ -40,7 +45,7 @@ def _one_request(sampler, n: int, preview: str):
 
 
 @pytest.mark.parametrize("n", [1, 4])
-@pytest.mark.parametrize("preview", ["none", "scale", "full"])
+@pytest.mark.parametrize("preview", ["none", "latent", "decode"])
 def test_preview_cost(benchmark, sampler, n, preview):
     benchmark.group = f"serve request, {n} image(s)"
     benchmark.pedantic(_one_request, args=(sampler, n, preview), rounds=5, warmup_rounds=1)

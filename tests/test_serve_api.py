@@ -66,8 +66,8 @@ def test_preview_streams_every_scale_then_the_image(fast_server):
     events = post_stream(fast_server.url + "/api/generate", {"class": 1, "n": 2, "seed": 4, "preview": True})
     scales = [e for e in events if e["event"] == "scale"]
     assert [e["scale"] for e in scales] == [0, 1, 2, 3, 4]
-    for e, pn in zip(scales, [1, 2, 3, 4, 6]):  # each scale decoded at its own grid: pn * 8 pixels
-        assert len(e["images"]) == 1 and decode_png(e["images"][0]).shape == (pn * 8, pn * 8, 3)  # the first image
+    for e, pn in zip(scales, [1, 2, 3, 4, 6]):  # the first image on each scale's grid
+        assert len(e["images"]) == 1 and decode_png(e["images"][0]).shape == (pn, pn, 3)
     assert events[-1]["event"] == "done" and len(events[-1]["images"]) == 2
     alone, _ = generate(fast_server.url, **{"class": 1, "n": 2, "seed": 4})
     assert [base64.b64decode(b) for b in events[-1]["images"]] == alone  # the preview does not change the image

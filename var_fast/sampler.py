@@ -108,7 +108,7 @@ class Sampler:
         so an image does not depend on the others in its batch: image b of this call is image
         ``image_offset + b`` of the seed's stream (split a large job into batches with it).
         ``on_scale(si, num_scales)`` is called after each scale (progress reporting), ``on_f_hat(si, f_hat)``
-        with the accumulated f_hat of the batch (or chunk) so far (previews: ``preview_images``). ``seed`` is None
+        with the accumulated f_hat of the batch (or chunk) so far (previews, read only). ``seed`` is None
         (random) or an integer with 0 <= seed < 2**63.
         """
         check_sampling_args(cfg, top_k, top_p)
@@ -147,16 +147,6 @@ class Sampler:
             tokens = [torch.cat(scale) for scale in zip(*token_parts)]
         images = images.float()
         return (images, tokens) if return_tokens else images
-
-    @torch.no_grad()
-    def preview_images(self, f_hat: torch.Tensor, si: int) -> torch.Tensor:
-        """A cheap look at a partly sampled f_hat (from ``on_f_hat``): f_hat area-averaged to scale si's
-        token grid and decoded there, (B, 3, h, w) in [0, 1] at pn/last of the full resolution (the last
-        scale: the full image). The decoder is convolutional, so a coarse scale costs a fraction of a decode."""
-        pn, last = self.patch_nums[si], self.patch_nums[-1]
-        small = f_hat if pn == last else torch.nn.functional.interpolate(f_hat.float(), size=(pn, pn), mode="area")
-        with self._autocast():
-            return self.vae.fhat_to_img(small.to(f_hat.dtype)).add_(1).mul_(0.5).float()
 
     # ---- zero-shot editing ----------------------------------------------------------------------------
     def edit(self, images: torch.Tensor, keep_mask, labels: Labels = None, *, cfg: float = 4.0, top_k: int = 900,

@@ -69,6 +69,7 @@ def run_serve(args) -> int:
     import var_fast
     from var_fast.default_model import chosen_checkpoints
     from var_fast.serve.batcher import Batcher
+    from var_fast.serve.preview import LatentPreview
     from var_fast.serve.requests import Limits
 
     check_model_flags(args)
@@ -95,7 +96,7 @@ def run_serve(args) -> int:
                      backend=sampler.backend, device=str(sampler.device), dtype=args.dtype, max_batch=max_batch)
     # CUDA: every pass padded to max_batch rows, so its matrix shapes (and cuBLAS's kernels) never change
     batcher = Batcher(sampler, max_batch=max_batch, max_queue=args.max_queue, window_s=args.batch_window_ms / 1000,
-                      pad_to=max_batch if on_gpu else None)
+                      pad_to=max_batch if on_gpu else None, preview=LatentPreview.fit(sampler))
     app = create_app(batcher, info, limits)
     print(f"[var_fast] serving {name} ({sampler.backend} backend, {sampler.device}, up to {max_batch} images per pass) "
           f"on http://{args.host}:{args.port}", file=sys.stderr, flush=True)

@@ -54,8 +54,9 @@ class Job:
 
 class Batcher:
     def __init__(self, sampler, *, max_batch: int, max_queue: int, window_s: float = 0.02,
-                 pad_to: Optional[int] = None):
+                 pad_to: Optional[int] = None, preview: Optional[Callable] = None):
         self.sampler = sampler
+        self.preview = preview  # (f_hat, si) -> (B, 3, pn, pn) images, e.g. LatentPreview
         self.max_batch, self.max_queue, self.window_s, self.pad_to = max_batch, max_queue, window_s, pad_to
         self._pending: collections.deque = collections.deque()
         self._running = 0
@@ -151,8 +152,8 @@ class Batcher:
 
     def _emit_preview(self, job: Job, f_hat: torch.Tensor, si: int) -> None:
         S = len(self.sampler.patch_nums)
-        if job.request.preview and si < S - 1 and not job.cancelled.is_set():
-            image = self.sampler.preview_images(f_hat[:1], si)[0]  # the request's first image: what the page shows
+        if job.request.preview and self.preview is not None and si < S - 1 and not job.cancelled.is_set():
+            image = self.preview(f_hat[:1], si)[0]  # the request's first image: what the page shows
             job.emit({"event": "scale", "scale": si, "of": S, "images": [png_bytes(image)]})
 
     def _finish(self, job: Job, f_hat: torch.Tensor) -> None:
