@@ -81,9 +81,10 @@ if __name__ == "__main__":
         version=VERSION,
         description="Fast sampling for VAR (Visual AutoRegressive) models: C++/CUDA kernels for PyTorch",
         packages=find_packages(include=["var_fast", "var_fast.*"]),
-        package_data={"var_fast": ["assets/*.pth", "assets/*.json"]},
+        package_data={"var_fast": ["assets/*.pth", "assets/*.json", "serve/static/*"]},
         python_requires=">=3.11",
         install_requires=["torch>=2.11", "numpy", "safetensors", "pillow", "tqdm", "huggingface_hub"],
+        extras_require={"serve": ["fastapi>=0.110", "uvicorn>=0.29"]},  # var-fast serve
         ext_modules=extension_modules(),
         cmdclass={"build_ext": build_ext_class()},
         entry_points={"console_scripts": ["var-fast=var_fast.cli:main"]},

@@ -101,6 +101,12 @@ def why_not_here(snippet: Snippet) -> Optional[str]:
         return "runs the whole test suite, this file among it"
     if text.startswith("python scripts/train_default_model.py"):
         return "trains the bundled model (57 minutes; --quick: a minute); run by hand"
+    if text.startswith("make install"):
+        return "installs the requirements and builds the extension (what `make sample` does before sampling)"
+    if (snippet.argv or [])[:1] == ["serve"]:
+        return "starts a server that runs until stopped (tests/test_serve_*.py start it as a real process)"
+    if text.startswith("curl"):
+        return "talks to a running `var-fast serve` (tests/test_serve_api.py sends such requests)"
     if text.startswith("torchrun"):
         return "several processes sampling a published model's 50,000 images"
     if "--model" in (snippet.argv or []) or re.search(r"load\(\"(d\d+|code-\d+)\"", text):

@@ -22,7 +22,8 @@ Differences from the reference loop, all exact in float32 except the random stre
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,20 @@ def scale_seed(seed: int, si: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (z ^ (z >> 31)) & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """Rows [start, stop) of a batch drawn with their own settings (one served request): with ``groups=``
+    each group's rows are drawn exactly as ``sample`` would draw them for that group alone, so unrelated
+    requests can share a transformer pass (rows in no group, padding, get token 0)."""
+    start: int
+    stop: int
+    seed: int
+    cfg: float
+    top_k: int
+    top_p: float
+    image_offset: int = 0
 
 
 class FastSampler:
@@ -170,17 +185,24 @@ class FastSampler:
                on_scale: Optional[Callable[[int, int], None]] = None,
                teacher_force: Optional[TeacherForce] = None, temperature: Schedule = 1.0,
                refiner: Optional["FastSampler"] = None,
-               draft_steps: Optional[int] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+               draft_steps: Optional[int] = None, groups: Optional[Sequence[RowGroup]] = None,
+               on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """label_B (B,) -> (f_hat (B, Cvae, H, W) float32, per-scale tokens). Image b of the batch draws
         its randomness from (seed, image_offset + b). ``teacher_force`` as in the reference loop
         (``h_BChw`` is None unless more_smooth). ``top_k`` / ``temperature``: one value or one per scale.
+        ``groups``: per-request rows with their own seed, offset and settings (``seed``, ``cfg``, ``top_k``,
+        ``top_p``, ``image_offset`` are then unused; not with more_smooth or a temperature schedule).
+        ``on_f_hat(si, f_hat)``: the accumulated f_hat after each scale (previews; read only).
 
         With ``refiner`` (collaborative decoding, CoDe) this model drafts scales 0..draft_steps-1; the
         refiner then fills its KV cache with the drafted scales scale by scale (the same attention as
         CoDe's block-causal prefill) and samples the remaining scales."""
+        if groups is not None and more_smooth:
+            raise ValueError("groups= is not supported with more_smooth")
         S = len(self.var.patch_nums)
         top_ks, temps = per_scale("top_k", top_k, S), per_scale("temperature", temperature, S)
-        args = (label_B, seed, cfg, top_ks, top_p, temps, more_smooth, image_offset, on_scale, teacher_force)
+        args = (label_B, seed, cfg, top_ks, top_p, temps, more_smooth, image_offset, on_scale, teacher_force,
+                groups, on_f_hat)
         if refiner is None:
             f_hat, tokens, _ = self._run(*args)
             return f_hat, tokens
@@ -189,7 +211,7 @@ class FastSampler:
         return f_hat, tokens
 
     def _run(self, label_B, seed, cfg, top_ks, top_p, temps, more_smooth, image_offset, on_scale, teacher_force,
-             stop: Optional[int] = None, drafted=None):
+             groups=None, on_f_hat=None, stop: Optional[int] = None, drafted=None):
         """Scales 0..stop-1 (all by default) -> (f_hat, tokens, Cvae-space inputs of scales 1..). With
         ``drafted`` = another model's (f_hat, tokens, inputs) of its first scales, those scales only
         fill this model's KV cache and f_hat continues from there."""
@@ -230,19 +252,22 @@ class FastSampler:
                 else:
                     idx, nxt = self._draw_and_update(si, work.logits(si, inp, offset), f_hat, seed, cfg * si / (S - 1),
                                                      top_ks[si], top_p, temps[si], more_smooth, image_offset,
-                                                     teacher_force, status)
+                                                     teacher_force, status, groups)
                 tokens.append(idx)
                 inputs.append(nxt)
                 offset += l
-                if on_scale is not None and si >= len(forced_tokens):
-                    on_scale(si, S)
+                if si >= len(forced_tokens):
+                    if on_f_hat is not None:
+                        on_f_hat(si, f_hat)
+                    if on_scale is not None:
+                        on_scale(si, S)
                 if next_size:  # the next scale's map, token-major (B, l, Cvae): embedded inside its pass
                     inp = nxt.view(B, var.Cvae, -1).transpose(1, 2)
         ops.check_status(status, var.V)  # the loop's one wait for the device
         return f_hat, tokens, inputs
 
     def _draw_and_update(self, si, logits, f_hat, seed, t, top_k, top_p, temperature, more_smooth, image_offset,
-                         teacher_force, status):
+                         teacher_force, status, groups=None):
         """One scale's draw from its logits (2B, l, V) and the quantizer update -> (tokens, next input)."""
         var = self.var
         pns = var.patch_nums
@@ -250,7 +275,10 @@ class FastSampler:
         pn = pns[si]
         B, l = logits.shape[0] // 2, pn * pn
         ratio = si / (S - 1)
-        if not more_smooth:
+        if groups is not None:  # requests batched together, each drawn with its own seed and settings
+            idx = self._draw_groups(logits, si, ratio, groups, status)
+            h_BChw = None
+        elif not more_smooth:
             if temperature == 1:
                 idx = ops.sample_cfg_top_k_top_p(logits, t, top_k, top_p, scale_seed(seed, si),
                                                  row_offset=image_offset * l, status=status)
@@ -276,6 +304,19 @@ class FastSampler:
         else:
             nxt = self._soft_step(si, f_hat, h_BChw, next_size)
         return idx, nxt
+
+    @staticmethod
+    def _draw_groups(logits: torch.Tensor, si: int, ratio: float, groups: Sequence[RowGroup],
+                     status: torch.Tensor) -> torch.Tensor:
+        """Each group's rows drawn by the sampling op on that group's (conditional, unconditional) rows only."""
+        B, l = logits.shape[0] // 2, logits.shape[1]
+        idx = torch.zeros(B, l, dtype=torch.long, device=logits.device)
+        for g in groups:
+            rows = torch.cat((logits[g.start:g.stop], logits[B + g.start:B + g.stop]))
+            idx[g.start:g.stop] = ops.sample_cfg_top_k_top_p(rows, g.cfg * ratio, g.top_k, g.top_p,
+                                                             scale_seed(g.seed, si), row_offset=g.image_offset * l,
+                                                             status=status)
+        return idx
 
     def _soft_step(self, si: int, f_hat: torch.Tensor, h_BChw: torch.Tensor, next_size: int) -> torch.Tensor:
         """Quantizer update for an embedded (soft) code map, through the same resampling/Phi ops."""

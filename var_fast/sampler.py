@@ -153,7 +153,8 @@ class Sampler:
                top_k: Schedule = 0, top_p: float = 0.0, seed: Optional[int] = None, more_smooth: bool = False,
                return_tokens: bool = False, image_offset: int = 0,
                on_scale: Optional[Callable[[int, int], None]] = None, temperature: Schedule = 1.0,
-               draft_steps: Optional[int] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+               draft_steps: Optional[int] = None,
+               on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Images (B, 3, H, W) in [0, 1] of the given classes (and, with return_tokens, the per-scale
         tokens (B, pn*pn)).
 
@@ -163,7 +164,8 @@ class Sampler:
         exactly; the fast backend draws from a counter-based generator keyed by (seed, image, token),
         so an image does not depend on the others in its batch: image b of this call is image
         ``image_offset + b`` of the seed's stream (split a large job into batches with it).
-        ``on_scale(si, num_scales)`` is called after each scale (progress reporting). ``seed`` is None
+        ``on_scale(si, num_scales)`` is called after each scale (progress reporting), ``on_f_hat(si, f_hat)``
+        with the accumulated f_hat of the batch (or chunk) so far (previews, read only). ``seed`` is None
         (random) or an integer with 0 <= seed < 2**63.
 
         ``top_k`` and ``temperature`` are one value or one per scale (``var_fast.schedules``; CoDe uses
@@ -195,7 +197,7 @@ class Sampler:
             with self._autocast():
                 f_hat, tokens = autoregressive_infer_cfg(self.var, self.vae, label_B, rng, cfg=cfg, top_k=top_ks,
                                                          top_p=top_p, more_smooth=more_smooth, on_scale=on_scale,
-                                                         temperature=temps)
+                                                         temperature=temps, on_f_hat=on_f_hat)
             images = self._decode_fhat(f_hat)
         else:
             if seed is None:
@@ -210,7 +212,8 @@ class Sampler:
                 f_hat, toks = self._fast_sampler().sample(label_B[start:start + chunk], seed=int(seed), cfg=cfg,
                                                           top_k=top_ks, top_p=top_p, more_smooth=more_smooth,
                                                           image_offset=image_offset + start, on_scale=on_scale,
-                                                          temperature=temps, **self._fast_pair(draft_steps))
+                                                          temperature=temps, on_f_hat=on_f_hat,
+                                                          **self._fast_pair(draft_steps))
                 parts.append(self._decode_fhat(f_hat))
                 token_parts.append(toks)
             images = torch.cat(parts)

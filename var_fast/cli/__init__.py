@@ -7,8 +7,9 @@
     var-fast sample-fid --out fid/ --npz # 50 images per class for FID, resumable, also under torchrun
     var-fast edit --image in.png --box 16 16 48 48 --out out.png   # in-paint a box
     var-fast info                        # version and build of the native kernels
+    var-fast serve                       # a page and an HTTP API on 127.0.0.1:7860 (pip install var_fast[serve])
 
-One module per command (sample, info, edit, sample_fid); the flags they share are in common.
+One module per command (sample, info, edit, sample_fid, serve); the flags they share are in common.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from var_fast.cli.edit import add_edit_parser, run_edit
 from var_fast.cli.info import add_info_parser, run_info
 from var_fast.cli.sample import add_sample_parser, run_sample
 from var_fast.cli.sample_fid import add_sample_fid_parser, run_sample_fid
+from var_fast.cli.serve import add_serve_parser, run_serve
 
-COMMANDS = {"sample": run_sample, "sample-fid": run_sample_fid, "edit": run_edit, "info": run_info}
+COMMANDS = {"sample": run_sample, "sample-fid": run_sample_fid, "edit": run_edit, "info": run_info,
+            "serve": run_serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sample_fid_parser(sub)
     add_edit_parser(sub)
     add_info_parser(sub)
+    add_serve_parser(sub)
     return ap
 
 

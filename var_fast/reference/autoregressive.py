@@ -85,7 +85,8 @@ def advance(state: ScaleState, vae: VQVAE, si: int, logits: torch.Tensor, rng: O
 def run_scales(state: ScaleState, vae: VQVAE, scales: range, rng: Optional[torch.Generator], cfg: float,
                top_ks: Sequence[int], top_p: float, temperatures: Sequence[float], more_smooth: bool,
                on_scale: Optional[Callable[[int, int], None]] = None,
-               teacher_force: Optional[TeacherForce] = None) -> None:
+               teacher_force: Optional[TeacherForce] = None,
+               on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> None:
     """The reference loop over ``scales`` (consecutive, continuing ``state``) on ``state.var``."""
     var = state.var
     S = len(var.patch_nums)
@@ -95,6 +96,8 @@ def run_scales(state: ScaleState, vae: VQVAE, scales: range, rng: Optional[torch
         t = cfg * si / (S - 1)
         logits = (1 + t) * logits[:B] - t * logits[B:]
         advance(state, vae, si, logits, rng, top_ks[si], top_p, temperatures[si], more_smooth, teacher_force)
+        if on_f_hat is not None:
+            on_f_hat(si, state.f_hat)
         if on_scale is not None:
             on_scale(si, S)
 
@@ -104,8 +107,10 @@ def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: O
                              cfg: float = 1.5, top_k: Schedule = 0, top_p: float = 0.0,
                              more_smooth: bool = False, on_scale: Optional[Callable[[int, int], None]] = None,
                              teacher_force: Optional[TeacherForce] = None,
-                             temperature: Schedule = 1.0) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                             temperature: Schedule = 1.0,
+                             on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """label_B (B,) -> (f_hat (B, Cvae, H, W), per-scale tokens [(B, pn*pn)]).
+    ``on_f_hat(si, f_hat)`` sees the accumulated f_hat after each scale (previews; read only).
 
     ``teacher_force(si, idx_Bl, h_BChw) -> (idx_Bl, h_BChw)`` may overwrite a scale's drawn tokens and
     their embedding before f_hat is updated (zero-shot editing, reference/edit.py). ``top_k`` and
@@ -115,5 +120,5 @@ def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: O
     S = len(var.patch_nums)
     state = ScaleState(var, label_B)
     run_scales(state, vae, range(S), rng, cfg, per_scale("top_k", top_k, S), top_p,
-               per_scale("temperature", temperature, S), more_smooth, on_scale, teacher_force)
+               per_scale("temperature", temperature, S), more_smooth, on_scale, teacher_force, on_f_hat)
     return state.f_hat, state.tokens

@@ -1,0 +1,21 @@
+"""The serve preview's linear f_hat -> RGB map: at the last scale it is close to the decoded image seen on
+the token grid, and it is much closer than a constant (the mean colour) would be."""
+import torch
+import torch.nn.functional as F
+
+import var_fast
+from var_fast.serve.preview import LatentPreview
+
+
+def test_latent_preview_tracks_the_decoded_image():
+    sampler = var_fast.load(backend="reference", device="cpu")
+    preview = LatentPreview.fit(sampler, images=6, seed=1)
+    last = {}
+    images = sampler.sample([0, 3, 7, 9], cfg=3.0, seed=5, on_f_hat=lambda si, f: last.setdefault(si, f.clone()))
+    target = F.interpolate(images, size=(8, 8), mode="area")
+    got = preview(last[5], 5)
+    assert got.shape == (4, 3, 8, 8) and float(got.min()) >= 0 and float(got.max()) <= 1
+    err = (got - target).abs().mean()
+    baseline = (target.mean((0, 2, 3), keepdim=True) - target).abs().mean()
+    assert err < 0.5 * baseline, (float(err), float(baseline))
+    assert [tuple(preview(last[si], si).shape[-2:]) for si in range(5)] == [(1, 1), (2, 2), (3, 3), (4, 4), (6, 6)]
