@@ -20,6 +20,13 @@ group) can, and a flat ch_mult keeps the weights small. Why downsample 8 and not
 grid at 64 px gives every token a 16x16 pixel patch and the decoder draws blobs (a heart, a square
 and a disk become alike); at 8x8 the reconstructions keep corners and holes.
 
+Resumable: with --save-every N every stage saves its state (model, optimizer, step, data generator)
+in --state-dir, the tokens are cached there, and --resume continues from it; --log-file appends the
+log (the bundled model's is scripts/logs/train_default_model.log). Stage 1b (--dec-steps, with
+--vae-checkpoint or after stage 1) fine-tunes only the decoder side with an added edge loss and
+low-pass colour loss: the encoder and codebook stay frozen, so a VAR trained on the tokens stays valid.
+The figures the model is judged by come from scripts/eval_default_model.py (docs/default_model.md).
+
 Both models are saved exactly as the reference saves them, ``torch.save(model.state_dict(), path)``
 with the reference key layout; ``var_fast.checkpoint`` reads their configuration back off the
 weights. Everything is seeded: the same command on the same machine gives the same files.
@@ -162,6 +169,22 @@ def train_vae(args, device: torch.device) -> VQVAE:
     opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(args.seed + 1)
     total = args.vae_ae_steps + args.vae_steps
+    state_path = os.path.join(args.state_dir, "vae_state.pt")
+    hits_ema = torch.zeros(args.vocab, device=device)
+    start, restarted = 0, 0  # start: steps done over both phases
+    if args.resume and os.path.exists(state_path):
+        st = load_state(state_path)
+        vae.load_state_dict(st["vae"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        hits_ema.copy_(st["hits_ema"])
+        start, restarted = st["step"], st["restarted"]
+        log(f"VQVAE: resumed from {state_path} at step {start}")
+
+    def checkpoint(done: int) -> None:
+        if args.save_every and done % args.save_every == 0:
+            save_state(state_path, vae=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=done,
+                       hits_ema=hits_ema.cpu(), restarted=restarted)
     t0 = time.time()
 
     def reconstruction_step(step: int, x: torch.Tensor, f_dec: torch.Tensor, extra: torch.Tensor) -> float:
@@ -173,18 +196,17 @@ def train_vae(args, device: torch.device) -> VQVAE:
         opt.step()
         return rec_loss.item()
 
-    for step in range(args.vae_ae_steps):
+    for step in range(start, args.vae_ae_steps):
         img, _ = shapes_batch(args.vae_ae_batch, gen, args.image_size)
         x = img.to(device).mul(2).sub(1)
         rec_loss = reconstruction_step(step, x, vae.quant_conv(vae.encoder(x)), x.new_zeros(()))
         if step % args.log_every == 0 or step == args.vae_ae_steps - 1:
             log(f"vae (autoencoder) step {step:5d}/{args.vae_ae_steps} rec {rec_loss:.4f} "
-                f"({(time.time() - t0) / (step + 1):.2f} s/step)")
+                f"({(time.time() - t0) / (step + 1 - start):.2f} s/step)")
+        checkpoint(step + 1)
 
-    hits_ema = torch.zeros(args.vocab, device=device)
-    restarted = 0
-    t0 = time.time()
-    for step in range(args.vae_steps):
+    t0, first = time.time(), max(0, start - args.vae_ae_steps)
+    for step in range(first, args.vae_steps):
         img, _ = shapes_batch(args.vae_batch, gen, args.image_size)
         x = img.to(device).mul(2).sub(1)
         f = vae.quant_conv(vae.encoder(x))
@@ -211,7 +233,8 @@ def train_vae(args, device: torch.device) -> VQVAE:
         if step % args.log_every == 0 or step == args.vae_steps - 1:
             used = (hits_ema > 0.02).float().mean().item() * 100
             log(f"vae (VQ) step {step:5d}/{args.vae_steps} rec {rec_loss:.4f} vq {vq_loss.item():.4f} "
-                f"codes used {used:5.1f}% restarted {restarted} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+                f"codes used {used:5.1f}% restarted {restarted} ({(time.time() - t0) / (step + 1 - first):.2f} s/step)")
+        checkpoint(args.vae_ae_steps + step + 1)
     vae.eval()
     return vae
 
