@@ -317,6 +317,14 @@ def encode_dataset(vae: VQVAE, args, device: torch.device) -> Tuple[List[torch.T
     return [torch.cat(t) for t in tokens], torch.cat(labels)
 
 
+def encoder_fingerprint(vae: VQVAE) -> torch.Tensor:
+    """Sums of the weights that decide the tokens (encoder, quant_conv, codebook, Phi): cached tokens
+    are reused only when these are exactly the same."""
+    mods = (vae.encoder, vae.quant_conv, vae.quantize)
+    return torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()])
+                        for m in mods for p in m.parameters()]).cpu()
+
+
 def teacher_forcing_input(quant: MultiScaleQuantizer, idx_Bl: List[torch.Tensor]) -> torch.Tensor:
     """(B, L - first_l, Cvae) VAR input: for every scale after the first, the accumulated f_hat of the
     previous scales, area-downsampled to this scale and flattened (the reference ``idxBl_to_var_input``)."""
@@ -500,14 +508,16 @@ def main(argv=None) -> None:
         log(f"saved {vae_path} ({t_vae - t_start:.0f} s); stopping after the VQVAE as asked")
         return
     tok_path = os.path.join(args.state_dir, "tokens.pt")
-    if args.resume and os.path.exists(tok_path):
-        st = load_state(tok_path)
+    st = load_state(tok_path) if args.resume and os.path.exists(tok_path) else None
+    if (st is not None and "encoder" in st and torch.equal(st["encoder"], encoder_fingerprint(vae))
+            and len(st["labels"]) >= args.var_images):
         tokens, labels = st["tokens"], st["labels"]
         vae.quantize.ema_vocab_hit_SV.copy_(st["hits"])
         log(f"tokens: resumed from {tok_path}")
-    else:
+    else:  # no cache, or one made by another encoder / codebook
         tokens, labels = encode_dataset(vae, args, device)
-        save_state(tok_path, tokens=tokens, labels=labels, hits=vae.quantize.ema_vocab_hit_SV.cpu())
+        save_state(tok_path, tokens=tokens, labels=labels, hits=vae.quantize.ema_vocab_hit_SV.cpu(),
+                   encoder=encoder_fingerprint(vae))
     t_tok = time.time()
     save_reference_format(vae, vae_path)
     var = train_var(vae, tokens, labels, args, device)
