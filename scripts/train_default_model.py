@@ -239,6 +239,11 @@ def train_vae(args, device: torch.device) -> VQVAE:
     return vae
 
 
+def decoder_side(vae: VQVAE) -> dict:
+    """The weights stage 1b trains (post_quant_conv and decoder), as a state dict."""
+    return {k: v for k, v in vae.state_dict().items() if k.startswith(("post_quant_conv.", "decoder."))}
+
+
 def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     """Stage 1b: train only the decoder side (post_quant_conv + decoder) of a trained VQVAE on its own
     quantized latents. The encoder, codebook and Phi stay frozen, so every image keeps its tokens: a
@@ -254,7 +259,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     start = 0
     if args.resume and os.path.exists(state_path):
         st = load_state(state_path)
-        vae.load_state_dict(st["vae"])
+        vae.load_state_dict({**vae.state_dict(), **st["decoder_side"]})  # the encoder side is the given one
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
         start = st["step"]
@@ -281,12 +286,14 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         edge_avg = e_loss.item() if edge_avg is None else 0.95 * edge_avg + 0.05 * e_loss.item()
         lp_avg = lp_loss.item() if lp_avg is None else 0.95 * lp_avg + 0.05 * lp_loss.item()
         if args.save_every and (step + 1) % args.save_every == 0:
-            save_state(state_path, vae=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step + 1)
+            save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
+                       step=step + 1)
         if step % args.log_every == 0 or step == args.dec_steps - 1:
             log(f"decoder step {step:5d}/{args.dec_steps} rec {rec_avg:.4f} edge {edge_avg:.4f} low-pass {lp_avg:.4f} "
                 f"({(time.time() - t0) / done:.2f} s/step)")
     if args.save_every and start < args.dec_steps:
-        save_state(state_path, vae=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=args.dec_steps)
+        save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
+                   step=args.dec_steps)
     vae.requires_grad_(True)
     return vae
 

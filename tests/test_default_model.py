@@ -23,7 +23,8 @@ from var_fast import checkpoint
 from var_fast.native import extension as _ext
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, render, shapes_batch
 from var_fast.datasets.shape_classifier import predict, train_classifier
-from var_fast.datasets.shape_stats import EDGE_SYMMETRY, colour_features, edge_orientation_concentration, frechet_distance
+from var_fast.datasets.shape_stats import (EDGE_SYMMETRY, colour_features, edge_orientation_concentration,
+                                           frechet_distance)
 from var_fast.default_model import ASSETS, INFO_FILE, default_checkpoints
 from var_fast.models import VAR, VQVAE
 
