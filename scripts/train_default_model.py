@@ -20,6 +20,13 @@ group) can, and a flat ch_mult keeps the weights small. Why downsample 8 and not
 grid at 64 px gives every token a 16x16 pixel patch and the decoder draws blobs (a heart, a square
 and a disk become alike); at 8x8 the reconstructions keep corners and holes.
 
+Resumable: with --save-every N every stage saves its state (model, optimizer, step, data generator)
+in --state-dir, the tokens are cached there, and --resume continues from it; --log-file appends the
+log (the bundled model's is scripts/logs/train_default_model.log). Stage 1b (--dec-steps, with
+--vae-checkpoint or after stage 1) fine-tunes only the decoder side with an added edge loss and
+low-pass colour loss: the encoder and codebook stay frozen, so a VAR trained on the tokens stays valid.
+The figures the model is judged by come from scripts/eval_default_model.py (docs/default_model.md).
+
 Both models are saved exactly as the reference saves them, ``torch.save(model.state_dict(), path)``
 with the reference key layout; ``var_fast.checkpoint`` reads their configuration back off the
 weights. Everything is seeded: the same command on the same machine gives the same files.
@@ -53,8 +60,36 @@ from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
 VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
 
 
+LOG_FILES: List[str] = []  # --log-file: every line is appended there too (kept across resumed runs)
+
+
 def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    line = f"[{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}Z] {msg}"
+    print(line, flush=True)
+    for path in LOG_FILES:
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+
+
+# ---- resumable training state --------------------------------------------------------------------
+def save_state(path: str, **state) -> None:
+    """Model and optimizer state dicts, the step and the data generator's state, written atomically
+    (tensors and plain containers only, so that resuming loads it with weights_only=True)."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def edge_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between the images' horizontal and vertical finite differences: it weighs every edge
+    pixel as much as the L1/L2 terms weigh a whole flat area, which is what keeps corners and straight
+    edges sharp (plain L1 + L2 is content with a wavy, blurred edge)."""
+    return (F.l1_loss(rec[..., :, 1:] - rec[..., :, :-1], x[..., :, 1:] - x[..., :, :-1])
+            + F.l1_loss(rec[..., 1:, :] - rec[..., :-1, :], x[..., 1:, :] - x[..., :-1, :]))
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int, final_ratio: float = 0.05) -> float:
@@ -134,6 +169,22 @@ def train_vae(args, device: torch.device) -> VQVAE:
     opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(args.seed + 1)
     total = args.vae_ae_steps + args.vae_steps
+    state_path = os.path.join(args.state_dir, "vae_state.pt")
+    hits_ema = torch.zeros(args.vocab, device=device)
+    start, restarted = 0, 0  # start: steps done over both phases
+    if args.resume and os.path.exists(state_path):
+        st = load_state(state_path)
+        vae.load_state_dict(st["vae"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        hits_ema.copy_(st["hits_ema"])
+        start, restarted = st["step"], st["restarted"]
+        log(f"VQVAE: resumed from {state_path} at step {start}")
+
+    def checkpoint(done: int) -> None:
+        if args.save_every and done % args.save_every == 0:
+            save_state(state_path, vae=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=done,
+                       hits_ema=hits_ema.cpu(), restarted=restarted)
     t0 = time.time()
 
     def reconstruction_step(step: int, x: torch.Tensor, f_dec: torch.Tensor, extra: torch.Tensor) -> float:
@@ -145,18 +196,17 @@ def train_vae(args, device: torch.device) -> VQVAE:
         opt.step()
         return rec_loss.item()
 
-    for step in range(args.vae_ae_steps):
+    for step in range(start, args.vae_ae_steps):
         img, _ = shapes_batch(args.vae_ae_batch, gen, args.image_size)
         x = img.to(device).mul(2).sub(1)
         rec_loss = reconstruction_step(step, x, vae.quant_conv(vae.encoder(x)), x.new_zeros(()))
         if step % args.log_every == 0 or step == args.vae_ae_steps - 1:
             log(f"vae (autoencoder) step {step:5d}/{args.vae_ae_steps} rec {rec_loss:.4f} "
-                f"({(time.time() - t0) / (step + 1):.2f} s/step)")
+                f"({(time.time() - t0) / (step + 1 - start):.2f} s/step)")
+        checkpoint(step + 1)
 
-    hits_ema = torch.zeros(args.vocab, device=device)
-    restarted = 0
-    t0 = time.time()
-    for step in range(args.vae_steps):
+    t0, first = time.time(), max(0, start - args.vae_ae_steps)
+    for step in range(first, args.vae_steps):
         img, _ = shapes_batch(args.vae_batch, gen, args.image_size)
         x = img.to(device).mul(2).sub(1)
         f = vae.quant_conv(vae.encoder(x))
@@ -183,8 +233,68 @@ def train_vae(args, device: torch.device) -> VQVAE:
         if step % args.log_every == 0 or step == args.vae_steps - 1:
             used = (hits_ema > 0.02).float().mean().item() * 100
             log(f"vae (VQ) step {step:5d}/{args.vae_steps} rec {rec_loss:.4f} vq {vq_loss.item():.4f} "
-                f"codes used {used:5.1f}% restarted {restarted} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+                f"codes used {used:5.1f}% restarted {restarted} ({(time.time() - t0) / (step + 1 - first):.2f} s/step)")
+        checkpoint(args.vae_ae_steps + step + 1)
     vae.eval()
+    return vae
+
+
+def decoder_side(vae: VQVAE) -> dict:
+    """The weights stage 1b trains (post_quant_conv and decoder), as a state dict."""
+    return {k: v for k, v in vae.state_dict().items() if k.startswith(("post_quant_conv.", "decoder."))}
+
+
+def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
+    """Stage 1b: train only the decoder side (post_quant_conv + decoder) of a trained VQVAE on its own
+    quantized latents. The encoder, codebook and Phi stay frozen, so every image keeps its tokens: a
+    VAR trained on them stays valid, while the decoder learns to draw sharper edges and the background
+    gradient from the same tokens. Resumable (``--resume``): the state is saved every --save-every steps."""
+    state_path = os.path.join(args.state_dir, "decoder_state.pt")
+    vae.requires_grad_(False)
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    for p_ in params:
+        p_.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=args.dec_lr, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(args.seed + 5)
+    start = 0
+    if args.resume and os.path.exists(state_path):
+        st = load_state(state_path)
+        vae.load_state_dict({**vae.state_dict(), **st["decoder_side"]})  # the encoder side is the given one
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        start = st["step"]
+        log(f"decoder: resumed from {state_path} at step {start}")
+    vae.eval()  # no dropout / batch statistics anywhere in the VQVAE; eval keeps the encoder frozen
+    t0, done = time.time(), 0
+    rec_avg = edge_avg = lp_avg = None
+    for step in range(start, args.dec_steps):
+        set_lr(opt, cosine_lr(step, args.dec_steps, args.dec_lr, warmup=min(100, args.dec_steps // 10 + 1)))
+        img, _ = shapes_batch(args.dec_batch, gen, args.image_size)
+        x = img.to(device).mul(2).sub(1)
+        with torch.no_grad():
+            f_hat = vae.quantize.idx_to_fhat(vae.img_to_idx(x))
+        rec = vae.decoder(vae.post_quant_conv(f_hat))
+        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        e_loss = edge_loss(rec, x)
+        # the colours of flat areas and the background gradient are low-frequency: weigh them on their own
+        lp_loss = F.l1_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
+        opt.zero_grad(set_to_none=True)
+        (rec_loss + args.edge_weight * e_loss + args.lowpass_weight * lp_loss).backward()
+        opt.step()
+        done += 1
+        rec_avg = rec_loss.item() if rec_avg is None else 0.95 * rec_avg + 0.05 * rec_loss.item()
+        edge_avg = e_loss.item() if edge_avg is None else 0.95 * edge_avg + 0.05 * e_loss.item()
+        lp_avg = lp_loss.item() if lp_avg is None else 0.95 * lp_avg + 0.05 * lp_loss.item()
+        if args.save_every and (step + 1) % args.save_every == 0:
+            save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
+                       step=step + 1)
+        if step % args.log_every == 0 or step == args.dec_steps - 1:
+            log(f"decoder step {step:5d}/{args.dec_steps} rec {rec_avg:.4f} edge {edge_avg:.4f} low-pass {lp_avg:.4f} "
+                f"({(time.time() - t0) / done:.2f} s/step)")
+    if args.save_every and start < args.dec_steps:
+        save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
+                   step=args.dec_steps)
+    vae.requires_grad_(True)
     return vae
 
 
@@ -212,6 +322,14 @@ def encode_dataset(vae: VQVAE, args, device: torch.device) -> Tuple[List[torch.T
     log(f"encoded {batches * 250} images to tokens; reconstruction L1 in [-1,1]: {err:.4f}; "
         f"codes used per scale: {[(h > 0).sum().item() for h in hit_SV]}")
     return [torch.cat(t) for t in tokens], torch.cat(labels)
+
+
+def encoder_fingerprint(vae: VQVAE) -> torch.Tensor:
+    """Sums of the weights that decide the tokens (encoder, quant_conv, codebook, Phi): cached tokens
+    are reused only when these are exactly the same."""
+    mods = (vae.encoder, vae.quant_conv, vae.quantize)
+    return torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()])
+                        for m in mods for p in m.parameters()]).cpu()
 
 
 def teacher_forcing_input(quant: MultiScaleQuantizer, idx_Bl: List[torch.Tensor]) -> torch.Tensor:
@@ -259,6 +377,10 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
                     patch_nums=args.patch_nums, Cvae=args.cvae, vocab_size=args.vocab)
     var = VAR(cfg).to(device)
     init_var(var)
+    if args.var_init:  # fine-tune: the VAR's layout must be the one the args describe
+        from var_fast.checkpoint import load_strict, read_state_dict
+        load_strict(var, read_state_dict(args.var_init, "VAR"), args.var_init, "VAR")
+        log(f"VAR: starting from {args.var_init}")
     var.train()
     log(f"VAR: {sum(p.numel() for p in var.parameters()) / 1e6:.2f} M parameters, {cfg}")
     quant = vae.quantize.requires_grad_(False)
@@ -273,9 +395,17 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
                             lr=args.var_lr, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(args.seed + 4)
     N = len(labels)
-    t0 = time.time()
-    loss_avg = None
-    for step in range(args.var_steps):
+    state_path = os.path.join(args.state_dir, "var_state.pt")
+    start, loss_avg = 0, None
+    if args.resume and os.path.exists(state_path):
+        st = load_state(state_path)
+        var.load_state_dict(st["var"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        start, loss_avg = st["step"], st["loss_avg"]
+        log(f"VAR: resumed from {state_path} at step {start}")
+    t0, done = time.time(), 0
+    for step in range(start, args.var_steps):
         set_lr(opt, cosine_lr(step, args.var_steps, args.var_lr, warmup=min(200, args.var_steps // 10 + 1)))
         pick = torch.randint(N, (args.var_batch,), generator=gen)
         label = labels[pick].to(device)
@@ -288,11 +418,14 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
         opt.step()
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        if args.save_every and step % args.save_every == args.save_every - 1:  # to evaluate while training
+        done += 1
+        if args.save_every and step % args.save_every == args.save_every - 1:  # to resume and to evaluate
+            save_state(state_path, var=var.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step + 1,
+                       loss_avg=loss_avg)
             save_reference_format(var, os.path.join(args.out_dir, VAR_FILE))
         if step % args.log_every == 0 or step == args.var_steps - 1:
             log(f"var step {step:5d}/{args.var_steps} loss {loss_avg:.4f} "
-                f"({(time.time() - t0) / (step + 1):.3f} s/step)")
+                f"({(time.time() - t0) / done:.3f} s/step)")
     var.eval()
     return var
 
@@ -321,6 +454,14 @@ def main(argv=None) -> None:
     p.add_argument("--vae-batch", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-checkpoint", default="", help="skip stage 1: use this trained VQVAE")
+    p.add_argument("--dec-steps", type=int, default=0,
+                   help="stage 1b: decoder-only fine-tuning steps of the (trained or loaded) VQVAE; tokens unchanged")
+    p.add_argument("--dec-batch", type=int, default=8)
+    p.add_argument("--dec-lr", type=float, default=3e-4)
+    p.add_argument("--edge-weight", type=float, default=1.0, help="weight of the edge (finite-difference L1) loss")
+    p.add_argument("--lowpass-weight", type=float, default=2.0,
+                   help="weight of the L1 loss between 8x8-average-pooled images (flat colours, gradients)")
+    p.add_argument("--var-init", default="", help="start the VAR from these weights (fine-tuning) instead of scratch")
     p.add_argument("--var-images", type=int, default=10000, help="images encoded to tokens for the VAR")
     p.add_argument("--var-depth", type=int, default=4)
     p.add_argument("--var-width", type=int, default=128)
@@ -333,7 +474,13 @@ def main(argv=None) -> None:
     p.add_argument("--top-p", type=float, default=0.0)
     p.add_argument("--per-class", type=int, default=8, help="images per class `var-fast sample` draws by default")
     p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--save-every", type=int, default=0, help="also save the VAR every N steps (0: only at the end)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="save the resumable training state (and the VAR) every N steps (0: only at the end)")
+    p.add_argument("--state-dir", default=os.path.join(ROOT, "build", "train_default_model"),
+                   help="where the resumable training state lives")
+    p.add_argument("--resume", action="store_true", help="continue the stages from their saved state in --state-dir")
+    p.add_argument("--log-file", default="", help="also append the log to this file")
+    p.add_argument("--stop-after-vae", action="store_true", help="save the VQVAE and stop (no tokens, no VAR)")
     p.add_argument("--quick", action="store_true", help="tiny run to check the pipeline (about a minute)")
     args = p.parse_args(argv)
     if args.quick:
@@ -343,6 +490,10 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     os.makedirs(args.out_dir, exist_ok=True)
+    os.makedirs(args.state_dir, exist_ok=True)
+    if args.log_file:
+        LOG_FILES.append(args.log_file)
+    log("command: python scripts/train_default_model.py " + " ".join(argv if argv is not None else sys.argv[1:]))
 
     t_start = time.time()
     vae_path = os.path.join(args.out_dir, VAE_FILE)
@@ -356,8 +507,24 @@ def main(argv=None) -> None:
     else:
         vae = train_vae(args, device)
         save_reference_format(vae, vae_path)  # usage statistics are filled in after encoding
+    if args.dec_steps:
+        vae = finetune_decoder(vae, args, device)
+        save_reference_format(vae, vae_path)
     t_vae = time.time()
-    tokens, labels = encode_dataset(vae, args, device)
+    if args.stop_after_vae:
+        log(f"saved {vae_path} ({t_vae - t_start:.0f} s); stopping after the VQVAE as asked")
+        return
+    tok_path = os.path.join(args.state_dir, "tokens.pt")
+    st = load_state(tok_path) if args.resume and os.path.exists(tok_path) else None
+    if (st is not None and "encoder" in st and torch.equal(st["encoder"], encoder_fingerprint(vae))
+            and len(st["labels"]) >= args.var_images):
+        tokens, labels = st["tokens"], st["labels"]
+        vae.quantize.ema_vocab_hit_SV.copy_(st["hits"])
+        log(f"tokens: resumed from {tok_path}")
+    else:  # no cache, or one made by another encoder / codebook
+        tokens, labels = encode_dataset(vae, args, device)
+        save_state(tok_path, tokens=tokens, labels=labels, hits=vae.quantize.ema_vocab_hit_SV.cpu(),
+                   encoder=encoder_fingerprint(vae))
     t_tok = time.time()
     save_reference_format(vae, vae_path)
     var = train_var(vae, tokens, labels, args, device)

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Measure the bundled default model (or any shapes model) against its training set: three figures.
+
+    PYTHONPATH=. python scripts/eval_default_model.py                         # the bundled files
+    PYTHONPATH=. python scripts/eval_default_model.py --dir build/run --cfg 2 # another pair / setting
+
+1. class accuracy: the share of samples that a classifier trained on the generator's own images
+   (var_fast.datasets.shape_classifier, never on samples) recognises as the class they were drawn for;
+2. straight edges: per straight-edged class the mean edge-orientation concentration R_n of the
+   samples and of as many training images (var_fast.datasets.shape_stats), and their ratio;
+3. colour / background: the Frechet distance between per-image colour features (foreground and
+   background mean RGB, background gradient) of the samples and of the training set, next to the
+   same distance between two independent training sets of the same size (the noise floor).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import var_fast  # noqa: E402
+from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, render  # noqa: E402
+from var_fast.datasets.shape_classifier import predict, train_classifier  # noqa: E402
+from var_fast.datasets.shape_stats import (EDGE_SYMMETRY, colour_features, edge_orientation_concentration,  # noqa: E402
+                                           frechet_distance)
+from var_fast.default_model import default_model_info  # noqa: E402
+
+
+def edge_orders(labels: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([EDGE_SYMMETRY.get(CLASS_NAMES[k], 1) for k in labels.tolist()])
+
+
+def figures(images: torch.Tensor, labels: torch.Tensor, classifier, reference: torch.Tensor,
+            reference2: torch.Tensor) -> dict:
+    """The three figures of ``images`` (drawn for ``labels``) against ``reference`` renders of the
+    same labels (``reference2``: a second, independent set, for the noise floor)."""
+    pred = predict(classifier, images)
+    per_class = {name: (pred[labels == k] == k).float().mean().item() for k, name in enumerate(CLASS_NAMES)}
+    orders = edge_orders(labels)
+    r_s, r_t = edge_orientation_concentration(images, orders), edge_orientation_concentration(reference, orders)
+    edges = {}
+    for k, name in enumerate(CLASS_NAMES):
+        if name in EDGE_SYMMETRY:
+            s, t = r_s[labels == k].mean().item(), r_t[labels == k].mean().item()
+            edges[name] = {"samples": round(s, 3), "training": round(t, 3), "ratio": round(s / t, 3)}
+    f_ref = colour_features(reference)
+    return {
+        "class_accuracy": (pred == labels).float().mean().item(),
+        "class_accuracy_per_class": {k: round(v, 3) for k, v in per_class.items()},
+        "edge_concentration": edges,
+        "edge_ratio_min": min(e["ratio"] for e in edges.values()),
+        "colour_frechet": frechet_distance(colour_features(images), f_ref),
+        "colour_frechet_noise_floor": frechet_distance(colour_features(reference2), f_ref),
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", default="", help="folder with default_var.pth and default_vae.pth (default: the bundled)")
+    p.add_argument("--per-class", type=int, default=30)
+    p.add_argument("--cfg", type=float, default=None, help="default: the model's recommended setting")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default="", help="also write the figures here")
+    args = p.parse_args(argv)
+    rec = default_model_info().get("sampling", {})
+    cfg = rec.get("cfg", 3.0) if args.cfg is None else args.cfg
+    top_k = rec.get("top_k", 0) if args.top_k is None else args.top_k
+    top_p = rec.get("top_p", 0.0) if args.top_p is None else args.top_p
+    paths = (os.path.join(args.dir, "default_var.pth"), os.path.join(args.dir, "default_vae.pth")) if args.dir else ()
+    sampler = var_fast.load(*paths, device="cpu", backend="reference")
+    labels = balanced_labels(args.per_class)
+    t0 = time.time()
+    images = sampler.sample(labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed).cpu()
+    t_sample = time.time() - t0
+    reference = render(labels, torch.Generator().manual_seed(1000 + args.seed))
+    reference2 = render(labels, torch.Generator().manual_seed(2000 + args.seed))
+    out = {"checkpoints": args.dir or "bundled", "per_class": args.per_class, "cfg": cfg, "top_k": top_k,
+           "top_p": top_p, "seed": args.seed, "sample_seconds": round(t_sample, 1)}
+    out.update(figures(images, labels, train_classifier(), reference, reference2))
+    print(json.dumps(out, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+            fh.write("\n")
+
+
+if __name__ == "__main__":
+    main()
