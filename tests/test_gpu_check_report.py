@@ -128,3 +128,36 @@ def test_float32_row_says_what_float32_costs():
     md = report.markdown(ENV, "cmd", stages(), rows, 400.0, 480, mode="gpu")
     line = next(x for x in md.splitlines() if "| fast float32 |" in x)
     assert "| 0.5 |" in line and "| 2.00x |" in line
+
+
+def test_collaborative_pairs_against_the_drafter_alone():
+    case = dict(pair="d30+d16", batch=64, dtype="bfloat16")
+    rows = [rec("collab", "fast", case=dict(case, draft_steps="drafter alone"), latency_s=2.0, images_per_s=32.0),
+            rec("collab", "fast", case=dict(case, draft_steps=8), latency_s=1.0, images_per_s=64.0),
+            rec("collab", "fast", "deadline", case=dict(case, draft_steps=6))]
+    md = report.markdown(ENV, "cmd", stages(), records() + rows, 400.0, 480, mode="gpu")
+    assert "| d30+d16 | 64 | 8 | fast | bfloat16 | 1 | 64 | — | 2.00x vs drafter alone |" in md
+    assert "| d30+d16 | 64 | drafter alone | fast | bfloat16 | 2 | 32 | — | — |" in md
+    # the case the deadline left out is listed as such
+    assert "- collab: pair d30+d16, batch 64, dtype bfloat16, draft_steps 6 — fast" in md
+
+
+def test_collaborative_bench_runs_the_pair_and_the_drafter_alone():
+    """The CPU modes' pair (tiny drafts, tiny-refiner refines) through the same code the GPU check runs."""
+    import torch
+    from var_fast.native import extension
+    if not extension.available():
+        import pytest
+        pytest.skip(f"var_fast._C is not built: {extension.load_error()}")
+    from benchmarks.gpu_check import collab_bench
+    from benchmarks.gpu_check.clock import Deadline
+    import time
+
+    class Rec(list):
+        def add(self, section, **fields):
+            self.append(dict(section=section, **fields))
+
+    got = Rec()
+    collab_bench.run(got, torch.device("cpu"), torch.float32, Deadline(time.time() + 300), [1], smoke=True, reps=1)
+    steps = [r["case"]["draft_steps"] for r in got]
+    assert steps == ["drafter alone", 3, 2] and all(r["status"] == "ok" for r in got), got

@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
                       help="the whole GPU procedure on the CPU, the GPU-only tools replaced by recorded outputs "
                            f"({', '.join(VARIANTS)}; 'clean' passes, the others fail one stage)")
     p.add_argument("--upstream", help="a FoundationVision/VAR checkout to time its autoregressive_infer_cfg against")
+    p.add_argument("--code", help="a czg1225/CoDe checkout to time its draft + refine against (CoDe pair cases)")
     p.add_argument("--models", default="d16,d20,d24,d30,d36", help="whole-sampler models, in the order to run them")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--headline", default=HEADLINE,
@@ -103,6 +104,7 @@ def benchmarks_stage(args, out: str, limit_s: float, path: str, cpu: bool) -> St
            "--models", args.models, "--batches", args.batches, "--headline", args.headline]
     cmd += ["--cpu-smoke"] if cpu else []
     cmd += ["--upstream", os.path.abspath(args.upstream)] if args.upstream else []
+    cmd += ["--code", os.path.abspath(args.code)] if args.code else []
     print(f"[gpu-check] benchmarks: {shlex.join(cmd)} (limit {limit_s:.0f} s)", flush=True)
     done = run_limited(cmd, limit_s, cwd=ROOT, log_path=os.path.join(out, "benchmarks.log"), grace_s=BENCH_GRACE_S)
     status, detail = judge_benchmarks(read_records(path), done.returncode)

@@ -16,6 +16,9 @@ SHAPES: Dict[str, Tuple[dict, dict]] = {
     "d36": (dict(depth=36, shared_aln=True, patch_nums=PATCH_NUMS_512), dict(patch_nums=PATCH_NUMS_512)),
     "tiny": (dict(depth=2, embed_dim=128, num_heads=2, mlp_hidden=512, num_classes=10, patch_nums=(1, 2, 3, 4),
                   Cvae=8, vocab_size=64), dict(vocab_size=64, z_channels=8, ch=32, patch_nums=(1, 2, 3, 4))),
+    # the CPU modes' CoDe refiner for "tiny" (benchmarks/gpu_check/collab_bench.py): same classes, codes and scales
+    "tiny-refiner": (dict(depth=1, embed_dim=64, num_heads=2, mlp_hidden=256, num_classes=10, patch_nums=(1, 2, 3, 4),
+                          Cvae=8, vocab_size=64), dict(vocab_size=64, z_channels=8, ch=32, patch_nums=(1, 2, 3, 4))),
     # the rehearsal's second model, so that its plan has headline cases and others
     "tiny2": (dict(depth=3, embed_dim=64, num_heads=2, mlp_hidden=256, num_classes=10, patch_nums=(1, 2, 4),
                    Cvae=8, vocab_size=64), dict(vocab_size=64, z_channels=8, ch=32, patch_nums=(1, 2, 4))),

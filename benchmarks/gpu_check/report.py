@@ -167,6 +167,36 @@ def sampler_section(records: List[Dict]) -> List[str]:
     return lines
 
 
+def collab_section(records: List[Dict]) -> List[str]:
+    """CoDe (collaborative decoding): each pair's N against its drafter alone at the same batch size and,
+    with ``--code``, var_fast's pair (decode included) against CoDe's own code."""
+    got = [r for r in records if r.get("section") == "collab" and r.get("case", {}).get("batch") is not None]
+    if not got:
+        return []
+    by_key = {(r["case"]["pair"], r["case"]["batch"], r["case"]["draft_steps"], r["impl"]): r for r in got}
+    rows = []
+    for r in got:
+        c, impl = r["case"], r["impl"]
+        vs = MISSING
+        if impl == "fast" and c["draft_steps"] != "drafter alone":
+            vs = speedup(r, by_key.get((c["pair"], c["batch"], "drafter alone", "fast")), "latency_s") + " vs drafter alone"
+        elif impl == "fast, decode included":
+            vs = speedup(r, by_key.get((c["pair"], c["batch"], c["draft_steps"], "CoDe (its code)")), "latency_s") + \
+                " vs CoDe's code"
+        rows.append([c["pair"], c["batch"], c["draft_steps"], impl, c.get("dtype", MISSING), cell(r, "latency_s", 4),
+                     cell(r, "images_per_s", 4), cell(r, "peak_memory_gib"), vs])
+    lines = ["Collaborative decoding (CoDe): random-weight drafter+refiner, cfg 4, top-k 600, top-p 0.95, temperature "
+             "1.1 on the first 7 scales; \"fast\": the transformer loop with sampling, VQVAE decode not timed (as "
+             "CoDe's README times it); median:", ""]
+    lines += table(["pair", "batch", "drafted scales (N)", "implementation", "dtype", "latency (s)", "images/s",
+                    "peak memory over weights (GiB)", "speed-up"], rows)
+    for r in records:
+        if r.get("section") == "code_check":
+            n = r.get("case", {}).get("draft_steps")
+            lines.append(f"\nCoDe's code, N = {n}: {'compared' if r['status'] == 'ok' else 'refused'} — {r.get('reason')}.")
+    return lines
+
+
 def _ms(x: float) -> str:
     """150, 96, 9.4, 0.35: short enough for a dozen in one cell."""
     return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
@@ -245,6 +275,7 @@ def markdown(env: Dict, command: str, stages: List[Dict], records: List[Dict], t
     # the order the benchmarks ran in: the headline sampler cases first, then the op tables
     parts = [stages_section(stages, total_s, budget_s), peak_section(records), sampler_section(records),
              scales_section(records), latency_section(records), sampling_section(records), attention_section(records), quant_section(records),
+             collab_section(records),
              left_out_section(records)]
     for part in parts:
         if part:

@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--headline", default=HEADLINE, help="MODEL:BATCH cases run first, before the op tables")
     p.add_argument("--upstream", default=None)
-    p.add_argument("--skip", default="", help="sections to leave out: ops,latency,sampler")
+    p.add_argument("--code", default=None, help="a czg1225/CoDe checkout (the CoDe pair cases against its own code)")
+    p.add_argument("--skip", default="", help="sections to leave out: ops,latency,sampler,collab")
     a = p.parse_args(argv)
     from . import ops_bench, sampler_bench
     from .upstream import Upstream
@@ -122,6 +123,18 @@ def main(argv=None) -> int:
             sampler_bench.run_model(rec, model, step_batches, device, dtype, deadline, estimator, peak, upstream,
                                     reps=1 if smoke else 3, verdicts=verdicts)
     run_latency()  # when the op tables were skipped
+    if "collab" not in skip:  # CoDe: a drafter/refiner pair against the drafter alone, after everything else
+        from . import collab_bench
+        code = None
+        if a.code:
+            try:
+                from .code_upstream import CoDeUpstream
+                code = CoDeUpstream(a.code)
+            except Exception as err:
+                rec.add("code_check", case={}, impl="CoDe (its code)", status="refused",
+                        reason=f"cannot import CoDe from {a.code}: {type(err).__name__}: {err}")
+        collab_bench.run(rec, device, dtype, deadline, [1, 2] if smoke else [1, 64], smoke, reps=1 if smoke else 5,
+                         code=code)
     rec.add("done", case={}, impl="-", status="ok")
     return 0
 
