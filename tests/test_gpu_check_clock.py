@@ -77,3 +77,14 @@ def test_interrupted_before_the_kill(tmp_path):
     done = run_limited([sys.executable, "-c", code], limit_s=4, grace_s=1)
     assert done.timed_out and marker.read_text() == "yes"
     assert time.monotonic() - start < 4.5
+
+
+def test_interrupted_even_when_started_with_sigint_ignored(tmp_path):
+    """A background job (nohup, `cmd &` in a script, CI) starts with SIGINT ignored, which its children
+    inherit: run_limited gives the child SIGINT's default back, so the interrupt still reaches it."""
+    import signal
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        test_interrupted_before_the_kill(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, saved)

@@ -66,8 +66,11 @@ def run_limited(cmd: Sequence[str], limit_s: float, env: Optional[Dict[str, str]
     if limit_s <= 0:
         return Completed(None, 0.0, "not started: no time left in the budget\n")
     soft = limit_s - grace_s if limit_s > 3 * grace_s else limit_s
+    # SIGINT back to its default in the child: started from a background job (nohup, `cmd &` in a script)
+    # it would inherit "ignored", and pytest would never see the interrupt that lets it write its junit XML
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                            text=True, errors="replace", start_new_session=True)
+                            text=True, errors="replace", start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         out, _ = proc.communicate(timeout=soft)
         code: Optional[int] = proc.returncode
