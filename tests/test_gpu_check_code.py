@@ -2,30 +2,19 @@
 modes' tiny pair. Needs a czg1225/CoDe checkout named by VAR_FAST_CODE_CHECKOUT (and huggingface_hub,
 which its models/var.py imports); it skips with that reason otherwise."""
 import os
-import time
 
 import pytest
-import torch
 
 CHECKOUT = os.environ.get("VAR_FAST_CODE_CHECKOUT")
 
 
 @pytest.mark.skipif(not CHECKOUT, reason="needs a czg1225/CoDe checkout in VAR_FAST_CODE_CHECKOUT")
 def test_code_pair_is_compared_after_its_greedy_tokens_match():
-    from var_fast.native import extension
-    if not extension.available():
-        pytest.skip(f"var_fast._C is not built: {extension.load_error()}")
-    from benchmarks.gpu_check import collab_bench, report
-    from benchmarks.gpu_check.clock import Deadline
+    from benchmarks.gpu_check import report
     from benchmarks.gpu_check.code_upstream import CoDeUpstream
+    from test_gpu_check_report import run_tiny_pair
 
-    class Rec(list):
-        def add(self, section, **fields):
-            self.append(dict(section=section, **fields))
-
-    got = Rec()
-    collab_bench.run(got, torch.device("cpu"), torch.float32, Deadline(time.time() + 300), [1], smoke=True, reps=1,
-                     code=CoDeUpstream(CHECKOUT))
+    got = run_tiny_pair(CoDeUpstream(CHECKOUT))
     checks = [r for r in got if r["section"] == "code_check"]
     assert [r["status"] for r in checks] == ["ok", "ok"], checks  # greedy tokens equal at N = 3 and 2
     impls = {(r["case"]["draft_steps"], r["impl"]): r["status"] for r in got if r["section"] == "collab"}

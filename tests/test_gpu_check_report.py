@@ -142,22 +142,30 @@ def test_collaborative_pairs_against_the_drafter_alone():
     assert "- collab: pair d30+d16, batch 64, dtype bfloat16, draft_steps 6 — fast" in md
 
 
-def test_collaborative_bench_runs_the_pair_and_the_drafter_alone():
-    """The CPU modes' pair (tiny drafts, tiny-refiner refines) through the same code the GPU check runs."""
+def run_tiny_pair(code=None) -> list:
+    """collab_bench on the CPU modes' pair (tiny drafts, tiny-refiner refines), batch 1: its records."""
+    import time
+
+    import pytest
     import torch
     from var_fast.native import extension
     if not extension.available():
-        import pytest
         pytest.skip(f"var_fast._C is not built: {extension.load_error()}")
     from benchmarks.gpu_check import collab_bench
     from benchmarks.gpu_check.clock import Deadline
-    import time
 
     class Rec(list):
         def add(self, section, **fields):
             self.append(dict(section=section, **fields))
 
     got = Rec()
-    collab_bench.run(got, torch.device("cpu"), torch.float32, Deadline(time.time() + 300), [1], smoke=True, reps=1)
+    collab_bench.run(got, torch.device("cpu"), torch.float32, Deadline(time.time() + 300), [1], smoke=True, reps=1,
+                     code=code)
+    return got
+
+
+def test_collaborative_bench_runs_the_pair_and_the_drafter_alone():
+    """The CPU modes' pair through the same code the GPU check runs."""
+    got = run_tiny_pair()
     steps = [r["case"]["draft_steps"] for r in got]
     assert steps == ["drafter alone", 3, 2] and all(r["status"] == "ok" for r in got), got
