@@ -151,7 +151,7 @@ def create_app(batcher: Batcher, info: ModelInfo, limits: Limits) -> FastAPI:
         try:
             while True:
                 try:
-                    ev = await asyncio.wait_for(events.get(), timeout=0.5)
+                    ev = await asyncio.wait_for(events.get(), timeout=0.05)  # a client that hung up is dropped before its turn
                 except asyncio.TimeoutError:
                     if await http.is_disconnected():
                         return Response(status_code=499)
