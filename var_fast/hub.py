@@ -1,4 +1,6 @@
-"""Published checkpoints by name (d16, d20, d24, d30, d36), from https://huggingface.co/FoundationVision/var.
+"""Published checkpoints by name: VAR's (d16, d20, d24, d30, d36) from https://huggingface.co/FoundationVision/var,
+CoDe's pairs (code-6 .. code-9), and Infinity's (infinity-2b, infinity-8b, infinity-8b-512) from
+https://huggingface.co/FoundationVision/Infinity with their text encoder https://huggingface.co/google/flan-t5-xl.
 
 Files are fetched with ``huggingface_hub.hf_hub_download``: its cache and its environment variables
 (HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN, HF_ENDPOINT, HF_HUB_DISABLE_PROGRESS_BARS) apply, and
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Tuple
+from typing import Optional, Tuple
 
 from .checkpoint import CheckpointError
 
@@ -20,6 +22,19 @@ MODEL_NAMES = {f"d{depth}": f"var_d{depth}.pth" for depth in (16, 20, 24, 30, 36
 CODE_REPO = "Zigeng/VAR_CoDe"
 CODE_PAIR_NAMES = {f"code-{n}": n for n in (6, 7, 8, 9)}
 
+# Infinity: transformer (a file, or a folder of safetensors shards listed by its model.safetensors.index.json),
+# BSQ VAE, and the pixel budget it was trained for (upstream README, scripts/infer.sh, tools/interactive_infer*.ipynb)
+INFINITY_REPO = "FoundationVision/Infinity"
+INFINITY_MODEL_NAMES = {
+    "infinity-2b": ("infinity_2b_reg.pth", "infinity_vae_d32reg.pth", "1M"),
+    "infinity-8b": ("infinity_8b_weights", "infinity_vae_d56_f8_14_patchify.pth", "1M"),
+    "infinity-8b-512": ("infinity_8b_512x512_weights", "infinity_vae_d56_f8_14_patchify.pth", "0.25M"),
+}
+SHARD_INDEX = "model.safetensors.index.json"
+# the text encoder: the tokenizer's files and the weights' index (its shards are read off the index)
+T5_REPO = "google/flan-t5-xl"
+T5_FILES = ("config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", SHARD_INDEX)
+
 
 def is_code_pair_name(text) -> bool:
     return isinstance(text, str) and text in CODE_PAIR_NAMES
@@ -27,6 +42,15 @@ def is_code_pair_name(text) -> bool:
 
 def is_model_name(text) -> bool:
     return isinstance(text, str) and text in MODEL_NAMES
+
+
+def is_infinity_name(text) -> bool:
+    return isinstance(text, str) and text in INFINITY_MODEL_NAMES
+
+
+def known_names() -> str:
+    """Every published name load() takes, for error messages."""
+    return ", ".join([*MODEL_NAMES, *CODE_PAIR_NAMES, *INFINITY_MODEL_NAMES])
 
 
 def looks_like_model_name(text) -> bool:
@@ -50,7 +74,13 @@ def file_url(filename: str, repo: str = HF_REPO) -> str:
 PROBE_TIMEOUT_S = 5.0  # one attempt to reach the Hub before a download; no retries (huggingface_hub retries 5x)
 
 
-def _not_available(name: str, missing, cache: str, why: str, repo: str = HF_REPO) -> CheckpointError:
+VAR_PATHS_HINT = "--var/--vae, or var_fast.load(var_path, vae_path)"
+INFINITY_PATHS_HINT = ("--transformer/--vae/--text-encoder, or var_fast.load(transformer=..., vae=..., "
+                       "text_encoder=...)")
+
+
+def _not_available(name: str, missing, cache: str, why: str, repo: str = HF_REPO,
+                   paths_hint: str = VAR_PATHS_HINT) -> CheckpointError:
     files = " and ".join(missing)
     return CheckpointError(
         f"model {name} needs {files} from https://huggingface.co/{repo}; "
@@ -59,7 +89,7 @@ def _not_available(name: str, missing, cache: str, why: str, repo: str = HF_REPO
         f"`hf download {repo} {' '.join(missing)}` and copy {cache}/models--{repo.replace('/', '--')} "
         f"into this machine's {cache} (HF_HUB_CACHE), or download "
         + ", ".join(file_url(f, repo) for f in missing)
-        + " and pass the files' paths (--var/--vae, or var_fast.load(var_path, vae_path)). "
+        + f" and pass the files' paths ({paths_hint}). "
         "With HF_HUB_OFFLINE=1 the cache alone is used and the network is not tried.")
 
 
@@ -97,8 +127,13 @@ def code_pair_checkpoints(name: str) -> Tuple[str, str, str, int]:
     return drafter, refiner, vae, n
 
 
-def fetch_files(name: str, repo: str, wanted) -> Tuple[str, ...]:
-    """Local paths of ``wanted`` files of a Hugging Face repository (downloaded once into its cache)."""
+_PROBE = "probe"  # fetch_files' default: try the Hub once itself
+
+
+def fetch_files(name: str, repo: str, wanted, offline: Optional[str] = _PROBE,
+                paths_hint: str = VAR_PATHS_HINT) -> Tuple[str, ...]:
+    """Local paths of ``wanted`` files of a Hugging Face repository (downloaded once into its cache).
+    ``offline``: ``hub_offline_reason`` when the caller probed the Hub already (None: reachable)."""
     try:
         from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -106,7 +141,8 @@ def fetch_files(name: str, repo: str, wanted) -> Tuple[str, ...]:
         raise RuntimeError(f"var_fast.load({name!r}) needs huggingface_hub (pip install huggingface_hub), or "
                            f"download {' and '.join(file_url(f, repo) for f in wanted)} and pass their paths") from err
     # one brief attempt to reach the Hub, before any download or update check (each would retry or wait)
-    offline = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else _unreachable(wanted[0], repo)
+    if offline is _PROBE:
+        offline = hub_offline_reason(repo, wanted[0])
     paths, missing = [], []
     for filename in wanted:
         if offline is None and not isinstance(try_to_load_from_cache(repo, filename), str):
@@ -121,5 +157,47 @@ def fetch_files(name: str, repo: str, wanted) -> Tuple[str, ...]:
             raise CheckpointError(f"could not download {filename} from https://huggingface.co/{repo}: "
                                   f"{str(err).strip().splitlines()[0]}") from err
     if missing:
-        raise _not_available(name, missing, constants.HF_HUB_CACHE, offline or "it could not be downloaded", repo)
+        raise _not_available(name, missing, constants.HF_HUB_CACHE, offline or "it could not be downloaded", repo,
+                             paths_hint)
     return tuple(paths)
+
+
+def hub_offline_reason(repo: str, filename: str) -> Optional[str]:
+    """None when the Hub is to be used, else why not ("HF_HUB_OFFLINE is set", or it could not be reached)."""
+    from huggingface_hub import constants
+    return "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else _unreachable(filename, repo)
+
+
+def _sharded(name: str, repo: str, folder: str, offline: Optional[str]) -> str:
+    """The local folder of a sharded safetensors checkpoint: its index, then every shard the index lists."""
+    import json
+    (index,) = fetch_files(name, repo, (f"{folder}/{SHARD_INDEX}" if folder else SHARD_INDEX,), offline,
+                           INFINITY_PATHS_HINT)
+    try:
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{index}: not a safetensors shard index (a weight_map of tensor -> file): {err}") from err
+    bad = [s for s in shards if not isinstance(s, str) or os.path.basename(s) != s or not s.endswith(".safetensors")]
+    if bad:
+        raise CheckpointError(f"{index}: the weight_map names files that are not .safetensors shards beside it: {bad[:3]}")
+    fetch_files(name, repo, tuple(f"{folder}/{s}" if folder else s for s in shards), offline, INFINITY_PATHS_HINT)
+    return os.path.dirname(index)
+
+
+def infinity_checkpoints(name: str) -> Tuple[str, str, str]:
+    """(transformer, VAE, text encoder folder) of a published Infinity model, through the Hugging Face cache
+    (downloaded once): the transformer is a .pth file or a folder of safetensors shards, the text encoder the
+    folder of google/flan-t5-xl's config, tokenizer and weights (every shard its index lists)."""
+    if not is_infinity_name(name):
+        raise ValueError(f"unknown Infinity model {name!r}; known: {', '.join(INFINITY_MODEL_NAMES)}")
+    transformer, vae, _ = INFINITY_MODEL_NAMES[name]
+    offline = hub_offline_reason(INFINITY_REPO, vae)
+    if transformer.endswith(".pth"):
+        (transformer_path,) = fetch_files(name, INFINITY_REPO, (transformer,), offline, INFINITY_PATHS_HINT)
+    else:
+        transformer_path = _sharded(name, INFINITY_REPO, transformer, offline)
+    (vae_path,) = fetch_files(name, INFINITY_REPO, (vae,), offline, INFINITY_PATHS_HINT)
+    t5_files = fetch_files(name, T5_REPO, T5_FILES, offline, INFINITY_PATHS_HINT)
+    _sharded(name, T5_REPO, "", offline)
+    return transformer_path, vae_path, os.path.dirname(t5_files[0])
