@@ -70,7 +70,9 @@ def build_var(var_sd, var_cfg, var_path: str = "<var>") -> VAR:
 def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike | None = None, *, device=None,
          dtype=None, backend: str = "auto", patch_nums: Optional[Sequence[int]] = None,
          num_heads: Optional[int] = None, channels_last: bool = False, refiner: str | os.PathLike | None = None,
-         draft_steps: Optional[int] = None) -> Sampler:
+         draft_steps: Optional[int] = None, transformer: str | os.PathLike | None = None,
+         vae: str | os.PathLike | None = None, text_encoder: str | os.PathLike | None = None,
+         text_encoder_offload: str = "none", text_encoder_dtype=None, pixels: Optional[str] = None):
     """Load a VAR checkpoint and its VQVAE (``.pth`` read with weights_only=True, or ``.safetensors``).
 
     ``var_fast.load("d16")`` (d16, d20, d24, d30, d36) loads a published model from
@@ -90,9 +92,32 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
     ``load("code-8")`` (code-6 .. code-9) loads CoDe's fine-tuned pair drafter_8.pth + refiner_8.pth
     from huggingface.co/Zigeng/VAR_CoDe with draft_steps 8 by default. A refiner whose vocabulary,
     Cvae, class count or patch layout differs from the drafter's is refused before any work.
+
+    Infinity (text to image): ``load("infinity-2b")`` ("infinity-8b", "infinity-8b-512") fetches the
+    transformer, its BSQ VAE and google/flan-t5-xl into the Hugging Face cache; ``load(transformer=...,
+    vae=..., text_encoder=...)`` takes paths (the T5 as a Hugging Face folder). Both return an
+    ``InfinitySampler`` (var_fast.infinity.sampler); ``text_encoder_offload`` ("none", "cpu", "free"),
+    ``text_encoder_dtype`` and ``pixels`` (the default budget) apply to them only. Needs ``transformers``
+    (pip install var_fast[infinity]).
     """
-    from .hub import (CODE_PAIR_NAMES, MODEL_NAMES, is_code_pair_name, is_model_name, looks_like_model_name,
-                      published_checkpoints)
+    from .hub import (CODE_PAIR_NAMES, MODEL_NAMES, is_code_pair_name, is_infinity_name, is_model_name, known_names,
+                      looks_like_model_name, published_checkpoints)
+    if is_infinity_name(var_ckpt) or transformer is not None or text_encoder is not None:
+        if vae_ckpt is not None or refiner is not None or draft_steps is not None or patch_nums is not None:
+            raise ValueError("an Infinity model takes transformer=, vae=, text_encoder= (or its name); vae_ckpt, "
+                             "refiner, draft_steps and patch_nums are VAR's")
+        if backend not in ("auto", "reference"):
+            raise ValueError(f"Infinity runs on the reference backend only (plain PyTorch); got backend={backend!r}")
+        from .infinity.api import load_infinity
+        name = var_ckpt if is_infinity_name(var_ckpt) else None
+        if name is None and var_ckpt is not None:
+            raise ValueError(f"pass an Infinity model's files as transformer=/vae=/text_encoder=, not {var_ckpt!r}")
+        return load_infinity(name, transformer=transformer, vae=vae, text_encoder=text_encoder, device=device,
+                             dtype=dtype, text_encoder_offload=text_encoder_offload,
+                             text_encoder_dtype=text_encoder_dtype, pixels=pixels)
+    if vae is not None:
+        raise ValueError("vae= goes with transformer= and text_encoder= (Infinity); a VAR's VQVAE is the second "
+                         "argument, var_fast.load(var_ckpt, vae_ckpt)")
     if vae_ckpt is None and is_code_pair_name(var_ckpt):
         if refiner is not None:
             raise ValueError(f"{var_ckpt!r} is a drafter/refiner pair already; do not pass refiner=")
@@ -102,7 +127,7 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
     elif vae_ckpt is None and is_model_name(var_ckpt):
         var_ckpt, vae_ckpt = published_checkpoints(var_ckpt)
     elif vae_ckpt is None and looks_like_model_name(var_ckpt):
-        raise ValueError(f"unknown model {var_ckpt}; known: {', '.join([*MODEL_NAMES, *CODE_PAIR_NAMES])} (or pass both checkpoint files, "
+        raise ValueError(f"unknown model {var_ckpt}; known: {known_names()} (or pass both checkpoint files, "
                          f"var_fast.load(var_ckpt, vae_ckpt), or neither for the bundled default model)")
     elif (var_ckpt is None) != (vae_ckpt is None):
         raise ValueError(f"pass both var_ckpt and vae_ckpt, a published model name ({', '.join(MODEL_NAMES)}), "

@@ -153,7 +153,8 @@ class TextEncoder:
             for p in prompts:
                 if p not in done:
                     done[p] = self.encode_one(p).to(self.device)
-            return TextCondition.stack([done[p] for p in prompts])
+            parts = [done[p] for p in prompts]
+            return TextCondition(torch.cat([c.features for c in parts]), [n for c in parts for n in c.lens])
         finally:
             if self.offload == "free":
                 self.free()

@@ -1,0 +1,188 @@
+"""Peak GPU memory of Infinity sampling, estimated from the model's shapes (no weights, no GPU needed).
+
+``var-fast info --model infinity-2b`` prints these for every memory option; ``InfinitySampler`` picks its
+batch size with ``per_image_bytes`` (docs/infinity.md states the formulas). Everything is counted in bytes:
+
+- weights: parameters x bytes per element of the weight dtype (float32 4, bfloat16/float16 2), for the
+  transformer, the BSQ VAE and the T5 encoder;
+- T5 encoder, by offload mode: "none" keeps its weights on the GPU throughout; "cpu" keeps them in the CPU's
+  memory (0 on the GPU); "free" has them on the GPU only while the prompts are encoded, before sampling
+  starts, so the peak is the larger of (encoding, sampling) instead of their sum;
+- KV cache of the self-attention: depth x 2 (K and V) x 2B (CFG runs the conditional and unconditional
+  batch together) x L x C x bytes, L = sum of h*w over the schedule (10,521 tokens at 1M, 1:1);
+- activations of the last scale (the largest): 2B x l x C x bytes x 12 (input, normed input, the MLP's
+  4C hidden before and after GELU, the residual: what is alive at once in a block; attention through
+  PyTorch's SDPA, which needs no l x L score matrix on CUDA), l = h*w of the last scale, plus the float32
+  bit logits 2B x l x 2 x bits x 4 and the cross-attention's text tokens;
+- VAE decoding: B x 4 x 256 x H x W x bytes (four 256-channel tensors at the full image resolution alive in
+  the decoder's last up-sampling stage), after the transformer's cache is released.
+
+The KV cache and the activations are the part that grows with the batch (``per_image_bytes``); the
+weights are the part that does not. These are estimates from the shapes, not measurements.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+GiB = 1 << 30
+ACTIVATION_WIDTHS = 12     # C-wide tensors of the last scale alive at once in a block (see above)
+DECODER_TENSORS, DECODER_CHANNELS = 4, 256
+
+
+@dataclass(frozen=True)
+class InfinityShapes:
+    """What the memory estimate needs of an Infinity transformer + BSQ VAE + T5 encoder."""
+    name: str
+    depth: int
+    width: int
+    heads: int
+    bits: int                  # bits per transformer token (4x the VAE's with spatial patchify)
+    text_channels: int = 2048
+    mlp_ratio: float = 4.0
+    vae_parameters: int = 0    # the whole BSQ VAE (encoder + decoder), as the file holds it
+    t5_parameters: int = 0     # the T5 encoder alone (shared embedding, 24 blocks, final norm)
+
+    def transformer_parameters(self) -> int:
+        """Upstream Infinity's parameter count: per block self-attention (qkv 3C^2, proj C^2 + biases),
+        cross-attention (q C^2, kv 2C^2, proj C^2 + biases), MLP (2 x 4C^2 + biases), AdaLN gains; plus the
+        text projections (to the start token and to the cross-attention), the unconditional embedding
+        (512 x Ct5), the shared AdaLN (C -> 6C), the head's AdaLN (C -> 2C) and the bit head."""
+        C, Ct, H, hid = self.width, self.text_channels, self.heads, int(self.width * self.mlp_ratio)
+        sa = 3 * C * C + 2 * C + C * C + C + H
+        ca = C * C + C + 2 * C * C + C + C * C + C + H
+        mlp = C * hid + hid + hid * C + C
+        block = sa + ca + mlp + 6 * C + C + 2 * C  # ada_gss, ca_gamma, the cross-attention's norm
+        pool_heads = Ct // (64 if Ct > 4096 else 128)
+        text = (Ct  # text_norm
+                + C + 2 * Ct * C + C + C * C + C + pool_heads  # text_proj_for_sos (attentive pooling)
+                + Ct * C + C + C * C + C                         # text_proj_for_ca
+                + 512 * Ct)                                      # cfg_uncond
+        rest = C + 15 * C + self.bits * C + C + C * 6 * C + 6 * C + C * 2 * C + 2 * C + C * 2 * self.bits + 2 * self.bits
+        return self.depth * block + text + rest
+
+
+def t5_encoder_parameters(d_model: int = 2048, d_ff: int = 5120, layers: int = 24, heads: int = 32, d_kv: int = 64,
+                          vocab: int = 32128, buckets: int = 32) -> int:
+    """T5 (v1.1 / Flan, gated-GELU) encoder: embedding, per block q,k,v,o + wi_0, wi_1, wo + 2 norms, the
+    first block's relative position bias, the final norm. google/flan-t5-xl: 1,223,527,424."""
+    inner = heads * d_kv
+    block = 4 * d_model * inner + 3 * d_model * d_ff + 2 * d_model
+    return vocab * d_model + layers * block + buckets * heads + d_model
+
+
+# google/flan-t5-xl's config.json
+T5_XL_PARAMETERS = t5_encoder_parameters()
+# The published models' shapes (upstream tools/run_infinity.py load_transformer: infinity_2b, infinity_8b;
+# VAEs: infinity_vae_d32reg (32 bits, stride 16), infinity_vae_d56_f8_14_patchify (14 bits x 4, stride 8))
+PRESETS: Dict[str, InfinityShapes] = {
+    "infinity-2b": InfinityShapes("infinity-2b", depth=32, width=2048, heads=16, bits=32, t5_parameters=T5_XL_PARAMETERS),
+    "infinity-8b": InfinityShapes("infinity-8b", depth=40, width=3584, heads=28, bits=56, t5_parameters=T5_XL_PARAMETERS),
+    "infinity-8b-512": InfinityShapes("infinity-8b-512", depth=40, width=3584, heads=28, bits=56,
+                                      t5_parameters=T5_XL_PARAMETERS),
+}
+
+
+def element_size(dtype_name: str) -> int:
+    return {"float32": 4, "bfloat16": 2, "float16": 2}[dtype_name]
+
+
+def schedule_tokens(schedule: Sequence[Tuple[int, int, int]]) -> Tuple[int, int]:
+    """(L: tokens of every scale, l: tokens of the last scale) of a schedule of (t, h, w)."""
+    return sum(h * w for _, h, w in schedule), schedule[-1][1] * schedule[-1][2]
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int            # transformer + VAE on the GPU
+    t5_weights: int         # the T5 encoder's weights (on the GPU unless offload is "cpu")
+    kv_cache: int           # for the whole batch
+    activations: int        # last scale, whole batch
+    decode: int             # VAE decoding, whole batch
+    t5_offload: str
+
+    @property
+    def sampling(self) -> int:
+        return self.kv_cache + self.activations
+
+    @property
+    def peak(self) -> int:
+        """Weights + the larger of sampling and decoding (the cache is released before decoding), with the
+        T5 encoder's weights added throughout ("none"), only while encoding ("free") or never ("cpu")."""
+        work = max(self.sampling, self.decode)
+        if self.t5_offload == "none":
+            return self.weights + self.t5_weights + work
+        if self.t5_offload == "free":
+            return self.weights + max(self.t5_weights, work)
+        return self.weights + work
+
+
+def per_image_bytes(shapes: InfinityShapes, schedule, dtype: str, cfg: bool = True) -> Tuple[int, int, int]:
+    """(KV cache, activations, decoding) bytes of one image."""
+    e = element_size(dtype)
+    L, l = schedule_tokens(schedule)
+    rows = 2 if cfg else 1
+    kv = shapes.depth * 2 * rows * L * shapes.width * e
+    act = rows * l * (shapes.width * ACTIVATION_WIDTHS * e + 2 * shapes.bits * 4) + rows * 512 * shapes.width * e
+    H, W = 16 * schedule[-1][1], 16 * schedule[-1][2]
+    decode = DECODER_TENSORS * DECODER_CHANNELS * H * W * e
+    return kv, act, decode
+
+
+def estimate(shapes: InfinityShapes, schedule, *, batch: int = 1, dtype: str = "bfloat16",
+             t5_dtype: str = "float16", t5_offload: str = "none", cfg: bool = True) -> MemoryEstimate:
+    e = element_size(dtype)
+    kv, act, decode = per_image_bytes(shapes, schedule, dtype, cfg)
+    return MemoryEstimate(weights=(shapes.transformer_parameters() + shapes.vae_parameters) * e,
+                          t5_weights=shapes.t5_parameters * element_size(t5_dtype),
+                          kv_cache=batch * kv, activations=batch * act, decode=batch * decode, t5_offload=t5_offload)
+
+
+def largest_batch(shapes: InfinityShapes, schedule, budget: int, **kw) -> int:
+    """The largest batch whose estimated peak fits ``budget`` bytes (0: not even one image)."""
+    if estimate(shapes, schedule, batch=1, **kw).peak > budget:
+        return 0
+    lo, hi = 1, 2
+    while estimate(shapes, schedule, batch=hi, **kw).peak <= budget and hi < 1 << 16:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if estimate(shapes, schedule, batch=mid, **kw).peak <= budget else (lo, mid)
+    return lo
+
+
+def report(shapes: InfinityShapes, schedule, batches: Sequence[int] = (1, 2, 4, 8),
+           cards_gib: Sequence[int] = (12, 16, 24, 80)) -> dict:
+    """What ``var-fast info --model NAME`` prints: parameters, then per weight dtype and T5 option the
+    estimated peak for a few batch sizes, and the largest batch for a few card sizes."""
+    L, l = schedule_tokens(schedule)
+    out = {"model": shapes.name, "parameters": {"transformer": shapes.transformer_parameters(),
+                                                "vae": shapes.vae_parameters, "t5_encoder": shapes.t5_parameters},
+           "schedule": {"scales": len(schedule), "tokens": L, "last_scale": [schedule[-1][1], schedule[-1][2]],
+                        "image": [16 * schedule[-1][1], 16 * schedule[-1][2]]},
+           "formula": "docs/infinity.md#memory; var_fast/infinity/memory.py", "options": []}
+    for dtype in ("bfloat16", "float32"):
+        kv, act, decode = per_image_bytes(shapes, schedule, dtype)
+        t5_dtype = "float16" if dtype != "float32" else "float32"
+        for offload in ("none", "free", "cpu"):
+            kw = dict(dtype=dtype, t5_dtype=t5_dtype, t5_offload=offload)
+            one = estimate(shapes, schedule, batch=1, **kw)
+            out["options"].append({
+                "weights": dtype, "t5": f"{t5_dtype}, offload {offload}",
+                "weights_gib": round(one.weights / GiB, 2), "t5_weights_on_gpu_gib":
+                    round(0 if offload == "cpu" else one.t5_weights / GiB, 2),
+                "per_image_gib": {"kv_cache": round(kv / GiB, 2), "activations": round(act / GiB, 2),
+                                  "decode": round(decode / GiB, 2)},
+                "peak_gib": {str(b): round(estimate(shapes, schedule, batch=b, **kw).peak / GiB, 2) for b in batches},
+                "largest_batch": {f"{c} GB card": largest_batch(shapes, schedule, int(c * 1e9 * 0.9), **kw)
+                                  for c in cards_gib},
+            })
+    return out
+
+
+def format_gib(n: int) -> str:
+    return f"{n / GiB:.1f} GiB"
+
+
+__all__ = ["InfinityShapes", "PRESETS", "estimate", "per_image_bytes", "largest_batch", "report",
+           "t5_encoder_parameters", "T5_XL_PARAMETERS"]
