@@ -5,7 +5,7 @@ Subcommands (run from the repository root):
     python scripts/make_infinity_golden.py t5       # tests/data/infinity_tiny_t5/ (offline, no download)
 
 ``t5`` builds a tiny random ``T5EncoderModel`` (flan-t5's architecture: gated-GELU feed-forward,
-relative position buckets, final RMS norm; 2 layers, d_model 32) and a ``T5TokenizerFast`` over a small
+relative position buckets, final RMS norm; 2 layers, d_model 256, 4 heads of 8, d_ff 64) and a ``T5TokenizerFast`` over a small
 hand-made Unigram vocabulary with T5's special tokens (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, no
 sentinel ids), and saves both in Hugging Face layout (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json). The weights come from ``torch.manual_seed(T5_SEED)`` and
@@ -69,7 +69,9 @@ def make_t5_tokenizer():
 def make_t5_config(vocab_size: int):
     from transformers import T5Config
 
-    return T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+    # d_model 256: Infinity's TextAttentivePool uses Ct5 // 128 heads (flan-t5-xl: 2048 -> 16), so the text
+    # width must be a multiple of 128; 256 gives the pool two heads.
+    return T5Config(vocab_size=vocab_size, d_model=256, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
                     num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
                     feed_forward_proj="gated-gelu", dropout_rate=0.0, layer_norm_epsilon=1e-6,
                     initializer_factor=1.0, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
