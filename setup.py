@@ -84,7 +84,8 @@ if __name__ == "__main__":
         package_data={"var_fast": ["assets/*.pth", "assets/*.json", "serve/static/*"]},
         python_requires=">=3.11",
         install_requires=["torch>=2.11", "numpy", "safetensors", "pillow", "tqdm", "huggingface_hub"],
-        extras_require={"serve": ["fastapi>=0.110", "uvicorn>=0.29"]},  # var-fast serve
+        extras_require={"serve": ["fastapi>=0.110", "uvicorn>=0.29"],  # var-fast serve
+                        "infinity": ["transformers>=4.40,<6"]},  # Infinity's T5 text encoder
         ext_modules=extension_modules(),
         cmdclass={"build_ext": build_ext_class()},
         entry_points={"console_scripts": ["var-fast=var_fast.cli:main"]},
