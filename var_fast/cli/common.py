@@ -48,12 +48,14 @@ def _default_text(name: str, otherwise) -> str:
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
-    from var_fast.hub import MODEL_NAMES
-    p.add_argument("--model", choices=sorted(MODEL_NAMES),
+    from var_fast.hub import INFINITY_MODEL_NAMES, MODEL_NAMES
+    p.add_argument("--model", choices=sorted(MODEL_NAMES) + list(INFINITY_MODEL_NAMES),
                    help="a published checkpoint by name, downloaded once from huggingface.co/FoundationVision/var "
-                        "into the Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE are honoured)")
+                        "(VAR) or huggingface.co/FoundationVision/Infinity + google/flan-t5-xl (Infinity) into the "
+                        "Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE are honoured)")
     p.add_argument("--var", help="VAR transformer checkpoint (.pth or .safetensors); default: the bundled model")
-    p.add_argument("--vae", help="VQVAE checkpoint (.pth or .safetensors); default: the bundled model")
+    p.add_argument("--vae", help="VQVAE checkpoint (.pth or .safetensors); default: the bundled model (Infinity: its BSQ "
+                                 "VAE, with --transformer and --text-encoder)")
     p.add_argument("--refiner", default=None,
                    help="collaborative decoding (CoDe): a smaller VAR (published name such as d16, or a checkpoint) "
                         "that samples the scales after --draft-steps; the model above drafts the first ones")

@@ -13,6 +13,7 @@ from var_fast.cli.common import (SamplingDefaults, add_classes_flag, add_model_f
                                  add_sampling_flags, check_model_flags, check_output_folder, command_line_device,
                                  pair_flags, per_class_help, positive_int, recommended, sampling_flags, save_png,
                                  temperature_flag)
+from var_fast.cli.infinity_flags import add_infinity_flags, check_var_run, is_infinity_run
 from var_fast.cli.sample_output import (GRID, check_earlier_run, clear_earlier_run, image_name, run_files,
                                         write_settings)
 from var_fast.labels import derived_seed, parse_classes
@@ -33,9 +34,11 @@ def add_sample_parser(sub) -> None:
     s.add_argument("--out", default="samples", help="output folder; an earlier var-fast sample run's files there "
                                                     "are replaced, other files kept (default: ./samples)")
     add_runtime_flags(s, backend_help="; reference seeds the upstream generator per batch")
-    s.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
+    s.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per forward pass (default: 16; Infinity: from free memory)")
     s.add_argument("--patch-nums", type=int, nargs="+", default=None,
                    help="patch layout when it cannot be read off the weights")
+    add_infinity_flags(s)
 
 
 def _progress(total: int, desc: str):
@@ -65,8 +68,13 @@ def run_sample(args) -> int:
     import var_fast
     from var_fast.default_model import chosen_checkpoints
 
+    if is_infinity_run(args):
+        from var_fast.cli.sample_infinity import run_infinity_sample
+        return run_infinity_sample(args)
     # everything that can be checked without the model, before it loads
+    check_var_run(args)
     check_model_flags(args)
+    args.batch_size = args.batch_size or 16
     cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
     temperature, pair = temperature_flag(args), pair_flags(args)
     per_class = args.per_class or recommended(args).get("per_class", DEFAULTS.per_class)

@@ -1,6 +1,7 @@
 """``var-fast sample-fid``: the 50-images-per-class sample set for FID, resumable, on one process or many.
 
     var-fast sample-fid --var var_d16.pth --vae vae_ch160v4096z32.pth --out fid/d16 --npz
+    var-fast sample-fid --model infinity-2b --prompts prompts.txt --per-prompt 4 --out geneval/  # Infinity
     torchrun --nproc_per_node=8 -m var_fast.cli sample-fid --var ... --vae ... --out fid/d16 --npz
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 
 import torch
 
+from var_fast.cli.infinity_flags import add_infinity_flags, check_var_run, is_infinity_run
 from var_fast.precision import dtype_name
 from var_fast.cli.common import (SamplingDefaults, add_classes_flag, add_model_flags, add_runtime_flags,
                                  add_sampling_flags, check_model_flags, check_output_file, check_output_folder,
@@ -25,12 +27,12 @@ def add_sample_fid_parser(sub) -> None:
                                    "torchrun each process samples every WORLD_SIZE-th batch.")
     add_model_flags(p)
     p.add_argument("--out", required=True, help="output folder of the PNGs; --npz writes OUT.npz beside it")
-    p.add_argument("--per-class", type=positive_int, default=50, help="images per class (default: 50)")
+    p.add_argument("--per-class", type=positive_int, default=None, help="images per class (default: 50)")
     add_classes_flag(p, "every class")
     add_sampling_flags(p, DEFAULTS)
-    p.add_argument("--batch-size", type=positive_int, default=32,
-                   help="images per forward pass (default 32); part of the run's settings: rounding in the "
-                        "model depends on it")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per forward pass (default 32; Infinity: 1); part of the run's settings: rounding in "
+                        "the model depends on it")
     p.add_argument("--npz", action="store_true", help="pack all images into OUT.npz (arr_0: N x H x W x 3 uint8)")
     add_runtime_flags(p, device_help="; under torchrun each process takes the GPU of its LOCAL_RANK",
                       backend_help="; reference samples one image per pass with a generator seeded from (seed, i), "
@@ -39,6 +41,7 @@ def add_sample_fid_parser(sub) -> None:
                    help="intra-op threads of each process on the CPU (default 1); part of the run's settings: "
                         "the CPU's float reductions depend on the thread count. Scale a CPU run with "
                         "torchrun --nproc_per_node instead")
+    add_infinity_flags(p, prompt_flag=False)
 
 
 def process_device(arg, local_rank: int, world: int) -> torch.device:
@@ -57,8 +60,14 @@ def run_sample_fid(args) -> int:
     from var_fast.fid.files import checkpoint_fingerprint, npz_path
     from var_fast.fid.sampling import FidJob, format_classes, parse_classes, run_fid_job
 
+    if is_infinity_run(args):
+        from var_fast.cli.sample_fid_infinity import run_infinity_sample_fid
+        return run_infinity_sample_fid(args)
     # everything that can be checked without the model, before it loads
+    check_var_run(args)
     check_model_flags(args)
+    args.batch_size = args.batch_size or 32
+    args.per_class = args.per_class or 50
     cfg, top_k, top_p = sampling_flags(args, DEFAULTS)
     temperature, pair = temperature_flag(args), pair_flags(args)
     check_output_folder(args.out)

@@ -95,12 +95,27 @@ def checkpoint_fingerprint(path: str, chunk: int = 1 << 20) -> str:
     return f"{size}:{h.hexdigest()}"
 
 
+def path_fingerprint(path: str) -> str:
+    """``checkpoint_fingerprint`` of a file; of a folder (safetensors shards, a Hugging Face model folder):
+    one over its files' names and fingerprints."""
+    if not os.path.isdir(path):
+        return checkpoint_fingerprint(path)
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if os.path.isfile(full):
+            h.update(f"{name}={checkpoint_fingerprint(full)};".encode())
+    return f"folder:{h.hexdigest()}"
+
+
 class RunMismatchError(ValueError):
     """The run directory holds images made with other settings."""
 
 
 def _describe(key: str, value) -> str:
-    return f"{value!r}" if key not in ("var", "vae") else f"checkpoint fingerprint {value}"
+    if key == "prompts":
+        return f"prompts {value}"
+    return f"{value!r}" if key not in ("var", "vae", "transformer", "text_encoder") else f"checkpoint fingerprint {value}"
 
 
 def check_or_write_manifest(out: str, manifest: dict, total: int) -> None:

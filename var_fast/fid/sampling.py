@@ -61,6 +61,9 @@ class FidJob:
     def batches_of_rank(self, rank: int, world: int) -> List[range]:
         return self.batches()[rank::world]
 
+    def pixels(self, sampler: Sampler, indices: range) -> np.ndarray:
+        return sample_pixels(sampler, self, indices)
+
 
 def sample_pixels(sampler: Sampler, job: FidJob, indices: range) -> np.ndarray:
     """Images ``indices`` of the job as (B, H, W, 3) uint8."""
@@ -99,7 +102,8 @@ def _progress(total: int, desc: str, unit: str, enabled: bool):
 def run_fid_job(sampler: Sampler, job: FidJob, out: str, group: ProcessGroup, manifest: Optional[dict],
                 npz: bool = False) -> FidSummary:
     """This rank's share of the job (``manifest`` is needed on rank 0 only); rank 0 then checks that all
-    images exist and packs the .npz."""
+    images exist and packs the .npz. ``job``: a FidJob, or anything with its ``total``, ``batch_size``,
+    ``batches_of_rank`` and ``pixels(sampler, indices)`` (var_fast.fid.prompt_job.PromptJob: Infinity)."""
     sampler.max_batch_size = job.batch_size  # one pass per batch, never split by free memory: same rounding everywhere
     os.makedirs(out, exist_ok=True)
     error = None
@@ -123,7 +127,7 @@ def run_fid_job(sampler: Sampler, job: FidJob, out: str, group: ProcessGroup, ma
     try:
         with PngWriter(out) as writer:
             for indices in todo:
-                pixels = sample_pixels(sampler, job, indices)
+                pixels = job.pixels(sampler, indices)
                 for i in indices:
                     if i not in done:
                         writer.submit(pixels[i - indices.start], i)

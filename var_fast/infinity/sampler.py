@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -103,17 +103,28 @@ class InfinitySampler:
                     layers=check_cfg_insertion_layer(cfg_insertion_layer, self.depth),
                     per_bits=check_sampling_per_bits(sampling_per_bits), batch_size=check_batch_size(batch_size))
 
-    @torch.no_grad()
-    def sample(self, prompts: Union[str, Sequence[str]], *, negative_prompt: Optional[str] = None,
-               cfg: Union[float, Sequence[float]] = CFG, tau: Union[float, Sequence[float]] = TAU,
-               top_k: int = TOP_K, top_p: float = TOP_P, seed: Optional[int] = 0,
-               aspect_ratio: Union[float, str] = 1.0, pixels: Optional[str] = None, batch_size: Optional[int] = None,
-               cfg_insertion_layer: Union[int, Sequence[int]] = CFG_INSERTION_LAYER,
-               sampling_per_bits: int = SAMPLING_PER_BITS, image_offset: int = 0, return_bits: bool = False,
-               on_batch: Optional[Callable[[int, int], None]] = None):
+    def sample(self, prompts: Union[str, Sequence[str]], *, return_bits: bool = False, **kwargs):
         """Images (N, 3, H, W) in [0, 1], one per prompt (upstream's uint8 RGB image / 255, so that saving
         it as 8-bit gives upstream's pixels), and with ``return_bits`` the bits of every scale
-        [(N, 1, h, w, d)].
+        [(N, 1, h, w, d)]. The arguments are ``sample_batches``'."""
+        images, bits = [], []
+        for _, batch_images, batch_bits in self.sample_batches(prompts, **kwargs):
+            images.append(batch_images)
+            bits.append(batch_bits)
+        result = torch.cat(images)
+        return (result, [torch.cat(scale) for scale in zip(*bits)]) if return_bits else result
+
+    @torch.no_grad()
+    def sample_batches(self, prompts: Union[str, Sequence[str]], *, negative_prompt: Optional[str] = None,
+                       cfg: Union[float, Sequence[float]] = CFG, tau: Union[float, Sequence[float]] = TAU,
+                       top_k: int = TOP_K, top_p: float = TOP_P, seed: Optional[int] = 0,
+                       aspect_ratio: Union[float, str] = 1.0, pixels: Optional[str] = None,
+                       batch_size: Optional[int] = None,
+                       cfg_insertion_layer: Union[int, Sequence[int]] = CFG_INSERTION_LAYER,
+                       sampling_per_bits: int = SAMPLING_PER_BITS,
+                       image_offset: int = 0) -> Iterator[Tuple[List[int], torch.Tensor, List[torch.Tensor]]]:
+        """(indices into prompts, images (b, 3, H, W) in [0, 1], bits per scale) per pass, as each is done
+        (everything is checked, and every text encoded, before the first pass).
 
         prompts: a string or a list of strings of any lengths. negative_prompt: None (or "") uses the
         model's learned unconditional embedding for CFG; a text is encoded like a prompt. cfg, tau: one
@@ -122,7 +133,7 @@ class InfinitySampler:
         (module docstring). aspect_ratio: height/width (or "W:H"), snapped to the nearest published
         template; pixels: "0.06M", "0.25M", "0.60M" or "1M" (None: the model's own, 1M for infinity-2b).
         batch_size: images per pass (None: from free memory). cfg_insertion_layer: 0 applies CFG to the
-        logits, -k to the output of block depth-k. ``on_batch(done, total)`` after each pass.
+        logits, -k to the output of block depth-k.
         """
         a = self.check(prompts, negative_prompt=negative_prompt, cfg=cfg, tau=tau, top_k=top_k, top_p=top_p,
                        seed=seed, aspect_ratio=aspect_ratio, pixels=pixels, batch_size=batch_size,
@@ -139,7 +150,6 @@ class InfinitySampler:
         neg = cond_all.select([len(prompts)]) if negative is not None else None
         uses_cfg = any(c != 1 for c in a["cfg_list"])
         chunk = a["batch_size"] or self.max_batch_size or self.auto_batch_size(schedule, uses_cfg)
-        images, bits = [], []
         for start in range(0, len(prompts), chunk):
             idx = list(range(start, min(start + chunk, len(prompts))))
             seeds = [image_seed(seed, image_offset + i) for i in idx]
@@ -149,12 +159,4 @@ class InfinitySampler:
                                       cfg_list=a["cfg_list"], tau_list=a["tau_list"], top_k=top_k, top_p=top_p,
                                       cfg_insertion_layer=a["layers"], sampling_per_bits=a["per_bits"],
                                       image_seeds=seeds)
-            images.append(out.images.to(self.device).permute(0, 3, 1, 2).float().div_(255))
-            if return_bits:
-                bits.append(out.bits)
-            if on_batch is not None:
-                on_batch(idx[-1] + 1, len(prompts))
-        result = torch.cat(images)
-        if return_bits:
-            return result, [torch.cat(scale) for scale in zip(*bits)]
-        return result
+            yield idx, out.images.to(self.device).permute(0, 3, 1, 2).float().div_(255), list(out.bits)
