@@ -16,7 +16,6 @@ from var_fast.precision import dtype_name
 
 def run_infinity_sample(args) -> int:
     import var_fast
-    from var_fast.infinity.schedules import image_size
     from var_fast.infinity.text_encoder import require_transformers
 
     # everything that can be checked without the model, before it loads
@@ -32,7 +31,7 @@ def run_infinity_sample(args) -> int:
     sampler = var_fast.load(args.model, transformer=args.transformer, vae=args.vae, text_encoder=args.text_encoder,
                             device=device, dtype=args.dtype, **load_kwargs(args))
     pixels = kw["pixels"] or sampler.default_pixels
-    height, width = image_size(kw["aspect_ratio"], pixels)
+    height, width = sampler.image_size(kw["aspect_ratio"], pixels)
     files = [image_name(p, n, None) for p in range(len(prompts)) for n in range(per_prompt)]
     removed = clear_earlier_run(args.out, files)
     if removed:

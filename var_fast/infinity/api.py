@@ -34,6 +34,18 @@ def text_encoder_width(folder: str) -> Optional[int]:
         return None
 
 
+def half_precision_blocks(model, dtype: torch.dtype) -> None:
+    """Upstream's bf16=1 (tools/run_infinity.py load_infinity): the transformer blocks' weights in ``dtype``,
+    everything else (text projections, head, VAE) in float32, run under autocast. The blocks' norm weights
+    are rounded to ``dtype`` but kept as float32 tensors: CUDA autocast runs layer norms in float32 on
+    upcast weights, and the CPU's layer norm refuses a float32 input with half weights."""
+    for block in model.all_blocks():
+        block.to(dtype)
+        for module in block.modules():
+            if isinstance(module, torch.nn.LayerNorm) or type(module).__name__ == "RMSNorm":
+                module.float()
+
+
 def load_infinity(name: Optional[str] = None, *, transformer: Optional[PathLike] = None, vae: Optional[PathLike] = None,
                   text_encoder: Optional[PathLike] = None, device=None, dtype=None,
                   text_encoder_offload: str = "none", text_encoder_dtype=None, pixels: Optional[str] = None):
@@ -59,12 +71,14 @@ def load_infinity(name: Optional[str] = None, *, transformer: Optional[PathLike]
         transformer, vae, text_encoder = infinity_checkpoints(name)
     _check_inputs(transformer, vae, text_encoder)
     from .loading import load_infinity_files
-    model, bsq_vae = load_infinity_files(os.fspath(transformer), os.fspath(vae), device=device, dtype=dtype)
+    model, bsq_vae = load_infinity_files(os.fspath(transformer), os.fspath(vae), device=device, dtype=torch.float32)
+    if dtype != torch.float32:
+        half_precision_blocks(model, dtype)
     width = text_encoder_width(os.fspath(text_encoder))
-    if width is not None and width != model.config.text_channels:
+    if width is not None and width != model.cfg.text_channels:
         from ..checkpoint import CheckpointError
         raise CheckpointError(f"text encoder {os.fspath(text_encoder)!r} gives {width}-channel features but the "
-                              f"transformer {os.fspath(transformer)!r} takes {model.config.text_channels} "
+                              f"transformer {os.fspath(transformer)!r} takes {model.cfg.text_channels} "
                               f"(Infinity's published models use google/flan-t5-xl, 2048)")
     encoder = TextEncoder(text_encoder, device=device, dtype=text_encoder_dtype, offload=text_encoder_offload)
     from .sampler import InfinitySampler

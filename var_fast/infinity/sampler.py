@@ -46,7 +46,7 @@ class InfinitySampler:
 
     @property
     def config(self):
-        return self.model.config
+        return self.model.cfg
 
     @property
     def depth(self) -> int:
@@ -57,6 +57,14 @@ class InfinitySampler:
         return InfinityShapes("loaded", depth=c.depth, width=c.embed_dim, heads=c.num_heads, bits=c.d_vae,
                               text_channels=c.text_channels, mlp_ratio=c.mlp_hidden / c.embed_dim,
                               vae_parameters=sum(p.numel() for p in self.vae.parameters()))
+
+    def image_size(self, aspect_ratio: Union[float, str] = 1.0, pixels: Optional[str] = None) -> Tuple[int, int]:
+        """(height, width) of the images of a schedule: the last scale's grid times the pixels per cell (the
+        VAE's stride, twice that with spatial patchify: 16 for the published models)."""
+        _, h, w = scale_schedule(aspect_ratio, check_pixels(pixels or self.default_pixels))[-1]
+        patchify = self.config.d_vae == 4 * self.vae.codebook_dim
+        cell = self.vae.cfg.downsample * (2 if patchify else 1)
+        return h * cell, w * cell
 
     def __repr__(self) -> str:
         c = self.config
@@ -83,6 +91,12 @@ class InfinitySampler:
             except (ValueError, OSError, AttributeError):
                 return 1
         return max(1, int(MEMORY_FRACTION * free) // per_image)
+
+    def _decode_one(self, summed_codes: torch.Tensor) -> torch.Tensor:
+        """One image's summed codes -> upstream's uint8 (1, H, W, 3) RGB, decoded alone: a batched
+        convolution may round differently, and the uint8 truncation would turn that into a different pixel."""
+        img = (self.vae.decode(summed_codes) + 1) / 2
+        return img.permute(0, 2, 3, 1).mul_(255).to(torch.uint8)
 
     def check(self, prompts, *, negative_prompt=None, cfg=CFG, tau=TAU, top_k=TOP_K, top_p=TOP_P, seed=0,
               aspect_ratio=1.0, pixels=None, batch_size=None, cfg_insertion_layer=CFG_INSERTION_LAYER,
@@ -158,5 +172,6 @@ class InfinitySampler:
                                       negative=None if neg is None else neg.select([0] * len(idx)),
                                       cfg_list=a["cfg_list"], tau_list=a["tau_list"], top_k=top_k, top_p=top_p,
                                       cfg_insertion_layer=a["layers"], sampling_per_bits=a["per_bits"],
-                                      image_seeds=seeds)
-            yield idx, out.images.to(self.device).permute(0, 3, 1, 2).float().div_(255), list(out.bits)
+                                      image_seeds=seeds, decode=False)
+                images = torch.cat([self._decode_one(out.summed_codes[i:i + 1]) for i in range(len(idx))])
+            yield idx, images.permute(0, 3, 1, 2).float().div_(255), list(out.bits)
