@@ -3,17 +3,20 @@
 ``var-fast info --model infinity-2b`` prints these for every memory option; ``InfinitySampler`` picks its
 batch size with ``per_image_bytes`` (docs/infinity.md states the formulas). Everything is counted in bytes:
 
-- weights: parameters x bytes per element of the weight dtype (float32 4, bfloat16/float16 2), for the
-  transformer, the BSQ VAE and the T5 encoder;
+- weights: the transformer blocks' parameters x bytes per element of the weight dtype (float32 4,
+  bfloat16/float16 2), the rest of the transformer and the BSQ VAE in float32 (upstream's bf16=1 keeps them
+  there), parameters counted on the models built on the meta device (no download); the T5 encoder's
+  parameters (its config's shapes) x its dtype's bytes;
 - T5 encoder, by offload mode: "none" keeps its weights on the GPU throughout; "cpu" keeps them in the CPU's
   memory (0 on the GPU); "free" has them on the GPU only while the prompts are encoded, before sampling
   starts, so the peak is the larger of (encoding, sampling) instead of their sum;
 - KV cache of the self-attention: depth x 2 (K and V) x 2B (CFG runs the conditional and unconditional
   batch together) x L x C x bytes, L = sum of h*w over the schedule (10,521 tokens at 1M, 1:1);
-- activations of the last scale (the largest): 2B x l x C x bytes x 12 (input, normed input, the MLP's
-  4C hidden before and after GELU, the residual: what is alive at once in a block; attention through
-  PyTorch's SDPA, which needs no l x L score matrix on CUDA), l = h*w of the last scale, plus the float32
-  bit logits 2B x l x 2 x bits x 4 and the cross-attention's text tokens;
+- activations of the last scale (the largest): 2B x l x C x (2 x 4 + 10 x bytes): the float32 residual stream
+  and its update, and in the compute dtype the normed input and the MLP's 4C hidden before and after GELU
+  (what is alive at once in a block; attention through PyTorch's SDPA, which needs no l x L score matrix on
+  CUDA), l = h*w of the last scale, plus the float32 bit logits 2B x l x 2 x bits x 4 and the cross-attention's
+  text tokens 2B x 512 x C x bytes;
 - VAE decoding: B x 4 x 256 x H x W x bytes (four 256-channel tensors at the full image resolution alive in
   the decoder's last up-sampling stage), after the transformer's cache is released.
 
@@ -23,11 +26,14 @@ weights are the part that does not. These are estimates from the shapes, not mea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 GiB = 1 << 30
-ACTIVATION_WIDTHS = 12     # C-wide tensors of the last scale alive at once in a block (see above)
+# C-wide tensors of the last scale alive at once in a block: the float32 residual stream and its sum (2), and
+# in the compute dtype the normed input, the MLP's 4C hidden before and after GELU (10)
+FLOAT32_WIDTHS, COMPUTE_WIDTHS = 2, 10
 DECODER_TENSORS, DECODER_CHANNELS = 4, 256
+CARD_USABLE = 0.9  # of a card's memory (cards sold as "12 GB" have 12 GiB): the CUDA context and slack take the rest
 
 
 @dataclass(frozen=True)
@@ -37,29 +43,11 @@ class InfinityShapes:
     depth: int
     width: int
     heads: int
-    bits: int                  # bits per transformer token (4x the VAE's with spatial patchify)
-    text_channels: int = 2048
-    mlp_ratio: float = 4.0
-    vae_parameters: int = 0    # the whole BSQ VAE (encoder + decoder), as the file holds it
-    t5_parameters: int = 0     # the T5 encoder alone (shared embedding, 24 blocks, final norm)
-
-    def transformer_parameters(self) -> int:
-        """Upstream Infinity's parameter count: per block self-attention (qkv 3C^2, proj C^2 + biases),
-        cross-attention (q C^2, kv 2C^2, proj C^2 + biases), MLP (2 x 4C^2 + biases), AdaLN gains; plus the
-        text projections (to the start token and to the cross-attention), the unconditional embedding
-        (512 x Ct5), the shared AdaLN (C -> 6C), the head's AdaLN (C -> 2C) and the bit head."""
-        C, Ct, H, hid = self.width, self.text_channels, self.heads, int(self.width * self.mlp_ratio)
-        sa = 3 * C * C + 2 * C + C * C + C + H
-        ca = C * C + C + 2 * C * C + C + C * C + C + H
-        mlp = C * hid + hid + hid * C + C
-        block = sa + ca + mlp + 6 * C + C + 2 * C  # ada_gss, ca_gamma, the cross-attention's norm
-        pool_heads = Ct // (64 if Ct > 4096 else 128)
-        text = (Ct  # text_norm
-                + C + 2 * Ct * C + C + C * C + C + pool_heads  # text_proj_for_sos (attentive pooling)
-                + Ct * C + C + C * C + C                         # text_proj_for_ca
-                + 512 * Ct)                                      # cfg_uncond
-        rest = C + 15 * C + self.bits * C + C + C * 6 * C + 6 * C + C * 2 * C + 2 * C + C * 2 * self.bits + 2 * self.bits
-        return self.depth * block + text + rest
+    bits: int                        # bits per transformer token (4x the VAE's with spatial patchify)
+    transformer_parameters: int
+    block_parameters: int            # the part of transformer_parameters in the blocks (half precision)
+    vae_parameters: int              # the whole BSQ VAE (encoder + decoder), as the file holds it
+    t5_parameters: int = 0           # the T5 encoder alone (shared embedding, blocks, final norm)
 
 
 def t5_encoder_parameters(d_model: int = 2048, d_ff: int = 5120, layers: int = 24, heads: int = 32, d_kv: int = 64,
@@ -71,16 +59,38 @@ def t5_encoder_parameters(d_model: int = 2048, d_ff: int = 5120, layers: int = 2
     return vocab * d_model + layers * block + buckets * heads + d_model
 
 
-# google/flan-t5-xl's config.json
+# google/flan-t5-xl's config.json (d_model 2048, d_ff 5120, 24 layers, 32 heads of 64, vocabulary 32128)
 T5_XL_PARAMETERS = t5_encoder_parameters()
-# The published models' shapes (upstream tools/run_infinity.py load_transformer: infinity_2b, infinity_8b;
-# VAEs: infinity_vae_d32reg (32 bits, stride 16), infinity_vae_d56_f8_14_patchify (14 bits x 4, stride 8))
-PRESETS: Dict[str, InfinityShapes] = {
-    "infinity-2b": InfinityShapes("infinity-2b", depth=32, width=2048, heads=16, bits=32, t5_parameters=T5_XL_PARAMETERS),
-    "infinity-8b": InfinityShapes("infinity-8b", depth=40, width=3584, heads=28, bits=56, t5_parameters=T5_XL_PARAMETERS),
-    "infinity-8b-512": InfinityShapes("infinity-8b-512", depth=40, width=3584, heads=28, bits=56,
-                                      t5_parameters=T5_XL_PARAMETERS),
+# The published models' shapes (upstream tools/run_infinity.py load_transformer: infinity_2b depth 32, width 2048,
+# 16 heads; infinity_8b depth 40, width 3584, 28 heads; both MLP 4x, 2048 text channels, 8 block chunks; VAEs
+# (load_visual_tokenizer): infinity_vae_d32reg 32 bits, stride 16 (ch_mult 1,2,4,4,4); infinity_vae_d56_f8_14_patchify
+# 14 bits, stride 8 (ch_mult 1,2,4,4), the transformer reading 2x2 of its cells (56 bits) per token)
+PUBLISHED = {
+    "infinity-2b": (dict(depth=32, embed_dim=2048, num_heads=16, mlp_hidden=8192, text_channels=2048, pool_heads=16,
+                         d_vae=32, block_chunks=8), dict(codebook_dim=32)),
+    "infinity-8b": (dict(depth=40, embed_dim=3584, num_heads=28, mlp_hidden=14336, text_channels=2048, pool_heads=16,
+                         d_vae=56, block_chunks=8),
+                    dict(codebook_dim=14, encoder_ch_mult=(1, 2, 4, 4), decoder_ch_mult=(1, 2, 4, 4),
+                         encoder_down_levels=(0, 1, 2), decoder_up_levels=(1, 2, 3))),
 }
+PUBLISHED["infinity-8b-512"] = PUBLISHED["infinity-8b"]
+
+
+def published_shapes(name: str) -> InfinityShapes:
+    """A published model's shapes, its parameters counted on models built on the meta device (no weights)."""
+    import torch
+    from .bsq_vae import BSQVAE
+    from .config import BSQVAEConfig, InfinityConfig
+    from .transformer import Infinity
+    if name not in PUBLISHED:
+        raise ValueError(f"unknown Infinity model {name!r}; known: {', '.join(PUBLISHED)}")
+    t_kw, v_kw = PUBLISHED[name]
+    with torch.device("meta"):
+        model, vae = Infinity(InfinityConfig(**t_kw)), BSQVAE(BSQVAEConfig(**v_kw))
+    return InfinityShapes(name, depth=t_kw["depth"], width=t_kw["embed_dim"], heads=t_kw["num_heads"],
+                          bits=t_kw["d_vae"], transformer_parameters=sum(p.numel() for p in model.parameters()),
+                          block_parameters=sum(p.numel() for b in model.all_blocks() for p in b.parameters()),
+                          vae_parameters=sum(p.numel() for p in vae.parameters()), t5_parameters=T5_XL_PARAMETERS)
 
 
 def element_size(dtype_name: str) -> int:
@@ -123,7 +133,8 @@ def per_image_bytes(shapes: InfinityShapes, schedule, dtype: str, cfg: bool = Tr
     L, l = schedule_tokens(schedule)
     rows = 2 if cfg else 1
     kv = shapes.depth * 2 * rows * L * shapes.width * e
-    act = rows * l * (shapes.width * ACTIVATION_WIDTHS * e + 2 * shapes.bits * 4) + rows * 512 * shapes.width * e
+    act = (rows * l * (shapes.width * (FLOAT32_WIDTHS * 4 + COMPUTE_WIDTHS * e) + 2 * shapes.bits * 4)
+           + rows * 512 * shapes.width * e)
     H, W = 16 * schedule[-1][1], 16 * schedule[-1][2]
     decode = DECODER_TENSORS * DECODER_CHANNELS * H * W * e
     return kv, act, decode
@@ -133,7 +144,8 @@ def estimate(shapes: InfinityShapes, schedule, *, batch: int = 1, dtype: str = "
              t5_dtype: str = "float16", t5_offload: str = "none", cfg: bool = True) -> MemoryEstimate:
     e = element_size(dtype)
     kv, act, decode = per_image_bytes(shapes, schedule, dtype, cfg)
-    return MemoryEstimate(weights=(shapes.transformer_parameters() + shapes.vae_parameters) * e,
+    rest = shapes.transformer_parameters - shapes.block_parameters + shapes.vae_parameters
+    return MemoryEstimate(weights=shapes.block_parameters * e + rest * 4,
                           t5_weights=shapes.t5_parameters * element_size(t5_dtype),
                           kv_cache=batch * kv, activations=batch * act, decode=batch * decode, t5_offload=t5_offload)
 
@@ -154,9 +166,10 @@ def largest_batch(shapes: InfinityShapes, schedule, budget: int, **kw) -> int:
 def report(shapes: InfinityShapes, schedule, batches: Sequence[int] = (1, 2, 4, 8),
            cards_gib: Sequence[int] = (12, 16, 24, 80)) -> dict:
     """What ``var-fast info --model NAME`` prints: parameters, then per weight dtype and T5 option the
-    estimated peak for a few batch sizes, and the largest batch for a few card sizes."""
+    estimated peak for a few batch sizes, and the largest batch whose peak fits CARD_USABLE of a few card
+    sizes."""
     L, l = schedule_tokens(schedule)
-    out = {"model": shapes.name, "parameters": {"transformer": shapes.transformer_parameters(),
+    out = {"model": shapes.name, "parameters": {"transformer": shapes.transformer_parameters,
                                                 "vae": shapes.vae_parameters, "t5_encoder": shapes.t5_parameters},
            "schedule": {"scales": len(schedule), "tokens": L, "last_scale": [schedule[-1][1], schedule[-1][2]],
                         "image": [16 * schedule[-1][1], 16 * schedule[-1][2]]},
@@ -174,7 +187,7 @@ def report(shapes: InfinityShapes, schedule, batches: Sequence[int] = (1, 2, 4, 
                 "per_image_gib": {"kv_cache": round(kv / GiB, 2), "activations": round(act / GiB, 2),
                                   "decode": round(decode / GiB, 2)},
                 "peak_gib": {str(b): round(estimate(shapes, schedule, batch=b, **kw).peak / GiB, 2) for b in batches},
-                "largest_batch": {f"{c} GB card": largest_batch(shapes, schedule, int(c * 1e9 * 0.9), **kw)
+                "largest_batch": {f"{c} GB card": largest_batch(shapes, schedule, int(c * GiB * CARD_USABLE), **kw)
                                   for c in cards_gib},
             })
     return out
@@ -184,5 +197,5 @@ def format_gib(n: int) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-__all__ = ["InfinityShapes", "PRESETS", "estimate", "per_image_bytes", "largest_batch", "report",
+__all__ = ["InfinityShapes", "published_shapes", "estimate", "per_image_bytes", "largest_batch", "report",
            "t5_encoder_parameters", "T5_XL_PARAMETERS"]

@@ -55,7 +55,8 @@ class InfinitySampler:
     def shapes(self) -> InfinityShapes:
         c = self.config
         return InfinityShapes("loaded", depth=c.depth, width=c.embed_dim, heads=c.num_heads, bits=c.d_vae,
-                              text_channels=c.text_channels, mlp_ratio=c.mlp_hidden / c.embed_dim,
+                              transformer_parameters=sum(p.numel() for p in self.model.parameters()),
+                              block_parameters=sum(p.numel() for b in self.model.all_blocks() for p in b.parameters()),
                               vae_parameters=sum(p.numel() for p in self.vae.parameters()))
 
     def image_size(self, aspect_ratio: Union[float, str] = 1.0, pixels: Optional[str] = None) -> Tuple[int, int]:
