@@ -107,7 +107,8 @@ def test_bad_prompt_files(files, tmp_path, capsys, no_model_load, content, messa
     (["--prompt", "a", "--backend", "fast"], "reference backend"),
 ])
 def test_flags_are_checked_before_loading(files, tmp_path, capsys, no_model_load, extra, message):
-    assert main(["sample", *model_args(files), *SAMPLING, *extra, "--out", str(tmp_path / "o")]) == 2
+    sampling = SAMPLING[2:] if "--size" in extra else SAMPLING  # without --pixels
+    assert main(["sample", *model_args(files), *sampling, *extra, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -188,8 +189,8 @@ def test_sample_fid_one_and_two_processes_give_identical_files(files, tmp_path, 
 
 
 def test_sample_fid_needs_a_prompt_file(files, tmp_path, capsys, no_model_load):
-    with pytest.raises(SystemExit):
-        main(["sample-fid", *model_args(files), "--prompt", "a", "--out", str(tmp_path / "o")])
+    assert main(["sample-fid", *model_args(files), "--prompts", "a", "--out", str(tmp_path / "o")]) == 2
+    assert "--prompts a: no such file" in capsys.readouterr().err
     assert main(["sample-fid", *model_args(files), "--out", str(tmp_path / "o")]) == 2
     assert "needs --prompts FILE" in capsys.readouterr().err
 
