@@ -4,7 +4,8 @@ operation, so that in float32 on the CPU it draws the same bits at every scale a
 
 Random streams: ``seed`` reproduces upstream's ``g_seed`` (one generator drawing over the whole batch, so an
 image depends on the batch it is in); ``image_seeds`` gives every image its own generator, and image i then
-equals upstream's run of that prompt alone (B=1) with ``g_seed=image_seeds[i]``. Neither: the global RNG.
+equals upstream's run of that prompt alone (B=1) with ``g_seed=image_seeds[i]`` (the images are sampled one at
+a time for that: batched float arithmetic is not batch-invariant). Neither: the global RNG, as upstream.
 """
 from __future__ import annotations
 
@@ -109,14 +110,6 @@ def _validate(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule, negat
     return patchify
 
 
-def _generators(device, seed, image_seeds) -> Union[None, torch.Generator, List[torch.Generator]]:
-    if image_seeds is not None:
-        return [torch.Generator(device=device).manual_seed(int(s)) for s in image_seeds]
-    if seed is not None:
-        return torch.Generator(device=device).manual_seed(int(seed))
-    return None
-
-
 @torch.no_grad()
 def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule: Sequence[Tuple[int, int, int]], *,
                     negative: Optional[TextCondition] = None, cfg_list: Union[float, Sequence[float]] = 3.0,
@@ -136,8 +129,20 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
     patchify = _validate(model, vae, cond, schedule, negative, cfgs, taus, top_k, top_p, sampling_per_bits, seed, image_seeds)
     mcfg = model.cfg
     on_logits, cfg_layers = _insertion_layers(cfg_insertion_layer, mcfg.depth)
+    if image_seeds is not None:
+        # one image at a time: float arithmetic is not batch-invariant (a matmul over 2 rows may round a row
+        # differently from one over 1 row), so only a B=1 run reproduces upstream's B=1 run exactly
+        outs = []
+        for i, s in enumerate(image_seeds):
+            neg_i = None if negative is None else (negative if negative.batch_size == 1 else negative.select([i]))
+            outs.append(infer_reference(model, vae, cond.select([i]), schedule, negative=neg_i, cfg_list=cfgs,
+                                        tau_list=taus, top_k=top_k, top_p=top_p, cfg_insertion_layer=cfg_insertion_layer,
+                                        sampling_per_bits=sampling_per_bits, seed=int(s), decode=decode))
+        return InfinityOutput(bits=[torch.cat(b, 0) for b in zip(*(o.bits for o in outs))],
+                              summed_codes=torch.cat([o.summed_codes for o in outs], 0),
+                              images=torch.cat([o.images for o in outs], 0) if decode else None)
     device = model.pos_start.device
-    rng = _generators(device, seed, image_seeds)
+    rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
     vae_sched = vae_schedule(schedule, patchify)
 
     B = cond.batch_size
@@ -191,10 +196,7 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
                 logits = model.get_logits(last[:B], cond_BD[:B]).mul(1 / taus[si])
 
             logits = logits.reshape(B, -1, 2)
-            if isinstance(rng, list):
-                idx = torch.cat([sample_bits(logits[i:i + 1], top_k, top_p, g) for i, g in enumerate(rng)], 0)
-            else:
-                idx = sample_bits(logits, top_k, top_p, rng)
+            idx = sample_bits(logits, top_k, top_p, rng)
             idx = idx.reshape(B, h, w, -1)
             if patchify:  # (B, h, w, 4d) -> (B, 2h, 2w, d)
                 idx = F.pixel_shuffle(idx.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
