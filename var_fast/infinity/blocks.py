@@ -59,9 +59,10 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens_q: 
     out = []
     oq = ok = 0
     for lq, lk in zip(lens_q, lens_k):
-        qi = q[oq:oq + lq].transpose(0, 1)              # H, lq, c
-        ki, vi = k[ok:ok + lk].transpose(0, 1), v[ok:ok + lk].transpose(0, 1)
-        out.append(F.scaled_dot_product_attention(qi, ki, vi, scale=scale).transpose(0, 1))
+        qi = q[oq:oq + lq].transpose(0, 1).unsqueeze(0)              # 1, H, lq, c
+        ki = k[ok:ok + lk].transpose(0, 1).unsqueeze(0)
+        vi = v[ok:ok + lk].transpose(0, 1).unsqueeze(0)
+        out.append(F.scaled_dot_product_attention(qi, ki, vi, scale=scale)[0].transpose(0, 1))
         oq, ok = oq + lq, ok + lk
     return torch.cat(out, 0).to(torch.bfloat16).float()
 
