@@ -196,10 +196,11 @@ class CrossAttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, ca_kv, lens: List[int], rope: Optional[torch.Tensor]) -> torch.Tensor:
         """cond: (B, 1, 6, C) the shared gamma/scale/shift (shared AdaLN) or (B, D) the text condition."""
-        if self.shared_aln:
-            g1, g2, s1, s2, sh1, sh2 = (self.ada_gss + cond).unbind(2)
-        else:
-            g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond).view(-1, 1, 6, self.C).unbind(2)
+        with torch.autocast(x.device.type, enabled=False):  # upstream: the AdaLN parameters never under autocast
+            if self.shared_aln:
+                g1, g2, s1, s2, sh1, sh2 = (self.ada_gss + cond).unbind(2)
+            else:
+                g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond).view(-1, 1, 6, self.C).unbind(2)
         x_sa = self.sa(ada_norm(x, s1, sh1, self.rms, self.eps), rope)
         x = x + x_sa.mul_(g1)
         x = x + self.ca(self.ca_norm(x), ca_kv, lens).float().mul_(self.ca_gamma)
