@@ -198,3 +198,23 @@ def test_wrong_files(tmp_path, tiny):
     with pytest.raises(CheckpointError, match="does not match the model read off its weights"):
         torch.save(odd, tmp_path / "odd.pth")
         load_infinity_transformer(tmp_path / "odd.pth")
+
+
+@pytest.mark.parametrize("name", ["2b", "8b"])
+def test_vae_encode_wiring(name):
+    """encode: one bit map per scale of the VAE's schedule; the codes of those bits, brought to the full grid and
+    summed, are the returned features (up to the straight-through form's rounding); decode gives an image.
+    (Bit-exact equality with upstream's vae.encode: scripts/check_infinity_upstream.py.)"""
+    from var_fast.infinity.schedules import scale_schedule, vae_schedule
+    _, vae = make_models(name)
+    sched = vae_schedule(scale_schedule(1.0, "0.06M")[:4], name == "8b")
+    side = sched[-1][1] * vae.cfg.downsample
+    img = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        summed, bits = vae.encode(img, sched)
+        assert [tuple(b.shape) for b in bits] == [(1, 1, h, w, vae.cfg.codebook_dim) for _, h, w in sched]
+        assert all(set(b.unique().tolist()) <= {0, 1} for b in bits)
+        rebuilt = sum(vae.codes_to_grid(vae.bits_to_codes(b), sched[-1]) for b in bits).squeeze(2)
+        torch.testing.assert_close(rebuilt, summed, atol=1e-5, rtol=0)
+        out = vae.decode(summed)
+    assert out.shape == img.shape and out.abs().max() <= 1

@@ -29,7 +29,7 @@ SAMPLING_PER_BITS = (1, 2, 4, 8, 16)  # run_infinity.py's choices; unused by aut
 class InfinityOutput:
     bits: List[torch.Tensor]        # per scale: (B, 1, h, w, d) int64 on the VAE's grid (after un-patchify)
     summed_codes: torch.Tensor      # (B, d, H, W) float32: the decoder's input
-    images: Optional[torch.Tensor]  # (B, H*16, W*16, 3) uint8 RGB (upstream returns BGR); None if not decoded
+    images: Optional[torch.Tensor]  # (B, 16H, 16W, 3) uint8 RGB (16 = the VAE's downsampling, 2^levels; upstream: BGR)
 
 
 def sample_bits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0, rng: Optional[torch.Generator] = None) -> torch.Tensor:

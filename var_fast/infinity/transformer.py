@@ -3,7 +3,7 @@ bit labels, with upstream's exact state-dict keys (``block_chunks.{c}.module.{j}
 checkpoints, built with block_chunks=8). The sampling loop lives in reference_sampler.py."""
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List
 
 import torch
 import torch.nn as nn
