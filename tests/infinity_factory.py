@@ -73,7 +73,7 @@ def random_text(lens, seed: int = 0, channels: int = TEXT_CHANNELS):
 
 
 def save_state_dict(module: torch.nn.Module, path: str) -> str:
-    sd = {k: v.contiguous() for k, v in module.state_dict().items()}
+    sd = {k: v.contiguous().clone() for k, v in module.state_dict().items()}  # clone: the VAE holds one buffer under two names
     if path.endswith(".safetensors"):
         from safetensors.torch import save_file
         save_file(sd, path)
@@ -86,7 +86,7 @@ def save_shards(module: torch.nn.Module, folder: str, n: int = 2, fmt: str = "sa
     """The module's state dict as ``n`` shards plus a Hugging Face index json in ``folder``."""
     import json
     os.makedirs(folder, exist_ok=True)
-    sd = {k: v.contiguous() for k, v in module.state_dict().items()}
+    sd = {k: v.contiguous().clone() for k, v in module.state_dict().items()}  # clone: the VAE holds one buffer under two names
     keys = sorted(sd)
     weight_map = {}
     ext = "safetensors" if fmt == "safetensors" else "bin"

@@ -59,9 +59,10 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens_q: 
     out = []
     oq = ok = 0
     for lq, lk in zip(lens_q, lens_k):
-        qi = q[oq:oq + lq].transpose(0, 1)              # H, lq, c
-        ki, vi = k[ok:ok + lk].transpose(0, 1), v[ok:ok + lk].transpose(0, 1)
-        out.append(F.scaled_dot_product_attention(qi, ki, vi, scale=scale).transpose(0, 1))
+        qi = q[oq:oq + lq].transpose(0, 1).unsqueeze(0)              # 1, H, lq, c
+        ki = k[ok:ok + lk].transpose(0, 1).unsqueeze(0)
+        vi = v[ok:ok + lk].transpose(0, 1).unsqueeze(0)
+        out.append(F.scaled_dot_product_attention(qi, ki, vi, scale=scale)[0].transpose(0, 1))
         oq, ok = oq + lq, ok + lk
     return torch.cat(out, 0).to(torch.bfloat16).float()
 
@@ -195,10 +196,11 @@ class CrossAttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, ca_kv, lens: List[int], rope: Optional[torch.Tensor]) -> torch.Tensor:
         """cond: (B, 1, 6, C) the shared gamma/scale/shift (shared AdaLN) or (B, D) the text condition."""
-        if self.shared_aln:
-            g1, g2, s1, s2, sh1, sh2 = (self.ada_gss + cond).unbind(2)
-        else:
-            g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond).view(-1, 1, 6, self.C).unbind(2)
+        with torch.autocast(x.device.type, enabled=False):  # upstream: the AdaLN parameters never under autocast
+            if self.shared_aln:
+                g1, g2, s1, s2, sh1, sh2 = (self.ada_gss + cond).unbind(2)
+            else:
+                g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond).view(-1, 1, 6, self.C).unbind(2)
         x_sa = self.sa(ada_norm(x, s1, sh1, self.rms, self.eps), rope)
         x = x + x_sa.mul_(g1)
         x = x + self.ca(self.ca_norm(x), ca_kv, lens).float().mul_(self.ca_gamma)

@@ -29,7 +29,7 @@ class BSQ(nn.Module):
 
     def quantize(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """z (B, d, t, h, w) -> (quantized codes (B, d, t, h, w), bits (B, t, h, w, d) int32)."""
-        x = F.normalize(z.movedim(1, -1), dim=-1)
+        x = F.normalize(z.movedim(1, -1).contiguous(), dim=-1)  # contiguous as upstream (pack) normalises it
         zhat = torch.where(x > 0, torch.tensor(1, dtype=x.dtype), torch.tensor(-1, dtype=x.dtype))
         q = (1.0 / (self.codebook_dim ** 0.5)) * zhat
         q = x + (q - x)  # upstream's straight-through form, same float operations

@@ -35,7 +35,7 @@ class BSQVAE(nn.Module):
         return F.interpolate(codes, size=size, mode=INTERPOLATE_UP)
 
     def decode(self, summed_codes: torch.Tensor) -> torch.Tensor:
-        """summed codes (B, d, H, W) -> image (B, 3, 16H, 16W) (8x for the patchify VAE) in [-1, 1]."""
+        """summed codes (B, d, H, W) -> image (B, 3, sH, sW) in [-1, 1], s = cfg.downsample (16; 8 for the patchify VAE)."""
         return torch.clamp(self.decoder(summed_codes), min=-1, max=1)
 
     def encode(self, image: torch.Tensor, schedule: Sequence[Tuple[int, int, int]]) -> Tuple[torch.Tensor, List[torch.Tensor]]:

@@ -15,8 +15,8 @@ Detection uses shapes only, so it also works on meta tensors.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Mapping, Tuple
 
 import torch
 

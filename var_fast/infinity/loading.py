@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import torch
 
@@ -107,6 +107,20 @@ def _build(cls, cfg, sd, path: str, what: str, device, dtype):
         sd = model.adapt_state_dict(sd)
     load_strict(model, sd, path, what, assign=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def bsq_vae_from_state_dict(sd: Mapping[str, torch.Tensor], name: str = "<state dict>", *, device="cpu",
+                            dtype=torch.float32) -> BSQVAE:
+    """A BSQVAE from an in-memory state dict (upstream's layout or plain conv names), strictly."""
+    sd = _vae_layout(sd)
+    return _build_vae(bsq_vae_config_from_state_dict(sd, name), sd, name, device, dtype)
+
+
+def infinity_from_state_dict(sd: Mapping[str, torch.Tensor], name: str = "<state dict>", *, device="cpu",
+                             dtype=torch.float32, **flags) -> Infinity:
+    """An Infinity transformer from an in-memory state dict, strictly (``flags``: the config's
+    rope2d_normalized_by_hw / add_lvl_embeding_only_first_block)."""
+    return _build_transformer(infinity_config_from_state_dict(sd, name, **flags), dict(sd), name, device, dtype)
 
 
 def load_bsq_vae(path: PathLike, *, device="cpu", dtype=torch.float32) -> BSQVAE:

@@ -4,7 +4,9 @@ operation, so that in float32 on the CPU it draws the same bits at every scale a
 
 Random streams: ``seed`` reproduces upstream's ``g_seed`` (one generator drawing over the whole batch, so an
 image depends on the batch it is in); ``image_seeds`` gives every image its own generator, and image i then
-equals upstream's run of that prompt alone (B=1) with ``g_seed=image_seeds[i]``. Neither: the global RNG.
+equals upstream's run of that prompt alone (B=1) with ``g_seed=image_seeds[i]`` (the images are sampled one at
+a time for that, as batched float arithmetic is not batch-invariant; ``per_image_passes=False`` batches them,
+each still with its own generator). Neither: the global RNG, as upstream.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ SAMPLING_PER_BITS = (1, 2, 4, 8, 16)  # run_infinity.py's choices; unused by aut
 class InfinityOutput:
     bits: List[torch.Tensor]        # per scale: (B, 1, h, w, d) int64 on the VAE's grid (after un-patchify)
     summed_codes: torch.Tensor      # (B, d, H, W) float32: the decoder's input
-    images: Optional[torch.Tensor]  # (B, H*16, W*16, 3) uint8 RGB (upstream returns BGR); None if not decoded
+    images: Optional[torch.Tensor]  # (B, 16H, 16W, 3) uint8 RGB (16 = the VAE's downsampling, 2^levels; upstream: BGR)
 
 
 def sample_bits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0, rng: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -109,26 +111,21 @@ def _validate(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule, negat
     return patchify
 
 
-def _generators(device, seed, image_seeds) -> Union[None, torch.Generator, List[torch.Generator]]:
-    if image_seeds is not None:
-        return [torch.Generator(device=device).manual_seed(int(s)) for s in image_seeds]
-    if seed is not None:
-        return torch.Generator(device=device).manual_seed(int(seed))
-    return None
-
-
 @torch.no_grad()
 def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule: Sequence[Tuple[int, int, int]], *,
                     negative: Optional[TextCondition] = None, cfg_list: Union[float, Sequence[float]] = 3.0,
                     tau_list: Union[float, Sequence[float]] = 1.0, top_k: int = 0, top_p: float = 0.0,
                     cfg_insertion_layer: Union[int, Sequence[int]] = 0, sampling_per_bits: int = 1,
                     seed: Optional[int] = None, image_seeds: Optional[Sequence[int]] = None,
-                    decode: bool = True) -> InfinityOutput:
+                    per_image_passes: bool = True, decode: bool = True) -> InfinityOutput:
     """Sample ``cond.batch_size`` images on the (1, h, w) ``schedule`` (see schedules.scale_schedule).
 
     cfg_list / tau_list: one value, or one per scale. negative: one prompt or one per prompt; None uses the
     learned unconditional embedding. cfg_insertion_layer: 0 = CFG on the logits, -k = on the output of
     layer depth-k (a list may combine both). top_k / top_p act on each bit's two logits.
+    per_image_passes (with image_seeds): True runs each image alone, exactly upstream's B=1 run; False runs the
+    batch in one pass, each image still drawing from its own generator (faster, but an image may then differ
+    from its B=1 run wherever float rounding differs between batch sizes: seen on the CPU at tiny sizes).
     """
     schedule = [tuple(int(v) for v in s) for s in schedule]
     cfgs = _per_scale("cfg_list", cfg_list, len(schedule))
@@ -136,8 +133,23 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
     patchify = _validate(model, vae, cond, schedule, negative, cfgs, taus, top_k, top_p, sampling_per_bits, seed, image_seeds)
     mcfg = model.cfg
     on_logits, cfg_layers = _insertion_layers(cfg_insertion_layer, mcfg.depth)
+    if image_seeds is not None and per_image_passes:
+        # one image at a time: float arithmetic is not batch-invariant (a matmul over 2 rows may round a row
+        # differently from one over 1 row), so only a B=1 run reproduces upstream's B=1 run exactly
+        outs = []
+        for i, s in enumerate(image_seeds):
+            neg_i = None if negative is None else (negative if negative.batch_size == 1 else negative.select([i]))
+            outs.append(infer_reference(model, vae, cond.select([i]), schedule, negative=neg_i, cfg_list=cfgs,
+                                        tau_list=taus, top_k=top_k, top_p=top_p, cfg_insertion_layer=cfg_insertion_layer,
+                                        sampling_per_bits=sampling_per_bits, seed=int(s), decode=decode))
+        return InfinityOutput(bits=[torch.cat(b, 0) for b in zip(*(o.bits for o in outs))],
+                              summed_codes=torch.cat([o.summed_codes for o in outs], 0),
+                              images=torch.cat([o.images for o in outs], 0) if decode else None)
     device = model.pos_start.device
-    rng = _generators(device, seed, image_seeds)
+    if image_seeds is not None:  # one generator per image, one batched pass
+        rng = [torch.Generator(device=device).manual_seed(int(s)) for s in image_seeds]
+    else:
+        rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
     vae_sched = vae_schedule(schedule, patchify)
 
     B = cond.batch_size

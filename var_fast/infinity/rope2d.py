@@ -55,8 +55,10 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cache: torch.Tensor) -> Tuple[t
     """q, k: (B, H, L, c); cache: (2, L, c // 2) for these L tokens. Pairs (2i, 2i+1) rotate together."""
     cos, sin = cache[0], cache[1]
     qk = torch.stack((q, k), dim=0)
-    qk = qk.reshape(*qk.shape[:-1], -1, 2)
-    qk = torch.stack([cos * qk[..., 0] - sin * qk[..., 1], sin * qk[..., 0] + cos * qk[..., 1]], dim=-1)
-    qk = qk.reshape(*qk.shape[:-2], -1)
-    q, k = qk.unbind(dim=0)
+    device_type = qk.device.type if qk.device.type != "mps" else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):  # as upstream: never under autocast
+        qk = qk.reshape(*qk.shape[:-1], -1, 2)
+        qk = torch.stack([cos * qk[..., 0] - sin * qk[..., 1], sin * qk[..., 0] + cos * qk[..., 1]], dim=-1)
+        qk = qk.reshape(*qk.shape[:-2], -1)
+        q, k = qk.unbind(dim=0)
     return q, k

@@ -3,7 +3,7 @@ bit labels, with upstream's exact state-dict keys (``block_chunks.{c}.module.{j}
 checkpoints, built with block_chunks=8). The sampling loop lives in reference_sampler.py."""
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List
 
 import torch
 import torch.nn as nn
@@ -83,7 +83,8 @@ class Infinity(nn.Module):
         text = self.text_norm(text)
         cond_BD = self.text_proj_for_sos(text, lens)
         kv_text = self.text_proj_for_ca(text)
-        cond_gss = self.shared_ada_lin(cond_BD.float()).float().contiguous()
+        with torch.autocast(cond_BD.device.type, enabled=False):
+            cond_gss = self.shared_ada_lin(cond_BD.float()).float().contiguous()
         return cond_BD, cond_gss, kv_text
 
     def add_level_embedding(self, x: torch.Tensor, si: int) -> torch.Tensor:
@@ -92,9 +93,10 @@ class Infinity(nn.Module):
         return x
 
     def get_logits(self, h: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        if self.cfg.head_aln:
-            return self.head(self.head_nm(h.float(), cond_BD.float()))
-        return self.head(h.float())
+        with torch.autocast(h.device.type, enabled=False):  # upstream: the head never under autocast
+            if self.cfg.head_aln:
+                return self.head(self.head_nm(h.float(), cond_BD.float()))
+            return self.head(h.float())
 
     # ---- loading ------------------------------------------------------------------------------------
     def adapt_state_dict(self, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
