@@ -52,8 +52,10 @@ def _complete_zip(path: str) -> bool:
     return zipfile.is_zipfile(path)
 
 
-def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> Dict[str, torch.Tensor]:
-    """Tensors of a ``.pth``/``.pt``/``.bin`` (weights only) or ``.safetensors`` file, on the CPU."""
+def read_state_dict(path: str | os.PathLike, what: str = "checkpoint",
+                    wrappers: Sequence[str] = ("state_dict", "model", "module")) -> Dict[str, torch.Tensor]:
+    """Tensors of a ``.pth``/``.pt``/``.bin`` (weights only) or ``.safetensors`` file, on the CPU.
+    A dict that holds the state dict under one of ``wrappers`` is unwrapped (in that order)."""
     path = os.fspath(path)
     check_files_exist([(path, what)])
     fmt = file_format(path)
@@ -68,7 +70,7 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> Dict[s
     except Exception as err:  # truncated zip, pickle that needs code, foreign format ...
         raise CheckpointError(f"could not read {what} {path!r} (truncated, corrupt, or not a weights-only "
                               f"PyTorch/safetensors file): {type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
-    for wrapper in ("state_dict", "model", "module"):  # common training-script wrappers
+    for wrapper in wrappers:  # common training-script wrappers
         if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
             sd = sd[wrapper]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
