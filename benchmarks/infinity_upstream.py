@@ -254,13 +254,13 @@ def _randomize_(module: torch.nn.Module, seed: int, noise: float = 0.1) -> None:
 def _liven_infinity_(model) -> None:
     """With default init the residual stream carries almost no position information (the 1x1 first scale makes
     the next scale's input constant, and so on), so greedy bits repeat over the whole image. Sharper
-    self-attention (temperatures around upstream's clamp, log 100: some heads above it, so the clamp matters),
-    larger level embeddings and qkv weights, and a smaller head bias make greedy bits vary over positions and
-    prompts."""
+    self-attention (temperatures around upstream's clamp, log 100: about half the heads above it, so the clamp
+    matters), larger level embeddings and qkv weights, and a smaller head bias make greedy bits vary over
+    positions and prompts."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "scale_mul" in name:
-                p.add_(math.log(95.0) - math.log(4.0))
+                p.add_(math.log(100.0) - math.log(4.0))
             elif name == "lvl_embed.weight":
                 p.mul_(10.0)
             elif name.endswith("sa.mat_qkv.weight"):

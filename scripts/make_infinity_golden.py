@@ -2,15 +2,37 @@
 
 Subcommands (run from the repository root):
 
-    python scripts/make_infinity_golden.py t5       # tests/data/infinity_tiny_t5/ (offline, no download)
+    python scripts/make_infinity_golden.py t5                              # tests/data/infinity_tiny_t5/
+    python scripts/make_infinity_golden.py cases --upstream /tmp/infinity  # tests/data/golden_infinity*.pt
 
-``t5`` builds a tiny random ``T5EncoderModel`` (flan-t5's architecture: gated-GELU feed-forward,
-relative position buckets, final RMS norm; 2 layers, d_model 256, 4 heads of 8, d_ff 64) and a ``T5TokenizerFast`` over a small
-hand-made Unigram vocabulary with T5's special tokens (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, no
-sentinel ids), and saves both in Hugging Face layout (config.json, model.safetensors, tokenizer.json,
-tokenizer_config.json). The weights come from ``torch.manual_seed(T5_SEED)`` and
-transformers' own initialisation, so a different transformers version may give other numbers: the
-committed files are the reference, and the golden cases store the features they give.
+``t5`` (offline, no download) builds a tiny random ``T5EncoderModel`` (flan-t5's architecture: gated-GELU
+feed-forward, relative position buckets, final RMS norm; 2 layers, d_model 256, 4 heads of 8, d_ff 64) and a
+``T5TokenizerFast`` over a small hand-made Unigram vocabulary with T5's special tokens (``<pad>`` = 0,
+``</s>`` = 1, ``<unk>`` = 2, no sentinel ids), and saves both in Hugging Face layout (config.json,
+model.safetensors, tokenizer.json, tokenizer_config.json). The weights come from ``torch.manual_seed(T5_SEED)``
+and transformers' own initialisation, so another transformers version may give other numbers: the committed
+files are the reference, and the golden data stores the features they give.
+
+``cases`` runs upstream FoundationVision/Infinity from a checkout at commit 4c27bbb (``git clone
+https://github.com/FoundationVision/Infinity /tmp/infinity && git -C /tmp/infinity checkout 4c27bbb``; only
+``infinity/`` is needed; never patched) through benchmarks/infinity_upstream.py, which says exactly what is
+replaced there and why it is exact: flash-attn (a float32 stand-in on upstream's own bf16-cast inputs),
+the torch.compile of ``infinity/models/fused_op.py`` (upstream's functions run eagerly), timm (registry,
+eval-mode DropPath), imageio/torchvision when absent. It needs ``pip install einops pytz transformers``
+(upstream's imports; timm, flash-attn, cv2, torchvision are not needed). About 2 CPU minutes.
+
+Two small random-weight models in upstream's own classes (``Infinity`` with ``load_infinity``'s arguments and the
+published models' flags; the BSQ VAE from ``vae_model`` as ``load_visual_tokenizer`` builds it, with small
+widths), see MODELS: "tiny" (4 blocks in 2 chunks, width 64, 2 heads, d = 8 bits, VAE patch 16) and
+"tiny_patchify" (apply_spatial_patchify=1: 2 blocks, width 48, d = 6, 4d = 24 bits per transformer token, VAE
+patch 8). The weights are seeded (``ModelSpec.seed``), bf16-representable, stored in bfloat16, and the models
+that make the cases are loaded back from what is stored. Each case (``golden_cases``) is one
+``autoregressive_infer_cfg`` call with the arguments tools/run_infinity.py's ``gen_one_img`` passes, B prompts
+at once, text features from upstream's ``encode_prompt`` on the tiny T5; recorded: the bits of every scale, the
+summed codes and upstream's uint8 image (BGR, as upstream returns it; stored for some cases, sha256 for all).
+The "seed groups" are B=1 runs of a batch case's images with their own g_seed, for var_fast's image_seeds.
+tests/infinity_golden.py documents the file layout and reads it; tests/test_infinity_golden_data.py checks it.
+Running ``cases`` again on the same machine gives the same files.
 """
 from __future__ import annotations
 
@@ -222,7 +244,9 @@ def make_golden(upstream: str, out: str, weights_out: str, t5_dir: str = T5_DIR)
         template, schedule = iu.scale_schedule(up, case["h_div_w"], spec.pn)
         B = len(case["prompts"])
         cond = iu.encode_prompt(tokenizer, encoder, case["prompts"])
-        negative = iu.encode_prompt(tokenizer, encoder, [case["negative_prompt"]] * B) if case["negative_prompt"] else None
+        negative = None
+        if case["negative_prompt"]:
+            negative = iu.encode_prompt(tokenizer, encoder, [case["negative_prompt"]] * B)
         run = iu.run_autoregressive(model, vae, cond, scale_schedule=schedule, cfg_list=case["cfg_list"],
                                     tau_list=case["tau_list"], top_k=case["top_k"], top_p=case["top_p"],
                                     cfg_insertion_layer=case["cfg_insertion_layer"], g_seed=case["g_seed"],

@@ -1,0 +1,134 @@
+"""Read the Infinity golden data: upstream FoundationVision/Infinity's own outputs on two small random-weight
+models (tests/data/golden_infinity.pt), their weights (tests/data/golden_infinity_weights.pt) and the tiny T5
+(tests/data/infinity_tiny_t5/), all made by scripts/make_infinity_golden.py.
+
+golden_infinity.pt: ``{"format": 1, "source": {...}, "notes": str, "cases": [case, ...], "t5_features": [...]}``.
+A case (one upstream ``autoregressive_infer_cfg`` call, as tools/run_infinity.py makes it):
+  name, model ("tiny" | "tiny_patchify"), covers (what it is for), prompts (B strings), negative_prompt (str or
+  None: then, with any cfg != 1, upstream's learned cfg_uncond), B, h_div_w (asked), h_div_w_template, pn,
+  scale_schedule [[1, h, w], ...], cfg_list, tau_list, top_k, top_p, cfg_insertion_layer ([0]: CFG on the
+  logits, [-k]: at block depth-k's output), sampling_per_bits, g_seed, seed_group / image_index (a B=1 run of
+  image ``image_index`` of case ``seed_group`` with g_seed = that image's seed, else None),
+  cond / negative: ``{"kv_compact": [sum(lens), 256] float32, "lens", "cu_seqlens_k": int32, "Ltext"}`` as
+  upstream's encode_prompt gives them (negative: None, or the negative prompt encoded once per image),
+  bits: per scale uint8 [B, 1, h, w, d] (VAE grid: 2h x 2w with patchify), summed_codes: [B, d, H, W] float32
+  (vae.decode's input), image_shape, image_sha256 (per image, of upstream's BGR uint8 bytes), image_bgr (uint8
+  [B, H, W, 3] BGR as upstream returns it, or None where only the digests are stored).
+t5_features: ``[{"prompts", "kv_compact", "lens", "cu_seqlens_k", "Ltext"}, ...]``: encode_prompt of the tiny T5.
+
+golden_infinity_weights.pt: ``{"format": 1, "source": {...}, "models": {name: {"config", "transformer", "vae"}}}``,
+state dicts in upstream's exact keys, stored in bfloat16 (every value is bf16-representable; upstream ran them
+as float32, which is what the functions here return).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+GOLDEN_PATH = os.path.join(DATA, "golden_infinity.pt")
+WEIGHTS_PATH = os.path.join(DATA, "golden_infinity_weights.pt")
+T5_DIR = os.path.join(DATA, "infinity_tiny_t5")
+FORMAT = 1
+
+
+@functools.lru_cache(maxsize=None)
+def load_golden() -> dict:
+    """The whole golden_infinity.pt (cached: treat it as read-only)."""
+    return _load(GOLDEN_PATH)
+
+
+@functools.lru_cache(maxsize=None)
+def load_weights() -> dict:
+    """The whole golden_infinity_weights.pt, tensors as stored (bfloat16; cached: treat it as read-only)."""
+    return _load(WEIGHTS_PATH)
+
+
+def _load(path: str) -> dict:
+    data = torch.load(path, weights_only=True)
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {data.get('format')!r}, this reader knows {FORMAT}")
+    return data
+
+
+def cases(model: Optional[str] = None) -> List[dict]:
+    """Every golden case (or those of one model), in the file's order."""
+    return [c for c in load_golden()["cases"] if model is None or c["model"] == model]
+
+
+def case(name: str) -> dict:
+    for c in load_golden()["cases"]:
+        if c["name"] == name:
+            return c
+    raise KeyError(f"no golden Infinity case {name!r}")
+
+
+def seed_groups() -> Dict[str, List[dict]]:
+    """batch case name -> its B=1 runs (one per image, in image order), for the image_seeds check."""
+    groups: Dict[str, List[dict]] = {}
+    for c in load_golden()["cases"]:
+        if c["seed_group"] is not None:
+            groups.setdefault(c["seed_group"], []).append(c)
+    return {g: sorted(runs, key=lambda c: c["image_index"]) for g, runs in groups.items()}
+
+
+def model_names() -> List[str]:
+    return sorted(load_weights()["models"])
+
+
+def model_config(name: str) -> dict:
+    """The upstream constructor settings of a golden model (depth, embed_dim, ..., vae_*, flags not in the keys:
+    add_lvl_embeding_only_first_block, rope2d_normalized_by_hw, ...)."""
+    return dict(load_weights()["models"][name]["config"])
+
+
+def _float32(sd: dict) -> Dict[str, torch.Tensor]:
+    return {k: (v.float() if v.is_floating_point() else v.clone()) for k, v in sd.items()}
+
+
+def transformer_state_dict(name: str) -> Dict[str, torch.Tensor]:
+    """The golden transformer's weights in upstream's keys, float32 (a fresh copy)."""
+    return _float32(load_weights()["models"][name]["transformer"])
+
+
+def vae_state_dict(name: str) -> Dict[str, torch.Tensor]:
+    """The golden BSQ VAE's weights in upstream's keys (AutoEncoder.state_dict(); the published VAE .pth files
+    hold this dict under the key "vae"), float32 (a fresh copy)."""
+    return _float32(load_weights()["models"][name]["vae"])
+
+
+def text_tuple(record: Optional[dict]) -> Optional[Tuple[torch.Tensor, List[int], torch.Tensor, int]]:
+    """A stored cond/negative record as upstream's (kv_compact, lens, cu_seqlens_k, Ltext), or None."""
+    if record is None:
+        return None
+    return record["kv_compact"], list(record["lens"]), record["cu_seqlens_k"], record["Ltext"]
+
+
+def schedule(c: dict) -> List[Tuple[int, int, int]]:
+    return [tuple(s) for s in c["scale_schedule"]]
+
+
+def images_rgb(c: dict) -> Optional[torch.Tensor]:
+    """The stored image of a case as RGB uint8 [B, H, W, 3] (upstream returns BGR), or None if only digests."""
+    return None if c["image_bgr"] is None else c["image_bgr"].flip(dims=(3,))
+
+
+def image_digests(images: torch.Tensor, *, rgb: bool = True) -> List[str]:
+    """sha256 of each uint8 [H, W, 3] image's bytes in upstream's BGR order, comparable with a case's
+    image_sha256 (``rgb``: the images are RGB, as var_fast returns them)."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 [B, H, W, 3], got {images.dtype} {list(images.shape)}")
+    bgr = images.flip(dims=(3,)) if rgb else images
+    return [hashlib.sha256(im.contiguous().cpu().numpy().tobytes()).hexdigest() for im in bgr]
+
+
+def t5_features() -> List[dict]:
+    return load_golden()["t5_features"]
+
+
+def aspect_ratios() -> Sequence[float]:
+    return sorted({c["h_div_w_template"] for c in load_golden()["cases"]})
