@@ -18,7 +18,8 @@ INFINITY_ONLY = (("transformer", "--transformer", None), ("text_encoder", "--tex
                  ("tau", "--tau", None), ("aspect_ratio", "--aspect-ratio", None), ("pixels", "--pixels", None),
                  ("size", "--size", None), ("cfg_insertion_layer", "--cfg-insertion-layer", None),
                  ("text_encoder_offload", "--text-encoder-offload", None),
-                 ("text_encoder_dtype", "--text-encoder-dtype", None), ("per_prompt", "--per-prompt", None))
+                 ("text_encoder_dtype", "--text-encoder-dtype", None), ("per_prompt", "--per-prompt", None),
+                 ("batched", "--batched", None))
 
 
 def add_infinity_flags(p: argparse.ArgumentParser, prompt_flag: bool = True) -> None:
@@ -51,6 +52,9 @@ def add_infinity_flags(p: argparse.ArgumentParser, prompt_flag: bool = True) -> 
                         "is the template's size (printed)")
     g.add_argument("--cfg-insertion-layer", type=int, default=None,
                    help="0: CFG on the logits (default, upstream run_infinity.py); -k: on block depth-k's output")
+    g.add_argument("--batched", action="store_true", default=None,
+                   help="sample --batch-size images in one pass (faster on a GPU; an image may then differ from its "
+                        "B=1 run in float rounding). Default: each image alone, exactly upstream's B=1 run")
     g.add_argument("--text-encoder-offload", default=None, choices=["none", "cpu", "free"],
                    help="none: the T5 encoder stays on the device; cpu: it stays in CPU memory and runs there; free: "
                         "loaded for the prompts, then freed before sampling (default: none)")
@@ -145,7 +149,8 @@ def infinity_sampling(args, schedule_len) -> dict:
     sa.per_scale_list("--cfg", cfg, S, minimum=0.0)
     sa.per_scale_list("--tau", tau, S, minimum=0.0, strict=True)
     return dict(negative_prompt=sa.negative_text(args.negative_prompt), cfg=cfg, tau=tau, top_k=top_k, top_p=top_p,
-                seed=args.seed, aspect_ratio=aspect_ratio, pixels=pixels, cfg_insertion_layer=layer)
+                seed=args.seed, aspect_ratio=aspect_ratio, pixels=pixels, cfg_insertion_layer=layer,
+                batched=bool(args.batched))
 
 
 def default_pixels(args) -> str:

@@ -4,8 +4,9 @@ text_encoder=...)``.
 
 Seeds: image ``i`` of a call (``image_offset + i`` of the run) draws from its own generator seeded with
 ``image_seed(seed, image_offset + i)``: the run's seed itself for image 0, and a seed derived from (seed, i)
-for the others. So an image does not depend on the batch it is sampled in, and image 0 of seed ``s`` is
-upstream's ``run_infinity.py --seed s`` for that prompt (float32, CPU).
+for the others. Each image is sampled alone by default (``batched=False``) and decoded alone, so it does not
+depend on the batch it is in, and image 0 of seed ``s`` is upstream's ``run_infinity.py --seed s`` for that
+prompt (float32, CPU: tests/test_infinity_end_to_end.py).
 """
 from __future__ import annotations
 
@@ -136,8 +137,8 @@ class InfinitySampler:
                        aspect_ratio: Union[float, str] = 1.0, pixels: Optional[str] = None,
                        batch_size: Optional[int] = None,
                        cfg_insertion_layer: Union[int, Sequence[int]] = CFG_INSERTION_LAYER,
-                       sampling_per_bits: int = SAMPLING_PER_BITS,
-                       image_offset: int = 0) -> Iterator[Tuple[List[int], torch.Tensor, List[torch.Tensor]]]:
+                       sampling_per_bits: int = SAMPLING_PER_BITS, image_offset: int = 0,
+                       batched: bool = False) -> Iterator[Tuple[List[int], torch.Tensor, List[torch.Tensor]]]:
         """(indices into prompts, images (b, 3, H, W) in [0, 1], bits per scale) per pass, as each is done
         (everything is checked, and every text encoded, before the first pass).
 
@@ -147,8 +148,11 @@ class InfinitySampler:
         (0 disables). seed: None draws a random one; image i's stream is ``image_seed(seed, image_offset + i)``
         (module docstring). aspect_ratio: height/width (or "W:H"), snapped to the nearest published
         template; pixels: "0.06M", "0.25M", "0.60M" or "1M" (None: the model's own, 1M for infinity-2b).
-        batch_size: images per pass (None: from free memory). cfg_insertion_layer: 0 applies CFG to the
-        logits, -k to the output of block depth-k.
+        batch_size: images per call of the reference sampler (None: from free memory). cfg_insertion_layer: 0
+        applies CFG to the logits, -k to the output of block depth-k. batched: False (default) runs each image
+        alone, exactly upstream's B=1 run of its prompt with its seed, whatever the batch; True runs
+        ``batch_size`` images in one pass, each still drawing from its own generator (faster on a GPU; float
+        rounding then depends on the batch, so an image may differ from its B=1 run, rarely, in a bit).
         """
         a = self.check(prompts, negative_prompt=negative_prompt, cfg=cfg, tau=tau, top_k=top_k, top_p=top_p,
                        seed=seed, aspect_ratio=aspect_ratio, pixels=pixels, batch_size=batch_size,
@@ -173,6 +177,6 @@ class InfinitySampler:
                                       negative=None if neg is None else neg.select([0] * len(idx)),
                                       cfg_list=a["cfg_list"], tau_list=a["tau_list"], top_k=top_k, top_p=top_p,
                                       cfg_insertion_layer=a["layers"], sampling_per_bits=a["per_bits"],
-                                      image_seeds=seeds, decode=False)
+                                      image_seeds=seeds, per_image_passes=not batched, decode=False)
                 images = torch.cat([self._decode_one(out.summed_codes[i:i + 1]) for i in range(len(idx))])
             yield idx, images.permute(0, 3, 1, 2).float().div_(255), list(out.bits)
