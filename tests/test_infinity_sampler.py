@@ -180,3 +180,29 @@ def test_batched_passes(sampler):
     assert together.shape == exact.shape
     # per-image streams: the same prompt at two indices still gives two different images
     assert not torch.equal(together[0], together[2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kv_cache_formula_matches_the_models_cache(sampler, files, monkeypatch, dtype):
+    """The memory estimate's self-attention KV cache (depth x 2B x L x C x (4 + bytes): K in float32, V in the
+    compute dtype) is what the model holds at the last scale: counted on the cache tensors just before the
+    sampler releases them."""
+    from var_fast.infinity.blocks import SelfAttention
+    from var_fast.infinity.memory import TEXT_TOKENS, per_image_bytes
+    s = sampler if dtype == torch.float32 else var_fast.load(transformer=files[0], vae=files[1],
+                                                              text_encoder=TINY_T5, device="cpu", dtype=dtype)
+    held = []
+    original = SelfAttention.reset_cache
+
+    def count(self):
+        if self.cached_k is not None:
+            held.append(self.cached_k.numel() * self.cached_k.element_size()
+                        + self.cached_v.numel() * self.cached_v.element_size())
+        original(self)
+    monkeypatch.setattr(SelfAttention, "reset_cache", count)
+    s.sample(PROMPTS[:1], seed=0, **KW)
+    schedule = scale_schedule(1.0, "0.06M")
+    kv, _, _ = per_image_bytes(s.shapes(), schedule, str(dtype).replace("torch.", ""), cfg=True)
+    c = s.config
+    text_part = c.depth * 2 * TEXT_TOKENS * 2 * c.embed_dim * torch.finfo(dtype).bits // 8
+    assert len(held) == c.depth and sum(held) == kv - text_part

@@ -10,18 +10,21 @@ batch size with ``per_image_bytes`` (docs/infinity.md states the formulas). Ever
 - T5 encoder, by offload mode: "none" keeps its weights on the GPU throughout; "cpu" keeps them in the CPU's
   memory (0 on the GPU); "free" has them on the GPU only while the prompts are encoded, before sampling
   starts, so the peak is the larger of (encoding, sampling) instead of their sum;
-- KV cache of the self-attention: depth x 2 (K and V) x 2B (CFG runs the conditional and unconditional
-  batch together) x L x C x bytes, L = sum of h*w over the schedule (10,521 tokens at 1M, 1:1);
+- KV cache: depth x 2B (CFG runs the conditional and unconditional batch together) x C x (L x (4 + bytes)
+  + 512 x 2 x bytes): the self-attention's keys (float32: normalised and rotated in float32) and values
+  (compute dtype) of every scale so far, L = sum of h*w over the schedule (10,521 tokens at 1M, 1:1), and each
+  block's cross-attention keys and values of the text (512 tokens: a prompt at the tokenizer's limit);
 - activations of the last scale (the largest): 2B x l x C x (2 x 4 + 10 x bytes): the float32 residual stream
   and its update, and in the compute dtype the normed input and the MLP's 4C hidden before and after GELU
   (what is alive at once in a block; attention through PyTorch's SDPA, which needs no l x L score matrix on
-  CUDA), l = h*w of the last scale, plus the float32 bit logits 2B x l x 2 x bits x 4 and the cross-attention's
-  text tokens 2B x 512 x C x bytes;
-- VAE decoding: B x 4 x 256 x H x W x bytes (four 256-channel tensors at the full image resolution alive in
-  the decoder's last up-sampling stage), after the transformer's cache is released.
+  CUDA), l = h*w of the last scale, plus the float32 bit logits 2B x l x 2 x bits x 4;
+- VAE decoding: 4 x 256 x H x W x bytes (four 256-channel tensors at the full image resolution alive in
+  the decoder's last up-sampling stage), after the transformer's cache is released; InfinitySampler decodes
+  one image at a time, whatever the batch.
 
-The KV cache and the activations are the part that grows with the batch (``per_image_bytes``); the
-weights are the part that does not. These are estimates from the shapes, not measurements.
+B is the number of images in one pass: 1 in InfinitySampler's default exact mode (each image sampled alone),
+the batch size with ``batched=True``. The KV cache and the activations grow with it (``per_image_bytes``);
+the weights and the decoding do not. These are estimates from the shapes, not measurements.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ GiB = 1 << 30
 # C-wide tensors of the last scale alive at once in a block: the float32 residual stream and its sum (2), and
 # in the compute dtype the normed input, the MLP's 4C hidden before and after GELU (10)
 FLOAT32_WIDTHS, COMPUTE_WIDTHS = 2, 10
+TEXT_TOKENS = 512  # a prompt's tokens at most (the T5 tokenizer's max_length)
 DECODER_TENSORS, DECODER_CHANNELS = 4, 256
 CARD_USABLE = 0.9  # of a card's memory (cards sold as "12 GB" have 12 GiB): the CUDA context and slack take the rest
 
@@ -128,13 +132,14 @@ class MemoryEstimate:
 
 
 def per_image_bytes(shapes: InfinityShapes, schedule, dtype: str, cfg: bool = True) -> Tuple[int, int, int]:
-    """(KV cache, activations, decoding) bytes of one image."""
+    """(KV cache, activations, decoding) bytes of one image in a pass."""
     e = element_size(dtype)
     L, l = schedule_tokens(schedule)
     rows = 2 if cfg else 1
-    kv = shapes.depth * 2 * rows * L * shapes.width * e
-    act = (rows * l * (shapes.width * (FLOAT32_WIDTHS * 4 + COMPUTE_WIDTHS * e) + 2 * shapes.bits * 4)
-           + rows * 512 * shapes.width * e)
+    # self-attention: K is normalised and rotated in float32 (autocast runs norms in float32), V in the
+    # compute dtype; cross-attention: the text's K and V in the compute dtype
+    kv = shapes.depth * rows * shapes.width * (L * (4 + e) + TEXT_TOKENS * 2 * e)
+    act = rows * l * (shapes.width * (FLOAT32_WIDTHS * 4 + COMPUTE_WIDTHS * e) + 2 * shapes.bits * 4)
     H, W = 16 * schedule[-1][1], 16 * schedule[-1][2]
     decode = DECODER_TENSORS * DECODER_CHANNELS * H * W * e
     return kv, act, decode
@@ -147,7 +152,7 @@ def estimate(shapes: InfinityShapes, schedule, *, batch: int = 1, dtype: str = "
     rest = shapes.transformer_parameters - shapes.block_parameters + shapes.vae_parameters
     return MemoryEstimate(weights=shapes.block_parameters * e + rest * 4,
                           t5_weights=shapes.t5_parameters * element_size(t5_dtype),
-                          kv_cache=batch * kv, activations=batch * act, decode=batch * decode, t5_offload=t5_offload)
+                          kv_cache=batch * kv, activations=batch * act, decode=decode, t5_offload=t5_offload)
 
 
 def largest_batch(shapes: InfinityShapes, schedule, budget: int, **kw) -> int:
@@ -166,8 +171,8 @@ def largest_batch(shapes: InfinityShapes, schedule, budget: int, **kw) -> int:
 def report(shapes: InfinityShapes, schedule, batches: Sequence[int] = (1, 2, 4, 8),
            cards_gib: Sequence[int] = (12, 16, 24, 80)) -> dict:
     """What ``var-fast info --model NAME`` prints: parameters, then per weight dtype and T5 option the
-    estimated peak for a few batch sizes, and the largest batch whose peak fits CARD_USABLE of a few card
-    sizes."""
+    estimated peak for a few numbers of images per pass (1: the default exact mode, whatever --batch-size;
+    more: --batched), and the largest number whose peak fits CARD_USABLE of a few card sizes."""
     L, l = schedule_tokens(schedule)
     out = {"model": shapes.name, "parameters": {"transformer": shapes.transformer_parameters,
                                                 "vae": shapes.vae_parameters, "t5_encoder": shapes.t5_parameters},
@@ -186,8 +191,8 @@ def report(shapes: InfinityShapes, schedule, batches: Sequence[int] = (1, 2, 4, 
                     round(0 if offload == "cpu" else one.t5_weights / GiB, 2),
                 "per_image_gib": {"kv_cache": round(kv / GiB, 2), "activations": round(act / GiB, 2),
                                   "decode": round(decode / GiB, 2)},
-                "peak_gib": {str(b): round(estimate(shapes, schedule, batch=b, **kw).peak / GiB, 2) for b in batches},
-                "largest_batch": {f"{c} GB card": largest_batch(shapes, schedule, int(c * GiB * CARD_USABLE), **kw)
+                "peak_gib_by_images_per_pass": {str(b): round(estimate(shapes, schedule, batch=b, **kw).peak / GiB, 2) for b in batches},
+                "largest_batched_pass": {f"{c} GB card": largest_batch(shapes, schedule, int(c * GiB * CARD_USABLE), **kw)
                                   for c in cards_gib},
             })
     return out

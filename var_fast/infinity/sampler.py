@@ -79,12 +79,12 @@ class InfinitySampler:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def auto_batch_size(self, schedule, cfg: bool = True) -> int:
-        """Images per pass that fit in MEMORY_FRACTION of the free memory: the GPU's on CUDA, the available
-        RAM on the CPU; per image: the KV cache, the last scale's activations and the VAE decoding
-        (``var_fast.infinity.memory.per_image_bytes``, docs/infinity.md#memory)."""
+        """Images per batched pass that fit in MEMORY_FRACTION of the free memory (the GPU's on CUDA, the
+        available RAM on the CPU), one decoding reserved; per image: the KV cache and the last scale's
+        activations (``var_fast.infinity.memory.per_image_bytes``, docs/infinity.md#memory)."""
         name = str(self.dtype).replace("torch.", "")
         kv, act, decode = per_image_bytes(self.shapes(), schedule, name, cfg)
-        per_image = max(kv + act, decode)
+        per_image = kv + act
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
         else:
@@ -92,7 +92,7 @@ class InfinitySampler:
                 free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
             except (ValueError, OSError, AttributeError):
                 return 1
-        return max(1, int(MEMORY_FRACTION * free) // per_image)
+        return max(1, int(MEMORY_FRACTION * free - decode) // per_image)
 
     def _decode_one(self, summed_codes: torch.Tensor) -> torch.Tensor:
         """One image's summed codes -> upstream's uint8 (1, H, W, 3) RGB, decoded alone: a batched
@@ -168,7 +168,8 @@ class InfinitySampler:
         cond = cond_all.select(range(len(prompts)))
         neg = cond_all.select([len(prompts)]) if negative is not None else None
         uses_cfg = any(c != 1 for c in a["cfg_list"])
-        chunk = a["batch_size"] or self.max_batch_size or self.auto_batch_size(schedule, uses_cfg)
+        # exact mode: every image is its own pass (memory of one image); batched: passes of ``chunk`` images
+        chunk = a["batch_size"] or self.max_batch_size or (self.auto_batch_size(schedule, uses_cfg) if batched else 1)
         for start in range(0, len(prompts), chunk):
             idx = list(range(start, min(start + chunk, len(prompts))))
             seeds = [image_seed(seed, image_offset + i) for i in idx]
