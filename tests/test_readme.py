@@ -109,7 +109,9 @@ def why_not_here(snippet: Snippet) -> Optional[str]:
         return "talks to a running `var-fast serve` (tests/test_serve_api.py sends such requests)"
     if text.startswith("torchrun"):
         return "several processes sampling a published model's 50,000 images"
-    if "--model" in (snippet.argv or []) or re.search(r"load\(\"(d\d+|code-\d+)\"", text):
+    if (snippet.argv or [])[:1] == ["info"]:
+        return None  # info --model prints estimates from the shapes: no download
+    if "--model" in (snippet.argv or []) or re.search(r"load\(\"(d\d+|code-\d+|infinity-[\w-]+)\"", text):
         return "downloads a published checkpoint from huggingface.co (tests/test_hub.py runs --model on a local cache)"
     if "var_d16.pth" in text:
         return "needs the published checkpoint files var_d16.pth and vae_ch160v4096z32.pth"
