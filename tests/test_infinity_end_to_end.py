@@ -3,7 +3,6 @@ InfinitySampler, given the prompt text, reproduces upstream's own images of the 
 (tests/data/golden_infinity.pt: both model shapes, patchify, two aspect ratios, greedy and seeded, negative
 prompts, CFG on the logits and at a layer) byte for byte, through var_fast.load(transformer=, vae=,
 text_encoder=) and through the command line."""
-import os
 
 import numpy as np
 import pytest

@@ -10,23 +10,9 @@ from .checkpoint import (CheckpointError, check_files_exist, check_pair, load_st
                          vae_config_from_state_dict, var_config_from_state_dict)
 from .models import VAR, VQVAE
 from .precision import DTYPES, resolve_dtype  # noqa: F401  (DTYPES: the names load() accepts)
+from .devices import resolve_device  # noqa: F401  (var_fast.api.resolve_device, as before)
 from .sampler import Sampler
 
-
-
-def resolve_device(device, cpu_fix: str = "device='cpu'") -> torch.device:
-    """``device`` (None: cuda when available, else cpu) as a torch.device; a CUDA device without a GPU is a
-    RuntimeError whose fix is ``cpu_fix`` (the command line passes "--device cpu")."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {device!r} is not a device: use cpu, cuda or cuda:<index> ({err})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} was asked for, but no CUDA GPU is available "
-                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); use {cpu_fix}")
-    return device
 
 
 def build_models(var_sd, vae_sd, var_path: str = "<var>", vae_path: str = "<vae>",

@@ -105,11 +105,21 @@ def add_runtime_flags(p: argparse.ArgumentParser, device_help: str = "", backend
 
 def command_line_device(text):
     """--device as a torch.device, checked before the model loads; without a GPU, 'cuda' names the flag's fix."""
-    from var_fast.api import resolve_device
+    from var_fast.devices import resolve_device
     try:
         return resolve_device(text, cpu_fix="--device cpu")
     except ValueError:
         raise ValueError(f"--device {text!r} is not a device: use cpu, cuda or cuda:<index>") from None
+
+
+def process_device(arg, local_rank: int, world: int) -> torch.device:
+    """sample-fid's device for this process: under torchrun each process takes the GPU of its LOCAL_RANK."""
+    device = command_line_device(arg)
+    if device.type != "cuda":
+        return device
+    if world > 1 and device.index not in (None, local_rank):
+        raise ValueError("under torchrun pass --device cuda: each process takes the GPU of its LOCAL_RANK")
+    return torch.device("cuda", local_rank if device.index is None else device.index)
 
 
 def uses_bundled_model(args) -> bool:

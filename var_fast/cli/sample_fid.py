@@ -15,7 +15,8 @@ from var_fast.cli.infinity_flags import add_infinity_flags, check_var_run, is_in
 from var_fast.precision import dtype_name
 from var_fast.cli.common import (SamplingDefaults, add_classes_flag, add_model_flags, add_runtime_flags,
                                  add_sampling_flags, check_model_flags, check_output_file, check_output_folder,
-                                 command_line_device, pair_flags, positive_int, sampling_flags, temperature_flag)
+                                 pair_flags, positive_int, process_device, sampling_flags,
+                                 temperature_flag)
 
 DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96)
 
@@ -42,15 +43,6 @@ def add_sample_fid_parser(sub) -> None:
                         "the CPU's float reductions depend on the thread count. Scale a CPU run with "
                         "torchrun --nproc_per_node instead")
     add_infinity_flags(p, prompt_flag=False)
-
-
-def process_device(arg, local_rank: int, world: int) -> torch.device:
-    device = command_line_device(arg)
-    if device.type != "cuda":
-        return device
-    if world > 1 and device.index not in (None, local_rank):
-        raise ValueError("under torchrun pass --device cuda: each process takes the GPU of its LOCAL_RANK")
-    return torch.device("cuda", local_rank if device.index is None else device.index)
 
 
 def run_sample_fid(args) -> int:

@@ -8,14 +8,13 @@ import sys
 
 import torch
 
-from var_fast.cli.common import check_output_file, check_output_folder
+from var_fast.cli.common import check_output_file, check_output_folder, process_device
 from var_fast.cli.infinity_flags import check_infinity_model_flags, infinity_sampling, load_kwargs, schedule_length
 from var_fast.precision import dtype_name
 
 
 def run_infinity_sample_fid(args) -> int:
     from var_fast import __version__, load
-    from var_fast.cli.sample_fid import process_device
     from var_fast.fid.distributed import ProcessGroup, torchrun_ranks
     from var_fast.fid.files import npz_path, path_fingerprint
     from var_fast.fid.prompt_job import PromptJob

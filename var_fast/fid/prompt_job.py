@@ -5,7 +5,7 @@ FidJob's: any number of processes and any interruption give the same files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch

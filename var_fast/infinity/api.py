@@ -54,7 +54,7 @@ def load_infinity(name: Optional[str] = None, *, transformer: Optional[PathLike]
     the BSQ VAE and the T5 encoder's Hugging Face folder. ``dtype``: the transformer's and VAE's compute
     (None: bfloat16 on CUDA, float32 on the CPU); ``text_encoder_dtype`` the T5's (None: float16 on CUDA,
     float32 on the CPU); ``text_encoder_offload``: "none", "cpu" or "free" (var_fast.infinity.text_encoder)."""
-    from ..api import resolve_device
+    from ..devices import resolve_device
     from ..precision import resolve_dtype
     from .text_encoder import TextEncoder, check_offload, require_transformers
     check_offload(text_encoder_offload)

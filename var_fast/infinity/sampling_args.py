@@ -9,7 +9,7 @@ scripts/infer.sh runs Infinity-2B with cfg 4 and tau 0.5; its notebooks with cfg
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Union
 
 from .schedules import PIXEL_BUDGETS, PUBLISHED_RATIOS, TEMPLATES, VAE_STRIDE, parse_aspect_ratio
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence, Union
 
 import torch
 
