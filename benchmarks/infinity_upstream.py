@@ -241,6 +241,23 @@ class ModelSpec:
         return d
 
 
+GOLDEN_MODELS = {
+    # like Infinity-2B (no patchify, several blocks per chunk), small: 4 blocks in 2 chunks, d = 8 bits
+    "tiny": ModelSpec("tiny", depth=4, embed_dim=64, num_heads=2, block_chunks=2, codebook_dim=8,
+                      apply_spatial_patchify=0, vae_base_ch=32, vae_ch_mult=(1, 1, 1, 1, 1), vae_num_res_blocks=1,
+                      seed=1),
+    # like Infinity-8B (spatial patchify: the transformer sees 4d = 24 bits per token), 2 blocks in 2 chunks; its
+    # VAE has 24 channels (GroupNorm of 24 groups, the tiny one 32) and changes width (48 at the deepest level)
+    "tiny_patchify": ModelSpec("tiny_patchify", depth=2, embed_dim=48, num_heads=2, block_chunks=2, codebook_dim=6,
+                               apply_spatial_patchify=1, vae_base_ch=24, vae_ch_mult=(1, 1, 1, 2),
+                               vae_num_res_blocks=1, seed=2),
+}
+# a wider one for timings only (not in the golden data)
+BENCH_MODELS = dict(GOLDEN_MODELS, small=ModelSpec(
+    "small", depth=8, embed_dim=256, num_heads=4, block_chunks=4, codebook_dim=16, apply_spatial_patchify=0,
+    vae_base_ch=32, vae_ch_mult=(1, 1, 1, 1, 1), vae_num_res_blocks=1, seed=3))
+
+
 def _randomize_(module: torch.nn.Module, seed: int, noise: float = 0.1) -> None:
     """Default init (already done under torch.manual_seed) plus N(0, noise) on every vector parameter and on
     the attention temperatures, so zero biases, unit norm gains and log(4) scales are not trivial."""

@@ -21,18 +21,19 @@ the torch.compile of ``infinity/models/fused_op.py`` (upstream's functions run e
 eval-mode DropPath), imageio/torchvision when absent. It needs ``pip install einops pytz transformers``
 (upstream's imports; timm, flash-attn, cv2, torchvision are not needed). About 2 CPU minutes.
 
-Two small random-weight models in upstream's own classes (``Infinity`` with ``load_infinity``'s arguments and the
-published models' flags; the BSQ VAE from ``vae_model`` as ``load_visual_tokenizer`` builds it, with small
-widths), see MODELS: "tiny" (4 blocks in 2 chunks, width 64, 2 heads, d = 8 bits, VAE patch 16) and
-"tiny_patchify" (apply_spatial_patchify=1: 2 blocks, width 48, d = 6, 4d = 24 bits per transformer token, VAE
-patch 8). The weights are seeded (``ModelSpec.seed``), bf16-representable, stored in bfloat16, and the models
-that make the cases are loaded back from what is stored. Each case (``golden_cases``) is one
+Two small random-weight models in upstream's own classes (``Infinity`` with ``load_infinity``'s arguments and
+the published models' flags; the BSQ VAE from ``vae_model`` as ``load_visual_tokenizer`` builds it, with small
+widths), see GOLDEN_MODELS in benchmarks/infinity_upstream.py: "tiny" (4 blocks in 2 chunks, width 64, 2 heads,
+d = 8 bits, VAE patch 16) and "tiny_patchify" (apply_spatial_patchify=1: 2 blocks, width 48, d = 6, 4d = 24 bits
+per transformer token, VAE patch 8). The weights are seeded (``ModelSpec.seed``), bf16-representable, stored
+in bfloat16, and the models that make the cases are loaded back from what is stored. Each case (``golden_cases``) is one
 ``autoregressive_infer_cfg`` call with the arguments tools/run_infinity.py's ``gen_one_img`` passes, B prompts
 at once, text features from upstream's ``encode_prompt`` on the tiny T5; recorded: the bits of every scale, the
 summed codes and upstream's uint8 image (BGR, as upstream returns it; stored for some cases, sha256 for all).
 The "seed groups" are B=1 runs of a batch case's images with their own g_seed, for var_fast's image_seeds.
 tests/infinity_golden.py documents the file layout and reads it; tests/test_infinity_golden_data.py checks it.
-Running ``cases`` again on the same machine gives the same files.
+Running ``cases`` again on the same machine gives the same data (torch.load equal; the archive's internal
+folder name follows the output file's name).
 """
 from __future__ import annotations
 
@@ -124,16 +125,6 @@ def make_tiny_t5(out_dir: str = T5_DIR) -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 # upstream Infinity's own outputs on two small random-weight models
-
-MODELS = {
-    # like Infinity-2B (no patchify, several blocks per chunk), small: 4 blocks in 2 chunks, d = 8 bits
-    "tiny": dict(depth=4, embed_dim=64, num_heads=2, block_chunks=2, codebook_dim=8, apply_spatial_patchify=0,
-                 vae_base_ch=32, vae_ch_mult=(1, 1, 1, 1, 1), vae_num_res_blocks=1, seed=1),
-    # like Infinity-8B (spatial patchify: the transformer sees 4d = 24 bits per token), 2 blocks in 2 chunks
-    "tiny_patchify": dict(depth=2, embed_dim=48, num_heads=2, block_chunks=2, codebook_dim=6,
-                          apply_spatial_patchify=1, vae_base_ch=24, vae_ch_mult=(1, 1, 1, 2), vae_num_res_blocks=1,
-                          seed=2),
-}
 
 PROMPTS = [
     "a photo of a red cat",
@@ -229,8 +220,7 @@ def make_golden(upstream: str, out: str, weights_out: str, t5_dir: str = T5_DIR)
     up = iu.import_upstream(upstream)
     tokenizer, encoder = iu.load_t5(t5_dir)
     models, weights = {}, {}
-    for name, kw in MODELS.items():
-        spec = iu.ModelSpec(name=name, **kw)
+    for name, spec in iu.GOLDEN_MODELS.items():
         vae = iu.build_vae(up, spec)
         model = iu.build_infinity(up, spec, vae)
         weights[name] = dict(config=spec.config(), transformer=_bf16_state_dict(model), vae=_bf16_state_dict(vae))
