@@ -125,6 +125,12 @@ def test_seed_modes_and_determinism(tiny):
     c = infer_reference(model, vae, cond, SCHED, image_seeds=[4, 9])
     one = infer_reference(model, vae, cond.select([1]), SCHED, seed=9)
     assert all(torch.equal(x[1:], y) for x, y in zip(c.bits, one.bits)) and torch.equal(c.images[1:], one.images)
+    # batched per-image streams: the same prompt twice with the same image seed gives the same image twice
+    twice = cond.select([0, 0])
+    g = infer_reference(model, vae, twice, SCHED, image_seeds=[4, 4], per_image_passes=False)
+    assert all(torch.equal(x[0], x[1]) for x in g.bits)
+    h = infer_reference(model, vae, twice, SCHED, seed=4)   # one stream over the batch: different draws
+    assert not all(torch.equal(x[0], x[1]) for x in h.bits)
     d = infer_reference(model, vae, cond, SCHED, seed=4, decode=False)
     assert d.images is None and torch.equal(d.summed_codes, a.summed_codes)
     # a single negative prompt is used for every image (as upstream given it once per image)

@@ -5,7 +5,8 @@ operation, so that in float32 on the CPU it draws the same bits at every scale a
 Random streams: ``seed`` reproduces upstream's ``g_seed`` (one generator drawing over the whole batch, so an
 image depends on the batch it is in); ``image_seeds`` gives every image its own generator, and image i then
 equals upstream's run of that prompt alone (B=1) with ``g_seed=image_seeds[i]`` (the images are sampled one at
-a time for that: batched float arithmetic is not batch-invariant). Neither: the global RNG, as upstream.
+a time for that, as batched float arithmetic is not batch-invariant; ``per_image_passes=False`` batches them,
+each still with its own generator). Neither: the global RNG, as upstream.
 """
 from __future__ import annotations
 
@@ -116,12 +117,15 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
                     tau_list: Union[float, Sequence[float]] = 1.0, top_k: int = 0, top_p: float = 0.0,
                     cfg_insertion_layer: Union[int, Sequence[int]] = 0, sampling_per_bits: int = 1,
                     seed: Optional[int] = None, image_seeds: Optional[Sequence[int]] = None,
-                    decode: bool = True) -> InfinityOutput:
+                    per_image_passes: bool = True, decode: bool = True) -> InfinityOutput:
     """Sample ``cond.batch_size`` images on the (1, h, w) ``schedule`` (see schedules.scale_schedule).
 
     cfg_list / tau_list: one value, or one per scale. negative: one prompt or one per prompt; None uses the
     learned unconditional embedding. cfg_insertion_layer: 0 = CFG on the logits, -k = on the output of
     layer depth-k (a list may combine both). top_k / top_p act on each bit's two logits.
+    per_image_passes (with image_seeds): True runs each image alone, exactly upstream's B=1 run; False runs the
+    batch in one pass, each image still drawing from its own generator (faster, but an image may then differ
+    from its B=1 run wherever float rounding differs between batch sizes: seen on the CPU at tiny sizes).
     """
     schedule = [tuple(int(v) for v in s) for s in schedule]
     cfgs = _per_scale("cfg_list", cfg_list, len(schedule))
@@ -129,7 +133,7 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
     patchify = _validate(model, vae, cond, schedule, negative, cfgs, taus, top_k, top_p, sampling_per_bits, seed, image_seeds)
     mcfg = model.cfg
     on_logits, cfg_layers = _insertion_layers(cfg_insertion_layer, mcfg.depth)
-    if image_seeds is not None:
+    if image_seeds is not None and per_image_passes:
         # one image at a time: float arithmetic is not batch-invariant (a matmul over 2 rows may round a row
         # differently from one over 1 row), so only a B=1 run reproduces upstream's B=1 run exactly
         outs = []
@@ -142,7 +146,10 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
                               summed_codes=torch.cat([o.summed_codes for o in outs], 0),
                               images=torch.cat([o.images for o in outs], 0) if decode else None)
     device = model.pos_start.device
-    rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+    if image_seeds is not None:  # one generator per image, one batched pass
+        rng = [torch.Generator(device=device).manual_seed(int(s)) for s in image_seeds]
+    else:
+        rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
     vae_sched = vae_schedule(schedule, patchify)
 
     B = cond.batch_size
@@ -196,7 +203,10 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
                 logits = model.get_logits(last[:B], cond_BD[:B]).mul(1 / taus[si])
 
             logits = logits.reshape(B, -1, 2)
-            idx = sample_bits(logits, top_k, top_p, rng)
+            if isinstance(rng, list):
+                idx = torch.cat([sample_bits(logits[i:i + 1], top_k, top_p, g) for i, g in enumerate(rng)], 0)
+            else:
+                idx = sample_bits(logits, top_k, top_p, rng)
             idx = idx.reshape(B, h, w, -1)
             if patchify:  # (B, h, w, 4d) -> (B, 2h, 2w, d)
                 idx = F.pixel_shuffle(idx.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
