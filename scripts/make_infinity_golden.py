@@ -136,6 +136,8 @@ PROMPTS = [
 NEGATIVE = "blurry, ugly, low quality"
 RUN_INFINITY_TOP_K, RUN_INFINITY_TOP_P = 900, 0.97  # gen_one_img's defaults (run_infinity's __main__ keeps them)
 S = 7  # scales of every 0.06M schedule
+# upstream's vae.encode of stored golden images (run_infinity's joint_vi_vae_encode_decode): (case, image index)
+VAE_ENCODE_INPUTS = (("tiny_greedy_square", 0), ("tiny_patchify_run_infinity_wide_batch2_negative", 1))
 
 
 def _case(name, model, prompts, covers, *, h_div_w=1.0, cfg=3.0, tau=1.0, top_k=0, top_p=0.0, layer=0, seed=0,
@@ -256,6 +258,23 @@ def make_golden(upstream: str, out: str, weights_out: str, t5_dir: str = T5_DIR)
         print(f"{case['name']}: B={B} schedule {schedule[-1][1:]} bits/scale "
               f"{[round(b.float().mean().item(), 2) for b in run.bits]}")
 
+    vae_encode = []
+    for case_name, index in VAE_ENCODE_INPUTS:
+        record = next(c for c in cases if c["name"] == case_name)
+        spec, vae, _ = models[record["model"]]
+        patch = 2 if spec.apply_spatial_patchify else 1
+        vae_schedule = [(t, patch * h, patch * w) for t, h, w in record["scale_schedule"]]
+        image_rgb = record["image_bgr"][index].flip(dims=(2,))
+        enc = iu.run_vae_encode(vae, image_rgb, vae_schedule)
+        vae_encode.append(dict(
+            model=record["model"], input_case=case_name, input_index=index,
+            scale_schedule=[list(s) for s in vae_schedule], h=enc["h"], z=enc["z"],
+            bits=[b.to(torch.uint8) for b in enc["bits"]], var_input=enc["var_input"],
+            recon_shape=list(enc["recon_rgb"].shape),
+            recon_sha256=hashlib.sha256(enc["recon_rgb"].contiguous().numpy().tobytes()).hexdigest()))
+        print(f"vae encode {record['model']} <- {case_name}[{index}]: bits/scale "
+              f"{[round(b.float().mean().item(), 2) for b in enc['bits']]}")
+
     t5_features = []
     for prompts in (PROMPTS, [""], [PROMPTS[2]]):
         t5_features.append(dict(prompts=list(prompts), **_cond_record(iu.encode_prompt(tokenizer, encoder, prompts))))
@@ -263,7 +282,8 @@ def make_golden(upstream: str, out: str, weights_out: str, t5_dir: str = T5_DIR)
     source = dict(repo=iu.UPSTREAM_REPO, commit=_git_commit(upstream) or iu.UPSTREAM_COMMIT,
                   script="scripts/make_infinity_golden.py", torch=str(torch.__version__),
                   transformers=transformers.__version__)
-    torch.save(dict(format=1, source=source, notes=GOLDEN_NOTES, cases=cases, t5_features=t5_features), out)
+    torch.save(dict(format=1, source=source, notes=GOLDEN_NOTES, cases=cases, t5_features=t5_features,
+                    vae_encode=vae_encode), out)
     torch.save(dict(format=1, source=source, models=weights), weights_out)
     print("wrote", out, os.path.getsize(out), "bytes;", weights_out, os.path.getsize(weights_out), "bytes")
 
@@ -280,7 +300,11 @@ from the tiny T5 (tests/data/infinity_tiny_t5); a negative prompt is encoded onc
 Without a negative prompt and with any cfg != 1, upstream uses its learned cfg_uncond[:len] per prompt.
 The generator: a CPU torch.Generator, manual_seed(g_seed) once, drawing over the whole batch (multinomial
 over [B * l * d, 2] bit probabilities per scale).
-Weights are stored in bfloat16 (all values are bf16-representable); upstream ran them as float32."""
+Weights are stored in bfloat16 (all values are bf16-representable); upstream ran them as float32.
+vae_encode: upstream's vae.encode of a stored image (input_case's image_bgr[input_index], flipped to RGB,
+to_tensor, x + x - 1) on the VAE grid's schedule: h (encoder output), z (summed quantized codes), bits per
+scale [1, 1, h, w, d] uint8 (int32 there), var_input, and the sha256 of vae.decode(z) as run_infinity's
+joint_vi_vae_encode_decode makes it ((x + 1) / 2 * 255, numpy astype uint8, RGB, no flip)."""
 
 
 def _git_commit(path: str):
