@@ -214,6 +214,7 @@ def test_vae_encode_records(record):
     assert {r["model"] for r in ig.vae_encode_records()} == set(ig.model_names())
 
 
+@pytest.mark.slow  # a dozen encodes padded to 512 tokens: a few seconds on 2 cores
 def test_tiny_t5_loads_and_gives_the_stored_features():
     """The tiny T5 in Hugging Face layout loads with T5TokenizerFast / T5EncoderModel and reproduces the stored
     encode_prompt features (and the features each case was run with)."""
@@ -225,8 +226,13 @@ def test_tiny_t5_loads_and_gives_the_stored_features():
     assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
     assert encoder.config.d_model == ig.model_config("tiny")["text_channels"]
     records = list(ig.t5_features()) + [dict(prompts=c["prompts"], **c["cond"]) for c in CASES]
+    records += [dict(prompts=[c["negative_prompt"]] * c["B"], **c["negative"]) for c in CASES if c["negative"]]
     assert any(r["prompts"] == [""] for r in records)
-    for r in records:
+    distinct = {}
+    for r in records:  # the same prompts were stored with the same features
+        first = distinct.setdefault(tuple(r["prompts"]), r)
+        assert torch.equal(first["kv_compact"], r["kv_compact"]) and first["lens"] == r["lens"]
+    for r in distinct.values():
         kv, lens, cu, ltext = encode_prompt(tokenizer, encoder, r["prompts"])
         assert lens == r["lens"] and ltext == r["Ltext"] and torch.equal(cu, r["cu_seqlens_k"])
         # float32 GEMMs may round differently on another CPU; on the machine that made the file they are equal
