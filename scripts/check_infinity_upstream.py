@@ -11,7 +11,8 @@ replaced by exact stand-ins; needs einops and pytz). Checks, for the tiny models
 2. the config read off upstream's state dict is the one the model was built with;
 3. autoregressive_infer_cfg and infer_reference give equal bits at every scale and equal uint8 images (seed
    mode, and image_seeds against upstream's B=1 runs), with several sampling settings;
-4. vae.encode gives the same bits per scale and features, and decode the same image.
+4. vae.encode gives the same bits per scale and features, and decode the same image;
+5. the RoPE2d caches of all 60 published schedules, for each rope2d_normalized_by_hw (0, 1, 2).
 Upstream only runs full pixel-budget schedules (its RoPE caches are keyed by them); for the shorter template
 prefixes used here for speed, its own cache of that template is registered under the prefix.
 """
@@ -111,6 +112,21 @@ def main(argv=None) -> int:
         nonlocal failures
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
+
+    from var_fast.infinity.rope2d import rope_cache
+    from var_fast.infinity.schedules import PIXEL_BUDGETS, PUBLISHED_RATIOS, full_grid_of
+    for mode in (0, 1, 2):
+        for head_dim in (64, 128):
+            grid = up.basic.precompute_rope2d_freqs_grid(
+                dim=head_dim, dynamic_resolution_h_w=up.dynamic_resolution.dynamic_resolution_h_w,
+                rope2d_normalized_by_hw=mode, pad_to_multiplier=128)
+            ok = True
+            for ratio in PUBLISHED_RATIOS:
+                for pn in PIXEL_BUDGETS:
+                    sched = scale_schedule(ratio, pn)
+                    n = sum(h * w for _, h, w in sched)
+                    ok &= torch.equal(grid[str(tuple(sched))][:, 0, 0, 0, :n], rope_cache(head_dim, sched, full_grid_of(sched), mode))
+            report(f"RoPE2d caches (rope2d_normalized_by_hw={mode}, head dim {head_dim}), all 60 published schedules", ok)
 
     for name in ("2b", "8b"):
         tcfg, vcfg = CONFIGS[name]

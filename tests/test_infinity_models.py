@@ -218,3 +218,16 @@ def test_vae_encode_wiring(name):
         torch.testing.assert_close(rebuilt, summed, atol=1e-5, rtol=0)
         out = vae.decode(summed)
     assert out.shape == img.shape and out.abs().max() <= 1
+
+
+@pytest.mark.parametrize("changes", [
+    dict(nm0=True), dict(head_depth=2), dict(head_aln=False), dict(head_aln=False, head_depth=2),
+    dict(nm0=True, rms_norm=True, head_aln=False), dict(block_chunks=4), dict(ca_gamma=True, swiglu=True),
+])
+def test_config_read_off_variants(changes):
+    """Flags the keys reveal, one by one, survive a state-dict round trip (on the meta device)."""
+    from dataclasses import replace
+    cfg = replace(make_models("2b")[0].cfg, **changes)
+    with torch.device("meta"):
+        model = Infinity(cfg)
+    assert infinity_config_from_state_dict(model.state_dict()) == cfg

@@ -152,10 +152,10 @@ def infinity_config_from_state_dict(sd: StateDict, path: str = "<state dict>", *
     swiglu = b0 + "ffn.fcg.weight" in sd
     rms = b0 + "ca_norm.bias" not in sd
     head_aln = "head_nm.ada_lin.1.weight" in sd
-    if head_aln:
+    if head_aln:   # head = Linear, or Sequential(Linear, GELU, Linear)
         head_depth = 1 if "head.weight" in sd else 2
-    else:
-        head_depth = 1 if "head.1.weight" in sd else 2
+    else:          # head = Sequential(norm, Linear), or Sequential(norm, Linear, GELU, Linear)
+        head_depth = 2 if "head.3.weight" in sd else 1
     head_out_key = ("head.weight" if head_depth == 1 else "head.2.weight") if head_aln else \
                    ("head.1.weight" if head_depth == 1 else "head.3.weight")
     _require(sd, [head_out_key], path, "an Infinity transformer")
