@@ -241,6 +241,23 @@ class ModelSpec:
         return d
 
 
+GOLDEN_MODELS = {
+    # like Infinity-2B (no patchify, several blocks per chunk), small: 4 blocks in 2 chunks, d = 8 bits
+    "tiny": ModelSpec("tiny", depth=4, embed_dim=64, num_heads=2, block_chunks=2, codebook_dim=8,
+                      apply_spatial_patchify=0, vae_base_ch=32, vae_ch_mult=(1, 1, 1, 1, 1), vae_num_res_blocks=1,
+                      seed=1),
+    # like Infinity-8B (spatial patchify: the transformer sees 4d = 24 bits per token), 2 blocks in 2 chunks; its
+    # VAE has 24 channels (GroupNorm of 24 groups, the tiny one 32) and changes width (48 at the deepest level)
+    "tiny_patchify": ModelSpec("tiny_patchify", depth=2, embed_dim=48, num_heads=2, block_chunks=2, codebook_dim=6,
+                               apply_spatial_patchify=1, vae_base_ch=24, vae_ch_mult=(1, 1, 1, 2),
+                               vae_num_res_blocks=1, seed=2),
+}
+# a wider one for timings only (not in the golden data)
+BENCH_MODELS = dict(GOLDEN_MODELS, small=ModelSpec(
+    "small", depth=8, embed_dim=256, num_heads=4, block_chunks=4, codebook_dim=16, apply_spatial_patchify=0,
+    vae_base_ch=32, vae_ch_mult=(1, 1, 1, 1, 1), vae_num_res_blocks=1, seed=3))
+
+
 def _randomize_(module: torch.nn.Module, seed: int, noise: float = 0.1) -> None:
     """Default init (already done under torch.manual_seed) plus N(0, noise) on every vector parameter and on
     the attention temperatures, so zero biases, unit norm gains and log(4) scales are not trivial."""
@@ -410,3 +427,23 @@ def run_autoregressive(model, vae, text_cond, *, scale_schedule, cfg_list, tau_l
     assert lfq.indices_to_codes.__func__ is type(lfq).indices_to_codes and vae.decode.__func__ is type(vae).decode
     run.image_bgr = img
     return run
+
+
+@torch.no_grad()
+def run_vae_encode(vae, image_rgb: torch.Tensor, vae_schedule) -> dict:
+    """What tools/run_infinity.py's joint_vi_vae_encode_decode does with an image already at the target size:
+    upstream's transform (to_tensor, then x + x - 1), ``vae.encode(inp, scale_schedule=...)`` and
+    ``vae.decode(z)``, the reconstruction as ((x + 1) / 2 * 255) uint8 RGB (numpy astype, no flip).
+    image_rgb: uint8 [H, W, 3]. vae_schedule: the VAE grid's (1, h, w) per scale."""
+    if image_rgb.dtype != torch.uint8 or image_rgb.ndim != 3 or image_rgb.shape[-1] != 3:
+        raise ValueError(f"image_rgb must be uint8 [H, W, 3], got {image_rgb.dtype} {list(image_rgb.shape)}")
+    im = image_rgb.permute(2, 0, 1).contiguous().to(torch.float32).div(255)  # torchvision to_tensor
+    inp = im.add(im).add_(-1).unsqueeze(0)
+    h, z, _, all_bit_indices, _, var_input = vae.encode(inp, scale_schedule=[tuple(s) for s in vae_schedule])
+    recon = vae.decode(z)[0]
+    if recon.ndim == 4:
+        recon = recon.squeeze(1)
+    recon = (recon + 1) / 2
+    recon_rgb = torch.from_numpy(recon.permute(1, 2, 0).mul_(255).cpu().numpy().astype("uint8"))
+    return dict(h=h.clone(), z=z.clone(), bits=[b.clone() for b in all_bit_indices],
+                var_input=[v.clone() for v in var_input], recon_rgb=recon_rgb)

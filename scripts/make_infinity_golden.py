@@ -21,18 +21,19 @@ the torch.compile of ``infinity/models/fused_op.py`` (upstream's functions run e
 eval-mode DropPath), imageio/torchvision when absent. It needs ``pip install einops pytz transformers``
 (upstream's imports; timm, flash-attn, cv2, torchvision are not needed). About 2 CPU minutes.
 
-Two small random-weight models in upstream's own classes (``Infinity`` with ``load_infinity``'s arguments and the
-published models' flags; the BSQ VAE from ``vae_model`` as ``load_visual_tokenizer`` builds it, with small
-widths), see MODELS: "tiny" (4 blocks in 2 chunks, width 64, 2 heads, d = 8 bits, VAE patch 16) and
-"tiny_patchify" (apply_spatial_patchify=1: 2 blocks, width 48, d = 6, 4d = 24 bits per transformer token, VAE
-patch 8). The weights are seeded (``ModelSpec.seed``), bf16-representable, stored in bfloat16, and the models
-that make the cases are loaded back from what is stored. Each case (``golden_cases``) is one
+Two small random-weight models in upstream's own classes (``Infinity`` with ``load_infinity``'s arguments and
+the published models' flags; the BSQ VAE from ``vae_model`` as ``load_visual_tokenizer`` builds it, with small
+widths), see GOLDEN_MODELS in benchmarks/infinity_upstream.py: "tiny" (4 blocks in 2 chunks, width 64, 2 heads,
+d = 8 bits, VAE patch 16) and "tiny_patchify" (apply_spatial_patchify=1: 2 blocks, width 48, d = 6, 4d = 24 bits
+per transformer token, VAE patch 8). The weights are seeded (``ModelSpec.seed``), bf16-representable, stored
+in bfloat16, and the models that make the cases are loaded back from what is stored. Each case (``golden_cases``) is one
 ``autoregressive_infer_cfg`` call with the arguments tools/run_infinity.py's ``gen_one_img`` passes, B prompts
 at once, text features from upstream's ``encode_prompt`` on the tiny T5; recorded: the bits of every scale, the
 summed codes and upstream's uint8 image (BGR, as upstream returns it; stored for some cases, sha256 for all).
 The "seed groups" are B=1 runs of a batch case's images with their own g_seed, for var_fast's image_seeds.
 tests/infinity_golden.py documents the file layout and reads it; tests/test_infinity_golden_data.py checks it.
-Running ``cases`` again on the same machine gives the same files.
+Running ``cases`` again on the same machine gives the same data (torch.load equal; the archive's internal
+folder name follows the output file's name).
 """
 from __future__ import annotations
 
@@ -125,16 +126,6 @@ def make_tiny_t5(out_dir: str = T5_DIR) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # upstream Infinity's own outputs on two small random-weight models
 
-MODELS = {
-    # like Infinity-2B (no patchify, several blocks per chunk), small: 4 blocks in 2 chunks, d = 8 bits
-    "tiny": dict(depth=4, embed_dim=64, num_heads=2, block_chunks=2, codebook_dim=8, apply_spatial_patchify=0,
-                 vae_base_ch=32, vae_ch_mult=(1, 1, 1, 1, 1), vae_num_res_blocks=1, seed=1),
-    # like Infinity-8B (spatial patchify: the transformer sees 4d = 24 bits per token), 2 blocks in 2 chunks
-    "tiny_patchify": dict(depth=2, embed_dim=48, num_heads=2, block_chunks=2, codebook_dim=6,
-                          apply_spatial_patchify=1, vae_base_ch=24, vae_ch_mult=(1, 1, 1, 2), vae_num_res_blocks=1,
-                          seed=2),
-}
-
 PROMPTS = [
     "a photo of a red cat",
     "an oil painting of a small house near the river at night, very detailed",
@@ -145,6 +136,8 @@ PROMPTS = [
 NEGATIVE = "blurry, ugly, low quality"
 RUN_INFINITY_TOP_K, RUN_INFINITY_TOP_P = 900, 0.97  # gen_one_img's defaults (run_infinity's __main__ keeps them)
 S = 7  # scales of every 0.06M schedule
+# upstream's vae.encode of stored golden images (run_infinity's joint_vi_vae_encode_decode): (case, image index)
+VAE_ENCODE_INPUTS = (("tiny_greedy_square", 0), ("tiny_patchify_run_infinity_wide_batch2_negative", 1))
 
 
 def _case(name, model, prompts, covers, *, h_div_w=1.0, cfg=3.0, tau=1.0, top_k=0, top_p=0.0, layer=0, seed=0,
@@ -229,8 +222,7 @@ def make_golden(upstream: str, out: str, weights_out: str, t5_dir: str = T5_DIR)
     up = iu.import_upstream(upstream)
     tokenizer, encoder = iu.load_t5(t5_dir)
     models, weights = {}, {}
-    for name, kw in MODELS.items():
-        spec = iu.ModelSpec(name=name, **kw)
+    for name, spec in iu.GOLDEN_MODELS.items():
         vae = iu.build_vae(up, spec)
         model = iu.build_infinity(up, spec, vae)
         weights[name] = dict(config=spec.config(), transformer=_bf16_state_dict(model), vae=_bf16_state_dict(vae))
@@ -266,6 +258,23 @@ def make_golden(upstream: str, out: str, weights_out: str, t5_dir: str = T5_DIR)
         print(f"{case['name']}: B={B} schedule {schedule[-1][1:]} bits/scale "
               f"{[round(b.float().mean().item(), 2) for b in run.bits]}")
 
+    vae_encode = []
+    for case_name, index in VAE_ENCODE_INPUTS:
+        record = next(c for c in cases if c["name"] == case_name)
+        spec, vae, _ = models[record["model"]]
+        patch = 2 if spec.apply_spatial_patchify else 1
+        vae_schedule = [(t, patch * h, patch * w) for t, h, w in record["scale_schedule"]]
+        image_rgb = record["image_bgr"][index].flip(dims=(2,))
+        enc = iu.run_vae_encode(vae, image_rgb, vae_schedule)
+        vae_encode.append(dict(
+            model=record["model"], input_case=case_name, input_index=index,
+            scale_schedule=[list(s) for s in vae_schedule], h=enc["h"], z=enc["z"],
+            bits=[b.to(torch.uint8) for b in enc["bits"]], var_input=enc["var_input"],
+            recon_shape=list(enc["recon_rgb"].shape),
+            recon_sha256=hashlib.sha256(enc["recon_rgb"].contiguous().numpy().tobytes()).hexdigest()))
+        print(f"vae encode {record['model']} <- {case_name}[{index}]: bits/scale "
+              f"{[round(b.float().mean().item(), 2) for b in enc['bits']]}")
+
     t5_features = []
     for prompts in (PROMPTS, [""], [PROMPTS[2]]):
         t5_features.append(dict(prompts=list(prompts), **_cond_record(iu.encode_prompt(tokenizer, encoder, prompts))))
@@ -273,7 +282,8 @@ def make_golden(upstream: str, out: str, weights_out: str, t5_dir: str = T5_DIR)
     source = dict(repo=iu.UPSTREAM_REPO, commit=_git_commit(upstream) or iu.UPSTREAM_COMMIT,
                   script="scripts/make_infinity_golden.py", torch=str(torch.__version__),
                   transformers=transformers.__version__)
-    torch.save(dict(format=1, source=source, notes=GOLDEN_NOTES, cases=cases, t5_features=t5_features), out)
+    torch.save(dict(format=1, source=source, notes=GOLDEN_NOTES, cases=cases, t5_features=t5_features,
+                    vae_encode=vae_encode), out)
     torch.save(dict(format=1, source=source, models=weights), weights_out)
     print("wrote", out, os.path.getsize(out), "bytes;", weights_out, os.path.getsize(weights_out), "bytes")
 
@@ -290,7 +300,11 @@ from the tiny T5 (tests/data/infinity_tiny_t5); a negative prompt is encoded onc
 Without a negative prompt and with any cfg != 1, upstream uses its learned cfg_uncond[:len] per prompt.
 The generator: a CPU torch.Generator, manual_seed(g_seed) once, drawing over the whole batch (multinomial
 over [B * l * d, 2] bit probabilities per scale).
-Weights are stored in bfloat16 (all values are bf16-representable); upstream ran them as float32."""
+Weights are stored in bfloat16 (all values are bf16-representable); upstream ran them as float32.
+vae_encode: upstream's vae.encode of a stored image (input_case's image_bgr[input_index], flipped to RGB,
+to_tensor, x + x - 1) on the VAE grid's schedule: h (encoder output), z (summed quantized codes), bits per
+scale [1, 1, h, w, d] uint8 (int32 there), var_input, and the sha256 of vae.decode(z) as run_infinity's
+joint_vi_vae_encode_decode makes it ((x + 1) / 2 * 255, numpy astype uint8, RGB, no flip)."""
 
 
 def _git_commit(path: str):

@@ -15,6 +15,12 @@ A case (one upstream ``autoregressive_infer_cfg`` call, as tools/run_infinity.py
   (vae.decode's input), image_shape, image_sha256 (per image, of upstream's BGR uint8 bytes), image_bgr (uint8
   [B, H, W, 3] BGR as upstream returns it, or None where only the digests are stored).
 t5_features: ``[{"prompts", "kv_compact", "lens", "cu_seqlens_k", "Ltext"}, ...]``: encode_prompt of the tiny T5.
+vae_encode: ``[{"model", "input_case", "input_index", "scale_schedule" (the VAE grid's), "h", "z", "bits",
+"var_input", "recon_shape", "recon_sha256"}, ...]``: upstream's ``vae.encode`` of a stored image (that case's
+image_bgr[input_index] flipped to RGB, /255, x + x - 1; see ``vae_input``): encoder output h [1, d, H, W],
+z = the summed quantized codes [1, d, H, W], bits per scale uint8 [1, 1, h, w, d], var_input (upstream's
+next-scale inputs), and the sha256 of ``vae.decode(z)`` as run_infinity's joint_vi_vae_encode_decode makes it
+(((x + 1) / 2 * 255) numpy astype uint8, RGB: no flip there).
 
 golden_infinity_weights.pt: ``{"format": 1, "source": {...}, "models": {name: {"config", "transformer", "vae"}}}``,
 state dicts in upstream's exact keys, stored in bfloat16 (every value is bf16-representable; upstream ran them
@@ -128,6 +134,17 @@ def image_digests(images: torch.Tensor, *, rgb: bool = True) -> List[str]:
 
 def t5_features() -> List[dict]:
     return load_golden()["t5_features"]
+
+
+def vae_encode_records() -> List[dict]:
+    return load_golden()["vae_encode"]
+
+
+def vae_input(record: dict) -> torch.Tensor:
+    """The float image [1, 3, H, W] in [-1, 1] upstream's vae.encode got for a vae_encode record."""
+    rgb = case(record["input_case"])["image_bgr"][record["input_index"]].flip(dims=(2,))
+    im = rgb.permute(2, 0, 1).contiguous().to(torch.float32).div(255)  # torchvision to_tensor
+    return im.add(im).add_(-1).unsqueeze(0)
 
 
 def aspect_ratios() -> Sequence[float]:

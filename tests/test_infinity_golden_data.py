@@ -106,14 +106,7 @@ def test_case_is_whole_and_consistent(c):
 def test_summed_codes_are_the_bits_summed(c):
     """upstream: codes = l2norm(bits * 2s - s), s = 1/sqrt(d); every scale but the last trilinearly upsampled
     to the last scale's grid, all summed; that sum is what vae.decode got."""
-    d = c["bits"][0].shape[-1]
-    s = 1 / math.sqrt(d)
-    last = tuple(c["bits"][-1].shape[1:4])
-    total = 0
-    for si, bits in enumerate(c["bits"]):
-        codes = F.normalize(bits.long() * s * 2 - s, dim=-1).permute(0, 4, 1, 2, 3)  # B d 1 h w
-        total = total + (codes if si == len(c["bits"]) - 1 else F.interpolate(codes, size=last, mode="trilinear"))
-    assert torch.equal(total.squeeze(2), c["summed_codes"])
+    assert torch.equal(_codes_sum(c["bits"], tuple(c["bits"][-1].shape[1:4])), c["summed_codes"])
 
 
 def test_the_cases_cover_the_issue():
@@ -181,6 +174,47 @@ def test_seed_group_runs_are_the_batch_images(group):
             assert torch.equal(r["negative"]["kv_compact"], nkv[:nlens[0]])
 
 
+def _codes_sum(bits_per_scale, last):
+    """upstream's sum: codes = l2norm(bits * 2s - s), s = 1/sqrt(d), every scale but the last trilinearly
+    upsampled to the last scale's (t, h, w) grid."""
+    d = bits_per_scale[0].shape[-1]
+    s = 1 / math.sqrt(d)
+    total = 0
+    for si, bits in enumerate(bits_per_scale):
+        codes = F.normalize(bits.long() * s * 2 - s, dim=-1).permute(0, 4, 1, 2, 3)  # B d 1 h w
+        total = total + (codes if si == len(bits_per_scale) - 1 else F.interpolate(codes, size=last, mode="trilinear"))
+    return total.squeeze(2)
+
+
+@pytest.mark.parametrize("record", ig.vae_encode_records(), ids=lambda r: r["model"])
+def test_vae_encode_records(record):
+    """upstream's vae.encode of a stored image: shapes on the VAE grid, one record per model, and z is the
+    bits' codes summed (upstream's quantizer adds z + (zhat - z) and interpolates each scale, so z equals the
+    sampler-style sum only to the last float bit)."""
+    cfg = ig.model_config(record["model"])
+    d, src = cfg["codebook_dim"], ig.case(record["input_case"])
+    assert src["model"] == record["model"] and src["image_bgr"] is not None
+    patch = 2 if cfg["apply_spatial_patchify"] else 1
+    assert record["scale_schedule"] == [[t, patch * h, patch * w] for t, h, w in src["scale_schedule"]]
+    _, H, W = record["scale_schedule"][-1]
+    image = ig.vae_input(record)
+    assert image.shape == (1, 3, H * cfg["vae_patch_size"], W * cfg["vae_patch_size"])
+    assert image.min() >= -1 and image.max() <= 1
+    assert record["recon_shape"] == [image.shape[2], image.shape[3], 3]
+    assert record["h"].shape == record["z"].shape == (1, d, H, W)
+    assert len(record["bits"]) == len(record["var_input"]) + 1 == len(record["scale_schedule"])
+    for (_, h, w), bits in zip(record["scale_schedule"], record["bits"]):
+        assert bits.dtype == torch.uint8 and bits.shape == (1, 1, h, w, d) and bits.max() <= 1
+    for (t, h, w), v in zip(record["scale_schedule"][1:], record["var_input"]):
+        assert v.shape == (1, d, t, h, w)
+    torch.testing.assert_close(_codes_sum(record["bits"], (1, H, W)), record["z"], rtol=0, atol=1e-6)
+    # bits of the first scale: the sign of the area-averaged encoder output (no projection: d = codebook dim)
+    first = F.interpolate(record["h"].unsqueeze(2), size=tuple(record["scale_schedule"][0]), mode="area")
+    assert torch.equal(record["bits"][0], (first.permute(0, 2, 3, 4, 1) > 0).to(torch.uint8))
+    assert {r["model"] for r in ig.vae_encode_records()} == set(ig.model_names())
+
+
+@pytest.mark.slow  # a dozen encodes padded to 512 tokens: a few seconds on 2 cores
 def test_tiny_t5_loads_and_gives_the_stored_features():
     """The tiny T5 in Hugging Face layout loads with T5TokenizerFast / T5EncoderModel and reproduces the stored
     encode_prompt features (and the features each case was run with)."""
@@ -192,8 +226,13 @@ def test_tiny_t5_loads_and_gives_the_stored_features():
     assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
     assert encoder.config.d_model == ig.model_config("tiny")["text_channels"]
     records = list(ig.t5_features()) + [dict(prompts=c["prompts"], **c["cond"]) for c in CASES]
+    records += [dict(prompts=[c["negative_prompt"]] * c["B"], **c["negative"]) for c in CASES if c["negative"]]
     assert any(r["prompts"] == [""] for r in records)
-    for r in records:
+    distinct = {}
+    for r in records:  # the same prompts were stored with the same features
+        first = distinct.setdefault(tuple(r["prompts"]), r)
+        assert torch.equal(first["kv_compact"], r["kv_compact"]) and first["lens"] == r["lens"]
+    for r in distinct.values():
         kv, lens, cu, ltext = encode_prompt(tokenizer, encoder, r["prompts"])
         assert lens == r["lens"] and ltext == r["Ltext"] and torch.equal(cu, r["cu_seqlens_k"])
         # float32 GEMMs may round differently on another CPU; on the machine that made the file they are equal
