@@ -47,9 +47,11 @@ def _default_text(name: str, otherwise) -> str:
     return f"default: {bundled:g} for the bundled model, {otherwise:g} otherwise"
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
+def add_model_flags(p: argparse.ArgumentParser, infinity: bool = False) -> None:
+    """--model (VAR's published names, and Infinity's with ``infinity``: sample, sample-fid), --var, --vae,
+    --refiner, --draft-steps."""
     from var_fast.hub import INFINITY_MODEL_NAMES, MODEL_NAMES
-    p.add_argument("--model", choices=sorted(MODEL_NAMES) + list(INFINITY_MODEL_NAMES),
+    p.add_argument("--model", choices=sorted(MODEL_NAMES) + (list(INFINITY_MODEL_NAMES) if infinity else []),
                    help="a published checkpoint by name, downloaded once from huggingface.co/FoundationVision/var "
                         "(VAR) or huggingface.co/FoundationVision/Infinity + google/flan-t5-xl (Infinity) into the "
                         "Hugging Face cache (HF_HUB_CACHE, HF_HUB_OFFLINE are honoured)")

@@ -26,7 +26,7 @@ def add_sample_parser(sub) -> None:
                        description="One PNG per image, grid.png (a row per class) and settings.json in --out. "
                                    "Run again into the same folder, the files of the earlier run (listed in its "
                                    "settings.json) are removed first; other files are left alone.")
-    add_model_flags(s)
+    add_model_flags(s, infinity=True)
     add_classes_flag(s, "every class of a model with at most 100 classes")
     s.add_argument("--per-class", type=positive_int, default=None, help=per_class_help(DEFAULTS))
     add_sampling_flags(s, DEFAULTS)

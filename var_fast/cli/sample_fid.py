@@ -26,7 +26,7 @@ def add_sample_fid_parser(sub) -> None:
                        description="Image i (class classes[i // per-class]) goes to OUT/{i:06d}.png; its random "
                                    "numbers depend only on (seed, i). Restart the same command to resume; under "
                                    "torchrun each process samples every WORLD_SIZE-th batch.")
-    add_model_flags(p)
+    add_model_flags(p, infinity=True)
     p.add_argument("--out", required=True, help="output folder of the PNGs; --npz writes OUT.npz beside it")
     p.add_argument("--per-class", type=positive_int, default=None, help="images per class (default: 50)")
     add_classes_flag(p, "every class")
