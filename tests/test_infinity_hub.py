@@ -184,3 +184,14 @@ def test_cli_model_flag_offline(hf_cache, tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["0000_000.png", "settings.json"]
+
+
+def test_offline_with_nothing_cached_names_both_repositories(tmp_path, offline_hub):
+    offline_hub(tmp_path / "empty_cache")
+    with pytest.raises(var_fast.CheckpointError) as err:
+        var_fast.load("infinity-2b", device="cpu")
+    message = str(err.value)
+    assert message.startswith("model infinity-2b needs infinity_2b_reg.pth and infinity_vae_d32reg.pth from "
+                              "https://huggingface.co/FoundationVision/Infinity")
+    assert "Also: model infinity-2b needs config.json and special_tokens_map.json" in message
+    assert "https://huggingface.co/google/flan-t5-xl" in message

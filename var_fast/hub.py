@@ -185,6 +185,17 @@ def _sharded(name: str, repo: str, folder: str, offline: Optional[str]) -> str:
     return os.path.dirname(index)
 
 
+def _check_cached(name: str, wanted, offline: str) -> None:
+    """A CheckpointError listing, per repository, the files of ``wanted`` ({repo: files}) not in the cache."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    missing = {repo: [f for f in files if not isinstance(try_to_load_from_cache(repo, f), str)]
+               for repo, files in wanted.items()}
+    missing = {repo: files for repo, files in missing.items() if files}
+    if len(missing) > 1:  # one repository's files alone: fetch_files says it the usual way
+        raise CheckpointError(" Also: ".join(str(_not_available(name, files, constants.HF_HUB_CACHE, offline, repo,
+                                                                INFINITY_PATHS_HINT)) for repo, files in missing.items()))
+
+
 def infinity_checkpoints(name: str) -> Tuple[str, str, str]:
     """(transformer, VAE, text encoder folder) of a published Infinity model, through the Hugging Face cache
     (downloaded once): the transformer is a .pth file or a folder of safetensors shards, the text encoder the
@@ -193,6 +204,10 @@ def infinity_checkpoints(name: str) -> Tuple[str, str, str]:
         raise ValueError(f"unknown Infinity model {name!r}; known: {', '.join(INFINITY_MODEL_NAMES)}")
     transformer, vae, _ = INFINITY_MODEL_NAMES[name]
     offline = hub_offline_reason(INFINITY_REPO, vae)
+    if offline is not None:  # from the cache only: name every file missing in either repository at once
+        wanted = {INFINITY_REPO: (transformer if transformer.endswith(".pth") else f"{transformer}/{SHARD_INDEX}", vae),
+                  T5_REPO: T5_FILES}
+        _check_cached(name, wanted, offline)
     if transformer.endswith(".pth"):
         (transformer_path,) = fetch_files(name, INFINITY_REPO, (transformer,), offline, INFINITY_PATHS_HINT)
     else:
