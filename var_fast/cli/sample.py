@@ -35,7 +35,8 @@ def add_sample_parser(sub) -> None:
                                                     "are replaced, other files kept (default: ./samples)")
     add_runtime_flags(s, backend_help="; reference seeds the upstream generator per batch")
     s.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per forward pass (default: 16; Infinity: from free memory)")
+                   help="images per forward pass (default: 16); Infinity: images per call, each sampled alone "
+                        "(default 1), or per pass with --batched (default: from free memory)")
     s.add_argument("--patch-nums", type=int, nargs="+", default=None,
                    help="patch layout when it cannot be read off the weights")
     add_infinity_flags(s)
