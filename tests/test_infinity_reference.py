@@ -196,3 +196,27 @@ def test_text_condition():
         TextCondition(torch.zeros(5, 3), [4])
     with pytest.raises(ValueError, match="cannot concatenate"):
         t.cat(TextCondition(torch.zeros(1, 4), [1]))
+
+
+def _vae_encode_records():
+    return torch.load(os.path.join(DATA, "golden_infinity.pt"), weights_only=True)["vae_encode"]
+
+
+@pytest.mark.parametrize("record", _vae_encode_records(), ids=lambda r: r["model"])
+def test_golden_vae_encode(golden_models, record):
+    """BSQVAE.encode / decode against upstream's vae.encode of a stored image and run_infinity's
+    joint_vi_vae_encode_decode: encoder output, bits per scale, summed codes and the reconstruction bytes."""
+    import infinity_golden as ig
+    _, vae = golden_models[record["model"]]
+    image = ig.vae_input(record)
+    sched = [tuple(s) for s in record["scale_schedule"]]
+    with torch.no_grad():
+        assert torch.equal(vae.encoder(image), record["h"])
+        z, bits = vae.encode(image, sched)
+        recon = vae.decode(z)[0]
+    assert len(bits) == len(record["bits"])
+    assert all(torch.equal(mine.to(torch.uint8), up) for mine, up in zip(bits, record["bits"]))
+    assert torch.equal(z, record["z"])
+    rgb = ((recon + 1) / 2).permute(1, 2, 0).mul_(255).to(torch.uint8)
+    assert list(rgb.shape) == record["recon_shape"]
+    assert hashlib.sha256(rgb.contiguous().numpy().tobytes()).hexdigest() == record["recon_sha256"]
