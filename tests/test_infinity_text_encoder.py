@@ -120,3 +120,23 @@ def test_var_works_without_transformers_and_infinity_says_what_to_install():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ERROR: Infinity's text encoder (Flan-T5) needs the transformers package: pip install 'var_fast[infinity]'" \
         in proc.stdout, proc.stdout
+
+
+CLI_WITHOUT_TRANSFORMERS = """
+import sys
+sys.modules["transformers"] = None  # as if it were not installed
+from var_fast.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_cli_without_transformers_is_a_one_line_error(tmp_path):
+    env = dict(os.environ, VAR_FAST_QUIET="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", CLI_WITHOUT_TRANSFORMERS, "sample", "--model", "infinity-2b",
+                           "--prompt", "a dog", "--device", "cpu", "--out", str(tmp_path / "o")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: Infinity's text encoder (Flan-T5) needs the transformers package: "
+                                  "pip install 'var_fast[infinity]'") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, RuntimeError, OSError) as err:  # CheckpointError is a ValueError
+    except (ValueError, RuntimeError, OSError, ImportError) as err:  # CheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 
