@@ -24,3 +24,22 @@ def test_phi_blend_multi_row_tiles(kernel_device, B, C, H, W):
     bias = torch.randn(C, generator=g)
     got = ops.phi_blend(h.to(kernel_device), weight.to(kernel_device), bias.to(kernel_device), 0.5)
     torch.testing.assert_close(got.cpu(), ref.phi_blend(h, weight, bias, 0.5), **tol(torch.float32))
+
+
+# A NaN code makes torch.argmin (the reference) answer that code in every row. The kernels certify no row
+# early then (the codebook's max norm is NaN) and the exact re-check must leave every row to the
+# reference's fallback: a lane whose own codes are all finite still sees `finite == false` for the warp
+# (__all_sync) and must not write a token, even when its finite codes hold a clear winner.
+@pytest.mark.parametrize("nan_code", [40, 3, 63])
+def test_nearest_code_nan_code_wins_every_row(device, nan_code):
+    """nearest_code_refine_kernel's write guard `lane == 0 && finite && upper_index >= 0`: rows whose
+    nearest finite code is far ahead of the others (disjoint exact intervals), with one NaN code."""
+    g = torch.Generator().manual_seed(nan_code)
+    codebook = torch.randn(64, 8, generator=g)
+    winners = torch.tensor([0, 1, 16, 17, 33, 48, 62])
+    z = codebook[winners] + 1e-3 * torch.randn(len(winners), 8, generator=g)
+    codebook[nan_code, 5] = float("nan")
+    z, codebook = z.to(device), codebook.to(device)
+    want = ref.nearest_code(z, codebook)
+    assert want.tolist() == [nan_code] * len(winners)  # torch.argmin answers the NaN
+    assert torch.equal(ops.nearest_code(z, codebook), want)
