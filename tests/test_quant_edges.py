@@ -43,3 +43,22 @@ def test_nearest_code_nan_code_wins_every_row(device, nan_code):
     want = ref.nearest_code(z, codebook)
     assert want.tolist() == [nan_code] * len(winners)  # torch.argmin answers the NaN
     assert torch.equal(ops.nearest_code(z, codebook), want)
+
+
+# Midpoints of two random codes with many channels: the two distances differ only by rounding, and at
+# C >= 128 the CPU's BLAS (MKL) sums the channels in another order than the kernels' FMA chain, so the
+# kernels' own float32 argmin differs from the reference's in many rows. The merge of the partial
+# arg-mins must keep the runner-up distance (the other tied code) so that those rows fail the first
+# certification and go to the exact re-check and the reference's fallback.
+@pytest.mark.parametrize("N,C", [(1, 256), (7, 384), (300, 512)])
+def test_nearest_code_rounding_ties_with_many_channels(device, N, C):
+    """top2_merge's runner-up `fminf(winner.second, loser.best)` (the lanes' and the code splits' merges):
+    near-tied rows whose tied codes sit in different lanes, at the shapes where the device's GEMM and the
+    kernels' channel order round differently."""
+    g = torch.Generator().manual_seed(N + C)
+    codebook = torch.randn(64, C, generator=g)
+    a = torch.randint(0, 64, (N,), generator=g)
+    b = (a + 1 + torch.randint(0, 63, (N,), generator=g)) % 64  # two different codes per row
+    z = ((codebook[a] + codebook[b]) / 2).to(device)
+    codebook = codebook.to(device)
+    assert torch.equal(ops.nearest_code(z, codebook), ref.nearest_code(z, codebook))
