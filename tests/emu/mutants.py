@@ -374,7 +374,7 @@ class MutantBuild:
 
     def sanitizer_check(self, family: str, rel_path: str, text: str, timeout: float,
                         build_timeout: float = 1800.0) -> dict:
-        """The check of `make emu-sanitize` on the mutant of the last build() (a survivor of its tests): the
+        """The check of `make emu-sanitize` on the mutant of the last build() (one its tests did not kill): the
         family's cases of the sanitizer driver, linked with the mutated kernel translation units compiled
         under ThreadSanitizer and under AddressSanitizer+UBSan (and the mutated plain launchers), each run
         in the three thread orders. As `make emu-sanitize` fails, the mutant is killed when a run reports
@@ -460,11 +460,11 @@ class MutantBuild:
         return outcome, seconds, tail
 
 
-# ---- the sanitizer check (make emu-sanitize) of the mutants that pass their tests ----------------------
+# ---- the sanitizer check (make emu-sanitize) of the mutants the tests do not kill -----------------------
 
 SANITIZER_MODES = ("tsan", "asan")
 _sanitizer_lock = threading.Lock()
-_sanitizer_state: dict = {}  # "module": tests/emu/sanitize.py, family -> the unmutated cases' checksums
+_sanitizer_state: dict = {}  # "module": tests/emu/sanitize.py, "exes": its executables, family: checked
 
 
 def _sanitizer_builds(family: str, timeout: float):
