@@ -3,7 +3,9 @@
 Plants one small fault at a time (a mutant) in a kernel family's headers (var_fast/<family>.cuh and its
 launch plan var_fast/<family>_launch.h), rebuilds the emulated library incrementally (ninja recompiles
 only the translation units that include the mutated header) and runs the family's emulated tests
-against it. A mutant the tests fail on (or crash or time out on) is killed; one they pass on survived.
+against it. A mutant the tests fail on (or crash on) is killed; one they do not kill gets the check of
+`make emu-sanitize` (TSan and ASan+UBSan builds, three thread orders), which kills it if it reports; one
+that passes both survived (a test run that only times out is `timeout`, left out of the rate).
 Every survivor needs a test that kills it, or a line in tests/emu/equivalent_mutants.txt saying why it
 cannot change a result. A mutant that does not compile is stillborn: reported, not counted.
 
