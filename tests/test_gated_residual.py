@@ -64,11 +64,17 @@ KERNEL_PATH_CASES = [
     pytest.param(3, 4, 64, "unaligned-y", id="scalar-unaligned-y"),
     pytest.param(3, 4, 64, "odd-stride", id="scalar-odd-gamma-stride"),
     pytest.param(1, 1, 1, "unbind", id="scalar-L1-C1"),
+    # C one past a whole number of packs (9 = 8 + 1 halves, 2 * 4 + 1 floats) with everything aligned:
+    # the C % pack test alone keeps these scalar (B = 1, and B = 2 with a 16-element gamma stride).
+    pytest.param(1, 3, 9, "fresh-gamma", id="scalar-C-one-past-packs"),
+    pytest.param(2, 3, 9, "padded-gamma", id="scalar-C-one-past-packs-B2"),
 ]
 
 
 @pytest.mark.parametrize("B,L,C,layout", KERNEL_PATH_CASES)
 def test_kernel_paths_match_cpu_op(kernel_device, dtype, B, L, C, layout):
+    """Both variants of gated_residual_kernel (adaln_launch.h gated_residual_vectorized: 16-byte packs or
+    scalar), each case on the side of the choice its id names, against the reference and the CPU op."""
     x = _randn(B, L, C, seed=20, dtype=dtype, device=kernel_device, std=3.0)
     y = _randn(B, L, C, seed=21, dtype=dtype, device=kernel_device)
     gamma = _gammas(B, C, seed=22, dtype=dtype, device=kernel_device)[1]
@@ -78,6 +84,10 @@ def test_kernel_paths_match_cpu_op(kernel_device, dtype, B, L, C, layout):
         y = _unaligned(y)
     elif layout == "odd-stride":  # (B, 1, C) rows C + 1 elements apart
         gamma = _randn(B, 1, C + 1, seed=23, dtype=dtype, device=kernel_device)[..., 1:]
+    elif layout == "fresh-gamma":  # contiguous, 16-byte aligned
+        gamma = _randn(B, 1, C, seed=24, dtype=dtype, device=kernel_device)
+    elif layout == "padded-gamma":  # aligned rows 16 elements apart (a stride that keeps 16-byte packs)
+        gamma = _randn(B, 1, 16, seed=25, dtype=dtype, device=kernel_device)[..., :C]
     out = ops.gated_residual(x, y, gamma)
     assert out.shape == (B, L, C) and out.dtype == dtype
     torch.testing.assert_close(out, _expected(x, y, gamma), **tol(dtype))

@@ -3,7 +3,9 @@
 Plants one small fault at a time (a mutant) in a kernel family's headers (var_fast/<family>.cuh and its
 launch plan var_fast/<family>_launch.h), rebuilds the emulated library incrementally (ninja recompiles
 only the translation units that include the mutated header) and runs the family's emulated tests
-against it. A mutant the tests fail on (or crash or time out on) is killed; one they pass on survived.
+against it. A mutant the tests fail on (or crash on) is killed; one they do not kill gets the check of
+`make emu-sanitize` (TSan and ASan+UBSan builds, three thread orders), which kills it if it reports; one
+that passes both survived (a test run that only times out is `timeout`, left out of the rate).
 Every survivor needs a test that kills it, or a line in tests/emu/equivalent_mutants.txt saying why it
 cannot change a result. A mutant that does not compile is stillborn: reported, not counted.
 
@@ -46,6 +48,16 @@ FAMILIES = {
                   ["tests/test_attention.py", "tests/test_attention_edges.py"]),
     "adaln": ([f"{INCLUDE}/adaln.cuh", f"{INCLUDE}/adaln_launch.h"],
               ["tests/test_adaln_modulate.py", "tests/test_gated_residual.py", "tests/test_adaln_edges.py"]),
+}
+
+
+# The cases of the sanitizer driver (tests/emu/sanitize/quick_cases.cpp, `make emu-sanitize`) that call each
+# family's kernels: substrings of their names.
+SANITIZER_CASES = {
+    "sampling": ["sample_"],
+    "quant": ["nearest", "area", "bicubic", "phi", "sampler_step", "encode"],
+    "attention": ["attention", "qkv"],
+    "adaln": ["adaln", "gated"],
 }
 
 
@@ -270,7 +282,9 @@ class MutantBuild:
         self.include = os.path.join(out_dir, "include")
         self.obj_dir = os.path.join(out_dir, "obj")
         self.library = os.path.join(out_dir, "lib", "var_fast_emu.so")
+        self.out_dir = out_dir
         self._pristine_text: dict[str, str] = {}
+        self.recompiled: dict[str, str] = {}  # object -> its mutated build, of the last build()
 
     def prepare(self, timeout: float) -> None:
         """The unmutated build (incremental), its commands and dependencies, the include copy."""
@@ -328,6 +342,7 @@ class MutantBuild:
             with open(target, "w") as f:
                 f.write(text)
             objects, log = [], ""
+            self.recompiled = {}
             for obj in self.objects:
                 if obj in self.sources and header in self.deps.get(obj, ()):
                     key = (obj, rel_path)
@@ -344,6 +359,7 @@ class MutantBuild:
                         if proc.returncode != 0:
                             return False, proc.stderr[-3000:]
                         objects.append(out)
+                        self.recompiled[obj] = out
                         log += f"recompiled {obj}\n"
                         continue
                 objects.append(os.path.join(self.emu_dir, obj))
@@ -358,6 +374,65 @@ class MutantBuild:
             with open(target, "w") as f:
                 f.write(original)
 
+    def sanitizer_check(self, family: str, rel_path: str, text: str, timeout: float,
+                        build_timeout: float = 1800.0) -> dict:
+        """The check of `make emu-sanitize` on the mutant of the last build() (one its tests did not kill): the
+        family's cases of the sanitizer driver, linked with the mutated kernel translation units compiled
+        under ThreadSanitizer and under AddressSanitizer+UBSan (and the mutated plain launchers), each run
+        in the three thread orders. As `make emu-sanitize` fails, the mutant is killed when a run reports
+        (a race between barriers, an out-of-bounds access, undefined behaviour, an emulator error or a
+        failed check) or when the results differ between orders or builds."""
+        san = _sanitizer_builds(family, timeout)
+        inc_rel = os.path.relpath(os.path.join(ROOT, rel_path), os.path.join(ROOT, "csrc", "include"))
+        target = os.path.join(self.include, inc_rel)
+        original = open(target).read()
+        includes = san.include_flags(san.emu_build.cuda_include_dir())
+        at = includes.index(os.path.join(ROOT, "csrc", "include"))
+        includes = includes[:at] + [self.include, "-I"] + includes[at:]  # the mutated header first
+        shim_flags = [f for f in san.emu_build.EMU_FLAGS if not f.startswith("-O")]
+        runs, logs = {}, []
+        try:
+            with open(target, "w") as f:
+                f.write(text)
+            for mode in SANITIZER_MODES:
+                out_dir = os.path.join(self.out_dir, f"san-{mode}")
+                os.makedirs(out_dir, exist_ok=True)
+                objects = []
+                for obj in self.objects:
+                    if obj.startswith("launcher_") or obj == "emu_library.o":  # plain, as make emu-sanitize
+                        objects.append(self.recompiled.get(obj, os.path.join(self.emu_dir, obj)))
+                    elif obj in self.recompiled:
+                        out = os.path.join(out_dir, obj)
+                        cmd = ["g++", *shim_flags, *san.MODES[mode].cflags, *includes, "-c", self.sources[obj], "-o", out]
+                        subprocess.run(cmd, capture_output=True, text=True, timeout=build_timeout, check=True)
+                        objects.append(out)
+                    else:
+                        objects.append(os.path.join(ROOT, "build", f"emu-{mode}", obj))
+                exe = os.path.join(out_dir, "quick_cases")
+                driver = os.path.join(ROOT, "build", "emu-sanitize", "quick_cases.o")
+                tlib = os.path.join(san.torch_dir(), "lib")
+                subprocess.run(["g++", *san.MODES[mode].cflags, *objects, driver, "-o", exe, f"-L{tlib}",
+                                f"-Wl,-rpath,{tlib}", "-Wl,--no-as-needed", "-ltorch_cpu", "-lc10"],
+                               capture_output=True, text=True, timeout=build_timeout, check=True)
+                for order in san.THREAD_ORDERS:
+                    ok, sums, tail = _run_sanitizer_cases(san, exe, mode, order, family, timeout)
+                    runs[(mode, order)] = sums
+                    if ok is None:
+                        return {"outcome": "timeout", "how": "sanitizer", "tail": tail}
+                    if not ok:
+                        return {"outcome": "killed", "how": "sanitizer", "tail": f"{mode} {order}: {tail}"}
+                    logs.append(f"{mode} {order}: {len(sums)} cases passed")
+        except subprocess.CalledProcessError as err:
+            raise SystemExit(f"building the sanitized mutant failed:\n{err.stderr[-3000:]}")
+        finally:
+            with open(target, "w") as f:
+                f.write(original)
+        differ = san.differing_cases(runs)
+        if differ:
+            return {"outcome": "killed", "how": "sanitizer", "tail": "results differ between thread orders / builds: "
+                    + "; ".join(differ)}
+        return {"outcome": "survived", "how": "passed", "sanitizer": "; ".join(logs)}
+
     def link_unmutated(self, timeout: float) -> None:
         """The unmutated library at the mutants' path: the baseline runs exactly what the mutants run."""
         objects = [os.path.join(self.emu_dir, o) for o in self.objects]
@@ -365,7 +440,8 @@ class MutantBuild:
 
     def test(self, family: str, timeout: float, extra: list[str]) -> tuple[str, float, str]:
         """Runs the family's emulated tests on the linked library: (outcome, seconds, output tail);
-        outcome is passed, failed, crashed (a signal or a pytest error) or timeout."""
+        outcome is passed, failed, crashed (killed by a signal) or timeout; a run pytest could not do (a usage
+        or internal error, e.g. var_fast._C not loading) stops the tool."""
         files = [f for f in FAMILIES[family][1] if os.path.exists(os.path.join(ROOT, f))]
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "emu", "-p", "no:cacheprovider",
                "-p", "emu.mutant_library", *extra, *files]
@@ -380,8 +456,55 @@ class MutantBuild:
             return "timeout", time.monotonic() - start, out[-2000:]
         seconds = time.monotonic() - start
         tail = (proc.stdout + proc.stderr)[-2000:]
-        outcome = {0: "passed", 1: "failed"}.get(proc.returncode, "crashed")
+        if proc.returncode in (2, 3, 4, 5):  # interrupted, internal or usage error, no tests: not the mutant's doing
+            raise SystemExit(f"pytest could not run the {family} tests (exit {proc.returncode}):\n{tail}")
+        outcome = {0: "passed", 1: "failed"}.get(proc.returncode, "crashed")  # else a signal
         return outcome, seconds, tail
+
+
+# ---- the sanitizer check (make emu-sanitize) of the mutants the tests do not kill -----------------------
+
+SANITIZER_MODES = ("tsan", "asan")
+_sanitizer_lock = threading.Lock()
+_sanitizer_state: dict = {}  # "module": tests/emu/sanitize.py, "exes": its executables, family: checked
+
+
+def _sanitizer_builds(family: str, timeout: float):
+    """tests/emu/sanitize.py, with its sanitized builds of the unmutated kernels up to date (once per run)
+    and the family's cases passing on them (once per family): a failure there is the tool's, not a kill."""
+    with _sanitizer_lock:
+        if "module" not in _sanitizer_state:
+            sys.path.insert(0, os.path.join(ROOT, "tests"))
+            from emu import sanitize
+            print("building the sanitized emulated kernels (make emu-sanitize's build) ...", flush=True)
+            try:
+                exes = sanitize.build_executables(list(SANITIZER_MODES))
+            except RuntimeError as err:
+                raise SystemExit(f"the unmutated sanitizer build failed: {err}")
+            _sanitizer_state.update(module=sanitize, exes=exes)
+        san = _sanitizer_state["module"]
+        if family not in _sanitizer_state:
+            for mode in SANITIZER_MODES:
+                for order in san.THREAD_ORDERS:
+                    ok, sums, tail = _run_sanitizer_cases(san, _sanitizer_state["exes"][mode], mode, order, family,
+                                                          timeout)
+                    if not ok or not sums:
+                        raise SystemExit(f"the unmutated {family} sanitizer cases do not pass ({mode}, {order}):\n{tail}")
+            _sanitizer_state[family] = True
+        return san
+
+
+def _run_sanitizer_cases(san, exe: str, mode: str, order: str, family: str,
+                         timeout: float) -> tuple[bool | None, dict[str, str], str]:
+    """(passed, case -> checksum, output tail) of the family's driver cases; passed is None on a timeout."""
+    env = {**os.environ, **san.MODES[mode].env, "CUEMU_SCHED": order}
+    try:
+        done = subprocess.run([exe, ",".join(SANITIZER_CASES[family])], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, {}, f"{mode} {order}: timed out after {timeout:.0f} s"
+    sums = {m[1]: m[2] for m in map(san.CASE_LINE.match, done.stdout.splitlines()) if m}
+    return done.returncode == 0, sums, (done.stdout + done.stderr)[-1500:]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -503,6 +626,14 @@ def run(args: argparse.Namespace) -> int:
                     outcome, seconds, tail = worker.test(m.family, timeout, args.pytest_args)
                     result = judge_outcome(outcome, tail)
                     result.update(test_seconds=round(seconds, 1), tail=tail[-800:])
+                    if result["outcome"] in ("survived", "timeout") and args.sanitize:
+                        # make emu-sanitize's check on what the tests did not kill; it kills or leaves as is
+                        checked = worker.sanitizer_check(m.family, m.path, m.apply(texts[m.path]),
+                                                         args.sanitizer_timeout, args.build_timeout)
+                        if checked["outcome"] == "killed":
+                            result.update(checked, tests_tail=tail[-800:])
+                        else:
+                            result["sanitizer"] = checked.get("sanitizer") or checked.get("tail", "")
                     if m.id in equivalents:
                         result["listed_equivalent"] = equivalents[m.id]
             finally:
@@ -550,7 +681,7 @@ def summarize(results: list[dict], families: list[str], seconds: float, args, st
         judged = count["killed"] + count["survived"]
         per[family] = {**count, "sampled": len(rs), "rate": count["killed"] / judged if judged else None,
                        "killed_by": {h: sum(r.get("how") == h for r in rs if r["outcome"] == "killed")
-                                     for h in ("failed", "crashed")}}
+                                     for h in ("failed", "crashed", "sanitizer")}}
     killed = sum(s["killed"] for s in per.values())
     judged = killed + sum(s["survived"] for s in per.values())
     return {"families": per, "killed": killed, "judged": judged, "rate": killed / judged if judged else None,
@@ -618,6 +749,11 @@ def main(argv: list[str] | None = None) -> int:
                              "the time is then the sum of the mutants' own times")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the unmutated test run (make test runs it); hang timeout = --min-timeout")
+    parser.add_argument("--no-sanitize", dest="sanitize", action="store_false",
+                        help="do not run make emu-sanitize's check (TSan, ASan+UBSan, three thread orders) on the "
+                             "mutants that pass their tests")
+    parser.add_argument("--sanitizer-timeout", type=float, default=600.0,
+                        help="seconds per run of the sanitizer driver (a run past it kills nothing)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants built and tested at once (default 1)")
     parser.add_argument("--out", default=os.path.join(ROOT, "build", "mutants"))
     parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")

@@ -8,7 +8,7 @@
 4. runs each executable in three thread orders (CUEMU_SCHED=fwd, rev, rand:1); any sanitizer report,
    emulator error or failed check fails the run, and so do results that differ between orders or builds.
 
-    python tests/emu/sanitize.py [--modes tsan,asan] [--orders fwd,rev,rand:1] [--filter SUBSTRING]
+    python tests/emu/sanitize.py [--modes tsan,asan] [--orders fwd,rev,rand:1] [--filter SUBSTRING[,SUBSTRING...]]
 
 Compilation is incremental (g++ dependency files); exit status 0 only when every run passed.
 """
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modes", default="tsan,asan", help="comma-separated: tsan, asan")
     ap.add_argument("--orders", default=",".join(THREAD_ORDERS), help="CUEMU_SCHED values, comma-separated")
-    ap.add_argument("--filter", default="", help="run only the cases whose name contains this")
+    ap.add_argument("--filter", default="", help="run only the cases whose name contains this (or one of these, comma-separated)")
     args = ap.parse_args(argv)
     modes = args.modes.split(",")
     assert all(m in MODES and m != "plain" for m in modes), modes

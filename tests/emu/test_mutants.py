@@ -82,3 +82,16 @@ def test_equivalent_list_parses_and_names_real_mutants():
     known = {m.id for family, (files, _) in mutants.FAMILIES.items() for rel in files
              for m in mutants.generate(family, rel, open(os.path.join(mutants.ROOT, rel)).read())}
     assert set(equivalents) <= known, set(equivalents) - known
+
+
+def test_every_family_selects_sanitizer_cases():
+    """The sanitizer check runs the driver's cases named by SANITIZER_CASES: each substring must select a
+    case of tests/emu/sanitize/quick_cases.cpp (a renamed case would silently check nothing)."""
+    import re
+    driver = open(os.path.join(mutants.ROOT, "tests", "emu", "sanitize", "quick_cases.cpp")).read()
+    cases = re.findall(r'^\s*\{"(\w+)", \w+\},$', driver, re.M)
+    assert len(cases) > 20, cases
+    assert set(mutants.SANITIZER_CASES) == set(mutants.FAMILIES)
+    for family, substrings in mutants.SANITIZER_CASES.items():
+        for sub in substrings:
+            assert any(sub in case for case in cases), (family, sub)

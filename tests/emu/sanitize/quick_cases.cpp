@@ -5,12 +5,14 @@
 // line per case:  case <name> checksum=<fnv1a of the results' bytes> seconds=<s>
 // The script links it with sanitized kernel objects and compares the checksums across thread orders.
 //
-//   quick_cases [substring]    runs the cases whose name contains the substring (all by default)
+//   quick_cases [substring[,substring...]]   runs the cases whose name contains one of the substrings
+//                                            (all by default)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -185,9 +187,11 @@ std::vector<Tensor> qkv_case(int64_t B, int64_t L, int64_t H, int64_t c, int64_t
 std::vector<Tensor> qkv_head_dim_64_scaled() { return qkv_case(1, 4, 2, 64, 20, 3, true, at::kHalf); }
 std::vector<Tensor> qkv_odd_head_dim_one_row() { return qkv_case(1, 1, 3, 33, 1, 0, false, at::kBFloat16); }
 
+// pad > 0: cache rows c + pad elements apart (views of wider storage, the base still 16-byte aligned).
 std::vector<Tensor> attention_case(int64_t B, int64_t H, int64_t L, int64_t c, int64_t Lmax, int64_t kv_len,
-                                   at::ScalarType dtype) {
-  const Tensor q = randn({B, H, L, c}, dtype), k = randn({B, H, Lmax, c}, dtype), v = randn({B, H, Lmax, c}, dtype);
+                                   at::ScalarType dtype, int64_t pad = 0) {
+  const Tensor q = randn({B, H, L, c}, dtype);
+  const Tensor k = randn({B, H, Lmax, c + pad}, dtype).slice(3, 0, c), v = randn({B, H, Lmax, c + pad}, dtype).slice(3, 0, c);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c));
   const Tensor out = call1("cached_attention", {q, k, v, kv_len, scale});
   const Tensor kf = k.slice(2, 0, kv_len).to(at::kFloat), vf = v.slice(2, 0, kv_len).to(at::kFloat);
@@ -199,6 +203,9 @@ std::vector<Tensor> attention_case(int64_t B, int64_t H, int64_t L, int64_t c, i
 // Head dim 64 in 16-bit: the WMMA kernel; kv_len 37 is not a multiple of its key tile.
 std::vector<Tensor> attention_wmma_fp16() { return attention_case(1, 2, 3, 64, 40, 37, at::kHalf); }
 std::vector<Tensor> attention_wmma_bf16() { return attention_case(1, 1, 2, 64, 24, 19, at::kBFloat16); }
+// Cache rows 65 halves (130 bytes) apart: the WMMA kernel must load K/V element by element
+// (attention_launch.h cache_rows_aligned16); a 16-byte load there is misaligned (UBSan: alignment).
+std::vector<Tensor> attention_wmma_unaligned_cache_rows() { return attention_case(1, 2, 3, 64, 20, 17, at::kHalf, 1); }
 // An odd head dim in float32, one query row: the CUDA-core kernel.
 std::vector<Tensor> attention_simt_odd_head_dim() { return attention_case(2, 1, 1, 33, 7, 5, at::kFloat); }
 
@@ -322,6 +329,7 @@ const std::vector<Case> kCases = {
     {"qkv_odd_head_dim_one_row", qkv_odd_head_dim_one_row},
     {"attention_wmma_fp16", attention_wmma_fp16},
     {"attention_wmma_bf16", attention_wmma_bf16},
+    {"attention_wmma_unaligned_cache_rows", attention_wmma_unaligned_cache_rows},
     {"attention_simt_odd_head_dim", attention_simt_odd_head_dim},
     {"nearest_representative", nearest_representative},
     {"nearest_single_code", nearest_single_code},
@@ -343,9 +351,18 @@ const std::vector<Case> kCases = {
 int main(int argc, char** argv) {
   at::set_num_threads(1);  // libtorch's thread pool is not instrumented
   const char* filter = argc > 1 ? argv[1] : "";
+  std::vector<std::string> wanted;  // the comma-separated substrings; none: every case
+  for (std::string rest = filter; !rest.empty();) {
+    const size_t comma = rest.find(',');
+    wanted.push_back(rest.substr(0, comma));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+  }
   int ran = 0, failed = 0;
   for (const Case& c : kCases) {
-    if (std::strstr(c.name, filter) == nullptr) continue;
+    const bool selected = wanted.empty() || std::any_of(wanted.begin(), wanted.end(), [&](const std::string& w) {
+      return std::strstr(c.name, w.c_str()) != nullptr;
+    });
+    if (!selected) continue;
     at::manual_seed(1234);  // the same inputs whatever subset runs
     const auto t0 = std::chrono::steady_clock::now();
     try {
