@@ -2,6 +2,7 @@
 // launched by their plans (var_fast/adaln_launch.h). nvcc compiles it for the GPU; tests/emu compiles
 // the same file for the CUDA emulator.
 #include "var_fast/launch.cuh"
+#include "var_fast/kernel_dtype.h"
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
@@ -52,25 +53,12 @@ void run_gated_typed(const GatedResidualParams& p, const LaunchPlan& plan, Strea
 
 }  // namespace
 
-// float64 is not instantiated: the launchers' checks accept float32, float16 and bfloat16 only.
 void run_adaln_modulate(const ModulateParams& params, DType dtype, const LaunchPlan& plan, Stream stream) {
-  switch (dtype) {
-    case DType::Float: return run_modulate_typed<float>(params, plan, stream);
-    case DType::Half: return run_modulate_typed<c10::Half>(params, plan, stream);
-    case DType::BFloat16: return run_modulate_typed<c10::BFloat16>(params, plan, stream);
-    case DType::Double: break;
-  }
-  TORCH_CHECK(false, "adaln_modulate: no kernel for float64");
+  with_kernel_dtype(dtype, "adaln_modulate", [&](auto zero) { run_modulate_typed<decltype(zero)>(params, plan, stream); });
 }
 
 void run_gated_residual(const GatedResidualParams& params, DType dtype, const LaunchPlan& plan, Stream stream) {
-  switch (dtype) {
-    case DType::Float: return run_gated_typed<float>(params, plan, stream);
-    case DType::Half: return run_gated_typed<c10::Half>(params, plan, stream);
-    case DType::BFloat16: return run_gated_typed<c10::BFloat16>(params, plan, stream);
-    case DType::Double: break;
-  }
-  TORCH_CHECK(false, "gated_residual: no kernel for float64");
+  with_kernel_dtype(dtype, "gated_residual", [&](auto zero) { run_gated_typed<decltype(zero)>(params, plan, stream); });
 }
 
 }  // namespace var_fast::adaln

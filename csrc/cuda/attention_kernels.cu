@@ -2,6 +2,7 @@
 // launched by their plans (var_fast/attention_launch.h). nvcc compiles it for the GPU; tests/emu
 // compiles the same file for the CUDA emulator.
 #include "var_fast/launch.cuh"
+#include "var_fast/kernel_dtype.h"
 
 // The dynamic shared memory of every attention kernel (attention.cuh's dynamic_smem).
 VAR_FAST_DYNAMIC_SHARED(var_fast::attention, unsigned char, vf_attention_smem)
@@ -46,25 +47,12 @@ void run_attention_typed(const AttentionParams& p, const AttentionPlan& plan, St
 
 }  // namespace
 
-// float64 is not instantiated: the launchers' checks accept float32, float16 and bfloat16 only.
 void run_qkv_to_cache(const QkvToCacheParams& params, DType dtype, const LaunchPlan& plan, Stream stream) {
-  switch (dtype) {
-    case DType::Float: return run_qkv_typed<float>(params, plan, stream);
-    case DType::Half: return run_qkv_typed<c10::Half>(params, plan, stream);
-    case DType::BFloat16: return run_qkv_typed<c10::BFloat16>(params, plan, stream);
-    case DType::Double: break;
-  }
-  TORCH_CHECK(false, "qkv_to_cache: no kernel for float64");
+  with_kernel_dtype(dtype, "qkv_to_cache", [&](auto zero) { run_qkv_typed<decltype(zero)>(params, plan, stream); });
 }
 
 void run_cached_attention(const AttentionParams& params, DType dtype, const AttentionPlan& plan, Stream stream) {
-  switch (dtype) {
-    case DType::Float: return run_attention_typed<float>(params, plan, stream);
-    case DType::Half: return run_attention_typed<c10::Half>(params, plan, stream);
-    case DType::BFloat16: return run_attention_typed<c10::BFloat16>(params, plan, stream);
-    case DType::Double: break;
-  }
-  TORCH_CHECK(false, "cached_attention: no kernel for float64");
+  with_kernel_dtype(dtype, "cached_attention", [&](auto zero) { run_attention_typed<decltype(zero)>(params, plan, stream); });
 }
 
 }  // namespace var_fast::attention

@@ -2,6 +2,7 @@
 // (var_fast/bias_gelu_launch.h). nvcc compiles it for the GPU; tests/emu compiles the same file for the
 // CUDA emulator.
 #include "var_fast/launch.cuh"
+#include "var_fast/kernel_dtype.h"
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
@@ -31,15 +32,8 @@ void run_typed(const Params& p, const LaunchPlan& plan, Stream stream) {
 
 }  // namespace
 
-// float64 is not instantiated: the launcher's checks accept float32, float16 and bfloat16 only.
 void run_bias_gelu(const Params& params, DType dtype, const LaunchPlan& plan, Stream stream) {
-  switch (dtype) {
-    case DType::Float: return run_typed<float>(params, plan, stream);
-    case DType::Half: return run_typed<c10::Half>(params, plan, stream);
-    case DType::BFloat16: return run_typed<c10::BFloat16>(params, plan, stream);
-    case DType::Double: break;
-  }
-  TORCH_CHECK(false, "bias_gelu: no kernel for float64");
+  with_kernel_dtype(dtype, "bias_gelu", [&](auto zero) { run_typed<decltype(zero)>(params, plan, stream); });
 }
 
 }  // namespace var_fast::bias_gelu

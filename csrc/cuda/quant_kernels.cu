@@ -3,6 +3,7 @@
 // tests/emu compiles the same file for the CUDA emulator. One TU for the whole family, so that the
 // dynamic shared memory of phi_tile_kernel (`extern __shared__ float tile[]`) has one definition.
 #include "var_fast/launch.cuh"
+#include "var_fast/kernel_dtype.h"
 
 VAR_FAST_DYNAMIC_SHARED(var_fast::quant_cuda, float, tile)
 
@@ -14,17 +15,6 @@ VAR_FAST_DYNAMIC_SHARED(var_fast::quant_cuda, float, tile)
 
 namespace var_fast::quant_cuda {
 namespace {
-
-// f(scalar_t{}) for the element type of `dtype`.
-template <class F>
-void with_scalar_type(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float: return f(float{});
-    case DType::Half: return f(c10::Half{});
-    case DType::BFloat16: return f(c10::BFloat16{});
-    case DType::Double: return f(double{});
-  }
-}
 
 template <class Source, class Sink>
 void launch_phi(const Source& source, const Sink& sink, const PhiParams& p, const PhiTilePlan& plan, Stream stream) {
@@ -45,7 +35,7 @@ void run_nearest_code(const NearestCodeParams& p, const NearestCodePlans& plans,
 }
 
 void run_area(const AreaParams& p, DType dtype, const LaunchPlan& plan, Stream stream) {
-  with_scalar_type(dtype, [&](auto zero) {
+  with_kernel_dtype_or_double(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     launch(area_kernel<scalar_t, scalar_t>, plan, stream, static_cast<const scalar_t*>(p.x), p.xs, p.B, p.C, p.H, p.W,
            p.size, static_cast<scalar_t*>(p.out), p.os, p.channels_fastest);
@@ -53,7 +43,7 @@ void run_area(const AreaParams& p, DType dtype, const LaunchPlan& plan, Stream s
 }
 
 void run_bicubic(const BicubicParams& p, DType dtype, const LaunchPlan& plan, Stream stream) {
-  with_scalar_type(dtype, [&](auto zero) {
+  with_kernel_dtype_or_double(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     launch(bicubic_kernel<scalar_t, scalar_t>, plan, stream, static_cast<const scalar_t*>(p.x), p.xs, p.B, p.C, p.h,
            p.w, p.size, static_cast<scalar_t*>(p.out));
@@ -61,7 +51,7 @@ void run_bicubic(const BicubicParams& p, DType dtype, const LaunchPlan& plan, St
 }
 
 void run_phi_blend(const PhiBlendParams& p, DType dtype, const PhiTilePlan& plan, Stream stream) {
-  with_scalar_type(dtype, [&](auto zero) {
+  with_kernel_dtype_or_double(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     const DenseSource<scalar_t> source{static_cast<const scalar_t*>(p.h), p.hs};
     launch_phi(source, StoreSink<scalar_t>{static_cast<scalar_t*>(p.out)}, p.phi, plan, stream);

@@ -2,6 +2,7 @@
 // its plan (var_fast/residual_adaln_launch.h). nvcc compiles it for the GPU; tests/emu compiles the same
 // file for the CUDA emulator.
 #include "var_fast/launch.cuh"
+#include "var_fast/kernel_dtype.h"
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
@@ -33,15 +34,8 @@ void run_typed(const Params& p, const LaunchPlan& plan, Stream stream) {
 
 }  // namespace
 
-// float64 is not instantiated: the launcher's checks accept float32, float16 and bfloat16 only.
 void run_gated_residual_adaln(const Params& params, DType dtype, const LaunchPlan& plan, Stream stream) {
-  switch (dtype) {
-    case DType::Float: return run_typed<float>(params, plan, stream);
-    case DType::Half: return run_typed<c10::Half>(params, plan, stream);
-    case DType::BFloat16: return run_typed<c10::BFloat16>(params, plan, stream);
-    case DType::Double: break;
-  }
-  TORCH_CHECK(false, "gated_residual_adaln: no kernel for float64");
+  with_kernel_dtype(dtype, "gated_residual_adaln", [&](auto zero) { run_typed<decltype(zero)>(params, plan, stream); });
 }
 
 }  // namespace var_fast::residual_adaln

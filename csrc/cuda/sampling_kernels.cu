@@ -2,6 +2,7 @@
 // its plan (var_fast/sampling_launch.h). nvcc compiles it for the GPU; tests/emu compiles the same file
 // for the CUDA emulator.
 #include "var_fast/launch.cuh"
+#include "var_fast/kernel_dtype.h"
 
 VAR_FAST_DYNAMIC_SHARED(var_fast::sampling, uint32_t, row_cache)
 
@@ -26,12 +27,7 @@ void run_typed(const SampleParams& params, bool cfg, const LaunchPlan& plan, Str
 }  // namespace
 
 void run_sample_rows(const SampleParams& params, DType dtype, bool cfg, const LaunchPlan& plan, Stream stream) {
-  switch (dtype) {
-    case DType::Float: return run_typed<float>(params, cfg, plan, stream);
-    case DType::Half: return run_typed<c10::Half>(params, cfg, plan, stream);
-    case DType::BFloat16: return run_typed<c10::BFloat16>(params, cfg, plan, stream);
-    case DType::Double: return run_typed<double>(params, cfg, plan, stream);
-  }
+  with_kernel_dtype_or_double(dtype, [&](auto zero) { run_typed<decltype(zero)>(params, cfg, plan, stream); });
 }
 
 }  // namespace var_fast::sampling
