@@ -34,8 +34,8 @@ sys.path.insert(0, ROOT)
 import var_fast  # noqa: E402
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, render  # noqa: E402
 from var_fast.datasets.shape_classifier import predict, train_classifier  # noqa: E402
-from var_fast.datasets.shape_stats import (EDGE_SYMMETRY, colour_features, edge_orientation_concentration,  # noqa: E402
-                                           frechet_distance)
+from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, EDGE_SYMMETRY, colour_features,  # noqa: E402
+                                           edge_orientation_concentration, frechet_distance)
 from var_fast.default_model import default_model_info  # noqa: E402
 
 
@@ -120,6 +120,11 @@ def reconstruction_figures(path: str, per_class: int, seed: int, no_quant: bool)
     reference = render(labels, torch.Generator().manual_seed(1000 + seed))
     reference2 = render(labels, torch.Generator().manual_seed(2000 + seed))
     out.update(figures(images, labels, train_classifier(), reference, reference2))
+    # does each colour feature pass at all? its correlation between the originals and their reconstructions
+    f_in, f_rec = colour_features(x.add(1).div(2)), colour_features(images)
+    out["colour_feature_correlation"] = {
+        name: round(torch.corrcoef(torch.stack([f_in[:, i], f_rec[:, i]]))[0, 1].item(), 3)
+        for i, name in enumerate(COLOUR_FEATURE_NAMES)}
     return out
 
 
