@@ -11,6 +11,12 @@
 3. colour / background: the Frechet distance between per-image colour features (foreground and
    background mean RGB, background gradient) of the samples and of the training set, next to the
    same distance between two independent training sets of the same size (the noise floor).
+
+With --vae-only FILE the same figures are measured on a VQVAE's reconstructions of training renders
+(no VAR): what the tokens can carry at best. --no-quant skips the quantizer (the plain autoencoder
+path, for a snapshot taken during the training script's autoencoder phase).
+
+    PYTHONPATH=. python scripts/eval_default_model.py --vae-only build/state/vae_snapshot.pth --no-quant
 """
 from __future__ import annotations
 
@@ -28,8 +34,8 @@ sys.path.insert(0, ROOT)
 import var_fast  # noqa: E402
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, render  # noqa: E402
 from var_fast.datasets.shape_classifier import predict, train_classifier  # noqa: E402
-from var_fast.datasets.shape_stats import (EDGE_SYMMETRY, colour_features, edge_orientation_concentration,  # noqa: E402
-                                           frechet_distance)
+from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, EDGE_SYMMETRY, colour_features,  # noqa: E402
+                                           edge_orientation_concentration, frechet_distance)
 from var_fast.default_model import default_model_info  # noqa: E402
 
 
@@ -70,7 +76,59 @@ def main(argv=None) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write the figures here")
+    p.add_argument("--vae-only", default="", metavar="FILE",
+                   help="measure this VQVAE's reconstructions of training renders instead of samples")
+    p.add_argument("--no-quant", action="store_true", help="with --vae-only: without the quantizer")
     args = p.parse_args(argv)
+    if args.no_quant and not args.vae_only:
+        p.error("--no-quant needs --vae-only FILE")
+    if args.vae_only:
+        out = reconstruction_figures(args.vae_only, args.per_class, args.seed, args.no_quant)
+    else:
+        out = sample_figures(args)
+    print(json.dumps(out, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+            fh.write("\n")
+
+
+def reconstruction_figures(path: str, per_class: int, seed: int, no_quant: bool) -> dict:
+    """The three figures of a VQVAE's reconstructions of ``per_class`` renders of every class (a third
+    independent set of renders, seed 3000 + seed) against the usual training references."""
+    from var_fast.checkpoint import read_state_dict, vae_config_from_state_dict
+    from var_fast.models import VQVAE
+
+    sd = read_state_dict(path, "VQVAE")
+    patch_nums = default_model_info().get("patch_nums", (1, 2, 3, 4, 6, 8))
+    vae = VQVAE(vae_config_from_state_dict(sd, path, patch_nums=patch_nums)).eval()
+    vae.load_state_dict(sd)
+    labels = balanced_labels(per_class)
+    x = render(labels, torch.Generator().manual_seed(3000 + seed)).mul(2).sub(1)
+    t0 = time.time()
+    with torch.no_grad():
+        recs = []
+        for chunk in x.split(50):
+            if no_quant:
+                recs.append(vae.decoder(vae.post_quant_conv(vae.quant_conv(vae.encoder(chunk)))).clamp(-1, 1))
+            else:
+                recs.append(vae.idx_to_img(vae.img_to_idx(chunk)))
+        rec = torch.cat(recs)
+    out = {"vae": path, "quantizer": not no_quant, "per_class": per_class, "seed": seed,
+           "seconds": round(time.time() - t0, 1), "l1_01": round((rec - x).abs().mean().item() / 2, 4)}
+    images = rec.add(1).div(2)
+    reference = render(labels, torch.Generator().manual_seed(1000 + seed))
+    reference2 = render(labels, torch.Generator().manual_seed(2000 + seed))
+    out.update(figures(images, labels, train_classifier(), reference, reference2))
+    # does each colour feature pass at all? its correlation between the originals and their reconstructions
+    f_in, f_rec = colour_features(x.add(1).div(2)), colour_features(images)
+    out["colour_feature_correlation"] = {
+        name: round(torch.corrcoef(torch.stack([f_in[:, i], f_rec[:, i]]))[0, 1].item(), 3)
+        for i, name in enumerate(COLOUR_FEATURE_NAMES)}
+    return out
+
+
+def sample_figures(args) -> dict:
     rec = default_model_info().get("sampling", {})
     cfg = rec.get("cfg", 3.0) if args.cfg is None else args.cfg
     top_k = rec.get("top_k", 0) if args.top_k is None else args.top_k
@@ -86,11 +144,7 @@ def main(argv=None) -> None:
     out = {"checkpoints": args.dir or "bundled", "per_class": args.per_class, "cfg": cfg, "top_k": top_k,
            "top_p": top_p, "seed": args.seed, "sample_seconds": round(t_sample, 1)}
     out.update(figures(images, labels, train_classifier(), reference, reference2))
-    print(json.dumps(out, indent=2))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
-            fh.write("\n")
+    return out
 
 
 if __name__ == "__main__":

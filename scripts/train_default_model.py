@@ -9,7 +9,10 @@ Stage 1 trains the VQVAE: the reference encoder/decoder at width 64 with ch_mult
 quantizer over patch_nums (1,2,3,4,6,8). Phase A trains it as a plain autoencoder with small batches (most of the
 learning, at the lowest cost), phase B as the VQVAE with the reference quantizer objective
 (straight-through f_hat over all scales, codebook loss + 0.25 x commitment), restarting unused
-codes from encoder residuals. Loss: L1 + L2 reconstruction. Stage 2 encodes a fixed set of
+codes from encoder residuals. Reconstruction loss (--vae-loss edge-lowpass, the default): L1 + L2, plus
+an edge term (L1 of the finite differences: corners and straight edges) and a low-pass term (L1 of
+8x8-average-pooled images: the colour jitter and background gradient, which L1 + L2 over all pixels
+barely notices; docs/default_model.md has the diagnosis). Stage 2 encodes a fixed set of
 images to tokens. Stage 3 trains a VAR on them by teacher forcing (cross-entropy over all scales,
 10% of the labels dropped to the unconditional class for classifier-free guidance).
 
@@ -58,6 +61,7 @@ from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
 from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
 
 VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
+VAE_SNAPSHOT = "vae_snapshot.pth"  # in --state-dir: the VQVAE at its last save, reference format
 
 
 LOG_FILES: List[str] = []  # --log-file: every line is appended there too (kept across resumed runs)
@@ -90,6 +94,22 @@ def edge_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     edges sharp (plain L1 + L2 is content with a wavy, blurred edge)."""
     return (F.l1_loss(rec[..., :, 1:] - rec[..., :, :-1], x[..., :, 1:] - x[..., :, :-1])
             + F.l1_loss(rec[..., 1:, :] - rec[..., :-1, :], x[..., 1:, :] - x[..., :-1, :]))
+
+
+def lowpass_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between 8x8-average-pooled images: the colours of flat areas and the background gradient are
+    low-frequency and small (a few hundredths of jitter), so plain L1 + L2 over all pixels barely
+    notices a decoder that draws every image in the mean colour; this weighs them on their own."""
+    return F.l1_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
+
+
+def reconstruction_terms(rec: torch.Tensor, x: torch.Tensor, args) -> dict:
+    """name -> (weight, loss) of the VQVAE stage's reconstruction objective (--vae-loss)."""
+    terms = {"rec": (1.0, F.l1_loss(rec, x) + F.mse_loss(rec, x))}
+    if args.vae_loss == "edge-lowpass":
+        terms["edge"] = (args.edge_weight, edge_loss(rec, x))
+        terms["low-pass"] = (args.lowpass_weight, lowpass_loss(rec, x))
+    return terms
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int, final_ratio: float = 0.05) -> float:
@@ -185,23 +205,29 @@ def train_vae(args, device: torch.device) -> VQVAE:
         if args.save_every and done % args.save_every == 0:
             save_state(state_path, vae=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=done,
                        hits_ema=hits_ema.cpu(), restarted=restarted)
+            # the weights alone in the reference format, to measure interim reconstructions with
+            # scripts/eval_default_model.py --vae-only (--no-quant during the autoencoder phase)
+            save_reference_format(vae, os.path.join(args.state_dir, VAE_SNAPSHOT))
     t0 = time.time()
+    avg: dict = {}
 
-    def reconstruction_step(step: int, x: torch.Tensor, f_dec: torch.Tensor, extra: torch.Tensor) -> float:
+    def reconstruction_step(step: int, x: torch.Tensor, f_dec: torch.Tensor, extra: torch.Tensor) -> str:
         set_lr(opt, cosine_lr(step, total, args.vae_lr, warmup=min(50, total // 10 + 1)))
         rec = vae.decoder(vae.post_quant_conv(f_dec))
-        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        terms = reconstruction_terms(rec, x, args)
         opt.zero_grad(set_to_none=True)
-        (rec_loss + extra).backward()
+        (sum(w * v for w, v in terms.values()) + extra).backward()
         opt.step()
-        return rec_loss.item()
+        for name, (_, v) in terms.items():  # running means: single batches of 8 are noisy
+            avg[name] = v.item() if name not in avg else 0.95 * avg[name] + 0.05 * v.item()
+        return " ".join(f"{name} {avg[name]:.4f}" for name in terms)
 
     for step in range(start, args.vae_ae_steps):
         img, _ = shapes_batch(args.vae_ae_batch, gen, args.image_size)
         x = img.to(device).mul(2).sub(1)
-        rec_loss = reconstruction_step(step, x, vae.quant_conv(vae.encoder(x)), x.new_zeros(()))
+        losses = reconstruction_step(step, x, vae.quant_conv(vae.encoder(x)), x.new_zeros(()))
         if step % args.log_every == 0 or step == args.vae_ae_steps - 1:
-            log(f"vae (autoencoder) step {step:5d}/{args.vae_ae_steps} rec {rec_loss:.4f} "
+            log(f"vae (autoencoder) step {step:5d}/{args.vae_ae_steps} {losses} "
                 f"({(time.time() - t0) / (step + 1 - start):.2f} s/step)")
         checkpoint(step + 1)
 
@@ -216,7 +242,7 @@ def train_vae(args, device: torch.device) -> VQVAE:
                                    for pn in args.patch_nums])
                 quant.embedding.weight.copy_(feats[torch.randint(len(feats), (args.vocab,), generator=gen)] * 0.5)
         f_st, vq_loss, indices, residuals = quantize_for_training(quant, f, beta=0.25)
-        rec_loss = reconstruction_step(args.vae_ae_steps + step, x, f_st, vq_loss)
+        losses = reconstruction_step(args.vae_ae_steps + step, x, f_st, vq_loss)
         with torch.no_grad():
             hits = torch.bincount(torch.cat(indices), minlength=args.vocab).float()
             hits_ema.mul_(0.9).add_(hits, alpha=0.1)
@@ -232,7 +258,7 @@ def train_vae(args, device: torch.device) -> VQVAE:
                     restarted += dead.numel()
         if step % args.log_every == 0 or step == args.vae_steps - 1:
             used = (hits_ema > 0.02).float().mean().item() * 100
-            log(f"vae (VQ) step {step:5d}/{args.vae_steps} rec {rec_loss:.4f} vq {vq_loss.item():.4f} "
+            log(f"vae (VQ) step {step:5d}/{args.vae_steps} {losses} vq {vq_loss.item():.4f} "
                 f"codes used {used:5.1f}% restarted {restarted} ({(time.time() - t0) / (step + 1 - first):.2f} s/step)")
         checkpoint(args.vae_ae_steps + step + 1)
     vae.eval()
@@ -276,8 +302,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         rec = vae.decoder(vae.post_quant_conv(f_hat))
         rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         e_loss = edge_loss(rec, x)
-        # the colours of flat areas and the background gradient are low-frequency: weigh them on their own
-        lp_loss = F.l1_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
+        lp_loss = lowpass_loss(rec, x)
         opt.zero_grad(set_to_none=True)
         (rec_loss + args.edge_weight * e_loss + args.lowpass_weight * lp_loss).backward()
         opt.step()
@@ -448,24 +473,28 @@ def main(argv=None) -> None:
     p.add_argument("--vae-ch", type=int, default=64)
     p.add_argument("--vae-ch-mult", type=int, nargs="+", default=[1, 1, 1, 1])
     p.add_argument("--vae-res-blocks", type=int, default=1)
-    p.add_argument("--vae-ae-steps", type=int, default=900, help="phase A: plain autoencoder steps")
-    p.add_argument("--vae-ae-batch", type=int, default=4)
-    p.add_argument("--vae-steps", type=int, default=300, help="phase B: VQVAE steps")
+    p.add_argument("--vae-ae-steps", type=int, default=3000, help="phase A: plain autoencoder steps")
+    p.add_argument("--vae-ae-batch", type=int, default=8)
+    p.add_argument("--vae-steps", type=int, default=1500, help="phase B: VQVAE steps")
     p.add_argument("--vae-batch", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-checkpoint", default="", help="skip stage 1: use this trained VQVAE")
+    p.add_argument("--vae-loss", choices=("edge-lowpass", "l1l2"), default="edge-lowpass",
+                   help="VQVAE reconstruction objective: L1 + L2 plus the edge and low-pass terms (weights "
+                        "--edge-weight, --lowpass-weight), or L1 + L2 alone (the first bundled model's)")
     p.add_argument("--dec-steps", type=int, default=0,
                    help="stage 1b: decoder-only fine-tuning steps of the (trained or loaded) VQVAE; tokens unchanged")
     p.add_argument("--dec-batch", type=int, default=8)
     p.add_argument("--dec-lr", type=float, default=3e-4)
-    p.add_argument("--edge-weight", type=float, default=1.0, help="weight of the edge (finite-difference L1) loss")
+    p.add_argument("--edge-weight", type=float, default=1.0,
+                   help="weight of the edge (finite-difference L1) loss, in the VQVAE and the decoder stage")
     p.add_argument("--lowpass-weight", type=float, default=2.0,
                    help="weight of the L1 loss between 8x8-average-pooled images (flat colours, gradients)")
     p.add_argument("--var-init", default="", help="start the VAR from these weights (fine-tuning) instead of scratch")
-    p.add_argument("--var-images", type=int, default=10000, help="images encoded to tokens for the VAR")
-    p.add_argument("--var-depth", type=int, default=4)
-    p.add_argument("--var-width", type=int, default=128)
-    p.add_argument("--var-steps", type=int, default=3000)
+    p.add_argument("--var-images", type=int, default=20000, help="images encoded to tokens for the VAR")
+    p.add_argument("--var-depth", type=int, default=6)
+    p.add_argument("--var-width", type=int, default=160)
+    p.add_argument("--var-steps", type=int, default=10000)
     p.add_argument("--var-batch", type=int, default=64)
     p.add_argument("--var-lr", type=float, default=2e-3)
     p.add_argument("--label-dropout", type=float, default=0.1)

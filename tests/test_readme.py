@@ -100,7 +100,7 @@ def why_not_here(snippet: Snippet) -> Optional[str]:
     if text.startswith(("make test", "python -m pytest")):
         return "runs the whole test suite, this file among it"
     if text.startswith("python scripts/train_default_model.py"):
-        return "trains the bundled model (57 minutes; --quick: a minute); run by hand"
+        return "trains the bundled model (an hour to a few hours; --quick: minutes); run by hand"
     if text.startswith("make install"):
         return "installs the requirements and builds the extension (what `make sample` does before sampling)"
     if (snippet.argv or [])[:1] == ["serve"]:
