@@ -63,6 +63,17 @@ def _float32_is_float32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """In this process: HF_HUB_OFFLINE=1 and HF_HUB_CACHE=<folder> as huggingface_hub reads them (at import)."""
+    from huggingface_hub import constants
+
+    def use(cache):
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return use
+
+
 @pytest.fixture(scope="session")
 def emu_library() -> str:
     """The emulated CUDA build (built incrementally into build/emu on first use)."""

@@ -13,6 +13,7 @@ from typing import Dict, Tuple
 
 import torch
 
+from model_factory import fill_deterministic
 from var_fast.infinity import BSQVAE, BSQVAEConfig, Infinity, InfinityConfig
 
 TEXT_CHANNELS = 256  # upstream's text pool has Ct5 // 128 heads: the smallest useful multiple of 128
@@ -50,19 +51,11 @@ def _mean_std(name: str, shape) -> Tuple[float, float]:
     return 0.0, 1.0 / math.sqrt(fan_in)
 
 
-def fill_deterministic(module: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(module.named_parameters()):
-            mean, std = _mean_std(name, p.shape)
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * std + mean)
-
-
 def make_models(name: str = "2b", seed: int = 0) -> Tuple[Infinity, BSQVAE]:
     t_kw, v_kw = CONFIGS[name]
     model, vae = Infinity(InfinityConfig(**t_kw)), BSQVAE(BSQVAEConfig(**v_kw))
-    fill_deterministic(model, seed)
-    fill_deterministic(vae, seed + 1)
+    fill_deterministic(model, seed, _mean_std)
+    fill_deterministic(vae, seed + 1, _mean_std)
     return model.eval(), vae.eval()
 
 

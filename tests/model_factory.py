@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 
@@ -53,12 +53,14 @@ def _std(name: str, shape) -> Tuple[float, float]:
     return 0.0, 1.0 / math.sqrt(fan_in)
 
 
-def fill_deterministic(module: torch.nn.Module, seed: int) -> None:
-    """Overwrite every parameter with seeded normal values (buffers keep their defaults)."""
+def fill_deterministic(module: torch.nn.Module, seed: int,
+                       mean_std: Callable[[str, tuple], Tuple[float, float]] = _std) -> None:
+    """Overwrite every parameter with seeded normal values (buffers keep their defaults); ``mean_std(name,
+    shape)`` gives each parameter's law (tests/infinity_factory.py passes Infinity's)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(module.named_parameters()):
-            mean, std = _std(name, p.shape)
+            mean, std = mean_std(name, p.shape)
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * std + mean)
 
 

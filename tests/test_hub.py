@@ -46,17 +46,6 @@ def hf_cache(tmp_path, small_checkpoints):
     return cache
 
 
-@pytest.fixture
-def offline_hub(monkeypatch):
-    """In this process: HF_HUB_OFFLINE=1 and HF_HUB_CACHE=<folder> as huggingface_hub reads them (at import)."""
-    from huggingface_hub import constants
-
-    def use(cache):
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return use
-
-
 def run_cli(args, cache):
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", VAR_FAST_QUIET="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))

@@ -88,16 +88,6 @@ def hf_cache(tmp_path, published_layout):
     return cache
 
 
-@pytest.fixture
-def offline_hub(monkeypatch):
-    from huggingface_hub import constants
-
-    def use(cache):
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return use
-
-
 def test_published_names():
     assert INFINITY_MODEL_NAMES["infinity-2b"] == ("infinity_2b_reg.pth", "infinity_vae_d32reg.pth", "1M")
     assert INFINITY_MODEL_NAMES["infinity-8b"][:2] == ("infinity_8b_weights", "infinity_vae_d56_f8_14_patchify.pth")

@@ -7,16 +7,14 @@
 from __future__ import annotations
 
 import os
-import sys
 
-import torch
-
-from var_fast.cli.infinity_flags import add_infinity_flags, check_var_run, is_infinity_run
-from var_fast.precision import dtype_name
 from var_fast.cli.common import (SamplingDefaults, add_classes_flag, add_model_flags, add_runtime_flags,
                                  add_sampling_flags, check_model_flags, check_output_file, check_output_folder,
                                  pair_flags, positive_int, process_device, sampling_flags,
                                  temperature_flag)
+from var_fast.cli.fid_session import announce_job, run_in_process_group
+from var_fast.cli.infinity_flags import add_infinity_flags, check_var_run, is_infinity_run
+from var_fast.precision import dtype_name
 
 DEFAULTS = SamplingDefaults(cfg=1.5, top_k=900, top_p=0.96)
 
@@ -48,9 +46,9 @@ def add_sample_fid_parser(sub) -> None:
 def run_sample_fid(args) -> int:
     from var_fast import __version__, load
     from var_fast.default_model import chosen_checkpoints
-    from var_fast.fid.distributed import ProcessGroup, torchrun_ranks
+    from var_fast.fid.distributed import torchrun_ranks
     from var_fast.fid.files import checkpoint_fingerprint, npz_path
-    from var_fast.fid.sampling import FidJob, format_classes, parse_classes, run_fid_job
+    from var_fast.fid.sampling import FidJob, format_classes, parse_classes
 
     if is_infinity_run(args):
         from var_fast.cli.sample_fid_infinity import run_infinity_sample_fid
@@ -74,11 +72,7 @@ def run_sample_fid(args) -> int:
         os.environ["VAR_FAST_QUIET"] = "1"  # one "which backend" line, not one per process
     var_path, vae_path, _ = chosen_checkpoints(args.var, args.vae, args.model, announce=rank == 0)
 
-    threads_before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(args.cpu_threads)  # the same numerics whatever the process count
-    group = ProcessGroup(device)
-    try:
+    def prepare(group):
         sampler = load(var_path, vae_path, device=device, dtype=args.dtype, backend=args.backend, **pair)
         classes = (parse_classes(args.classes, sampler.num_classes) if args.classes
                    else tuple(range(sampler.num_classes)))
@@ -98,13 +92,7 @@ def run_sample_fid(args) -> int:
             manifest = dict(command="var-fast sample-fid", var_fast=__version__, images=job.total,
                             var_path=os.path.abspath(var_path), vae_path=os.path.abspath(vae_path),
                             settings=settings)
-            print(f"[var_fast] sample-fid: {job.total} images ({len(classes)} classes x {job.per_class}) into "
-                  f"{args.out}, {world} process{'es' if world > 1 else ''}, batches of {job.batch_size}",
-                  file=sys.stderr)
-        summary = run_fid_job(sampler, job, args.out, group, manifest, npz=args.npz)
-    finally:
-        group.close()
-        torch.set_num_threads(threads_before)
-    if group.is_main:
-        print(summary.line(), file=sys.stderr)
-    return 0
+            announce_job(job.total, f"{len(classes)} classes x {job.per_class}", args.out, world, job.batch_size)
+        return sampler, job, manifest
+
+    return run_in_process_group(device, args.cpu_threads, args.out, args.npz, prepare)

@@ -4,21 +4,18 @@ OUT/sample-fid.json: a resume with other settings or prompts is refused."""
 from __future__ import annotations
 
 import os
-import sys
-
-import torch
 
 from var_fast.cli.common import check_output_file, check_output_folder, process_device
+from var_fast.cli.fid_session import announce_job, run_in_process_group
 from var_fast.cli.infinity_flags import check_infinity_model_flags, infinity_sampling, load_kwargs, schedule_length
 from var_fast.precision import dtype_name
 
 
 def run_infinity_sample_fid(args) -> int:
     from var_fast import __version__, load
-    from var_fast.fid.distributed import ProcessGroup, torchrun_ranks
+    from var_fast.fid.distributed import torchrun_ranks
     from var_fast.fid.files import npz_path, path_fingerprint
     from var_fast.fid.prompt_job import PromptJob
-    from var_fast.fid.sampling import run_fid_job
     from var_fast.infinity.prompts import prompts_fingerprint, read_prompts
     from var_fast.infinity.text_encoder import require_transformers
 
@@ -38,11 +35,7 @@ def run_infinity_sample_fid(args) -> int:
     if rank:
         os.environ["VAR_FAST_QUIET"] = "1"
 
-    threads_before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(args.cpu_threads)  # the same numerics whatever the process count
-    group = ProcessGroup(device)
-    try:
+    def prepare(group):
         sampler = load(args.model, transformer=args.transformer, vae=args.vae, text_encoder=args.text_encoder,
                        device=device, dtype=args.dtype, **load_kwargs(args))
         kw["pixels"] = kw["pixels"] or sampler.default_pixels
@@ -60,13 +53,7 @@ def run_infinity_sample_fid(args) -> int:
                             transformer_path=os.path.abspath(transformer), vae_path=os.path.abspath(vae),
                             text_encoder_path=os.path.abspath(text_encoder), prompts_file=os.path.abspath(args.prompts),
                             settings=settings)
-            print(f"[var_fast] sample-fid: {job.total} images ({len(prompts)} prompts x {job.per_prompt}) into "
-                  f"{args.out}, {world} process{'es' if world > 1 else ''}, batches of {job.batch_size}",
-                  file=sys.stderr)
-        summary = run_fid_job(sampler, job, args.out, group, manifest, npz=args.npz)
-    finally:
-        group.close()
-        torch.set_num_threads(threads_before)
-    if group.is_main:
-        print(summary.line(), file=sys.stderr)
-    return 0
+            announce_job(job.total, f"{len(prompts)} prompts x {job.per_prompt}", args.out, world, job.batch_size)
+        return sampler, job, manifest
+
+    return run_in_process_group(device, args.cpu_threads, args.out, args.npz, prepare)

@@ -5,14 +5,16 @@ FidJob's: any number of processes and any interruption give the same files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch
 
+from .batches import IndexBatches
+
 
 @dataclass(frozen=True)
-class PromptJob:
+class PromptJob(IndexBatches):
     prompts: Tuple[str, ...]
     per_prompt: int
     batch_size: int
@@ -32,12 +34,6 @@ class PromptJob:
 
     def prompt(self, index: int) -> str:
         return self.prompts[index // self.per_prompt]
-
-    def batches(self) -> List[range]:
-        return [range(s, min(s + self.batch_size, self.total)) for s in range(0, self.total, self.batch_size)]
-
-    def batches_of_rank(self, rank: int, world: int) -> List[range]:
-        return self.batches()[rank::world]
 
     def pixels(self, sampler, indices: range) -> np.ndarray:
         """Images ``indices`` as (B, H, W, 3) uint8: one pass of the batch, images keyed by (seed, index)."""

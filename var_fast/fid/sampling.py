@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .batches import IndexBatches
 from .distributed import ProcessGroup
 from .files import (PngWriter, RunMismatchError, check_or_write_manifest, finished_images, npz_path, pack_npz,
                         remove_stale_temps)
@@ -28,7 +29,7 @@ from ..sampler import Sampler
 
 
 @dataclass(frozen=True)
-class FidJob:
+class FidJob(IndexBatches):
     classes: Tuple[int, ...]
     per_class: int
     batch_size: int
@@ -54,12 +55,6 @@ class FidJob:
 
     def label(self, index: int) -> int:
         return self.classes[index // self.per_class]
-
-    def batches(self) -> List[range]:
-        return [range(s, min(s + self.batch_size, self.total)) for s in range(0, self.total, self.batch_size)]
-
-    def batches_of_rank(self, rank: int, world: int) -> List[range]:
-        return self.batches()[rank::world]
 
     def pixels(self, sampler: Sampler, indices: range) -> np.ndarray:
         return sample_pixels(sampler, self, indices)
