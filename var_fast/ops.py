@@ -54,11 +54,14 @@ def adaln_modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, ep
 
 
 def qkv_to_cache(qkv: torch.Tensor, q_bias: torch.Tensor, v_bias: torch.Tensor, head_scale: Optional[torch.Tensor],
-                 k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int) -> torch.Tensor:
+                 k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int,
+                 rope: Optional[torch.Tensor] = None) -> torch.Tensor:
     """QKV epilogue of one scale: qkv (B, L, 3C) -> q (B, H, L, c); k, v written into the caches
     (B, H, Lmax, c) at ``offset``. With ``head_scale`` (H,), q and k are L2-normalised per head and q is
-    multiplied by head_scale (the reference's attn_l2_norm)."""
-    return _ops().qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, int(offset))
+    multiplied by head_scale (the reference's attn_l2_norm). With ``rope`` (2, L, c/2) float32, the cos and
+    sin of this scale's L positions (a slice of ``infinity.rope2d.rope_cache``), q and k are then rotated
+    pairwise (2i, 2i+1) as ``rope2d.apply_rope`` does (Infinity); q is returned and k cached rotated."""
+    return _ops().qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, int(offset), rope)
 
 
 def cached_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len: int,

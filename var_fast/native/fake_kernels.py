@@ -25,7 +25,7 @@ def _(x, scale, shift, eps=1e-6):
 
 
 @_register("qkv_to_cache")
-def _(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset):
+def _(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, rope=None):
     B, L, _ = qkv.shape
     _, H, _, c = k_cache.shape
     return qkv.new_empty((B, H, L, c))

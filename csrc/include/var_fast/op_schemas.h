@@ -22,8 +22,9 @@ inline void define_ops(torch::Library& m) {
   m.def("adaln_modulate(Tensor x, Tensor scale, Tensor shift, float eps=1e-6) -> Tensor");
   // qkv (B, L, 3C) from the bias-free QKV GEMM -> q (B, H, L, c). Adds q/v biases, L2-normalises
   // q and k per head when head_scale (H,) is given (q then multiplied by head_scale), and writes
-  // k, v into the caches (B, H, Lmax, c) at [offset, offset + L).
-  m.def("qkv_to_cache(Tensor qkv, Tensor q_bias, Tensor v_bias, Tensor? head_scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int offset) -> Tensor");
+  // k, v into the caches (B, H, Lmax, c) at [offset, offset + L). With rope (2, L, c/2) float32 (cos, sin),
+  // q and k are then rotated pairwise (2i, 2i+1) as Infinity's 2-D RoPE does (infinity/rope2d.py apply_rope).
+  m.def("qkv_to_cache(Tensor qkv, Tensor q_bias, Tensor v_bias, Tensor? head_scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int offset, Tensor? rope=None) -> Tensor");
   // q (B, H, L, c) over the first kv_len cached keys/values -> (B, L, H*c).
   m.def("cached_attention(Tensor q, Tensor k_cache, Tensor v_cache, int kv_len, float scale) -> Tensor");
   // x + gamma * y with gamma (B, 1, C).
