@@ -79,6 +79,20 @@ def test_qkv_to_cache(benchmark, device, dtype, impl, l2_norm):
            t["k_cache"], t["v_cache"], OFFSET)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+def test_qkv_to_cache_rope(benchmark, device, dtype, impl):
+    """Infinity's epilogue: L2 norm, head_scale, then RoPE of q and k ((2, L, c/2) float32 cos/sin table)."""
+    benchmark.group = f"qkv_to_cache-{device}-{dtype}-l2norm-rope"
+    t = _inputs(device, dtype)
+    angles = torch.rand(L, HEAD_DIM // 2, generator=torch.Generator().manual_seed(1)) * 100
+    rope = torch.stack((angles.cos(), angles.sin())).to(device)
+    fn = ops.qkv_to_cache if impl == "op" else ref.qkv_to_cache
+    _timed(benchmark, device, fn, t["qkv"], t["q_bias"], t["v_bias"], t["head_scale"], t["k_cache"], t["v_cache"],
+           OFFSET, rope)
+
+
 @pytest.mark.parametrize("impl", IMPLS + [pytest.param("sdpa", id="sdpa")])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("device", DEVICES)

@@ -7,7 +7,7 @@ Infinity-2B-like shapes scaled to run in seconds on a CPU: one block's attention
 scales 1x1, 6x6, 16x16 and 32x32 of the 1M schedule (the 40x40 .. 64x64 scales only scale the query count).
 
     OMP_NUM_THREADS=1 python -m pytest benchmarks/bench_infinity_cross_attention.py --benchmark-only
-    # on a GPU: add --device cuda (or run benchmarks/gpu_check) to measure choose_variant's CUDA default
+    # on a machine with a GPU the same command also runs the cuda cases: they decide choose_variant's CUDA default
 """
 from __future__ import annotations
 
