@@ -81,9 +81,11 @@ def attend_loop(q: torch.Tensor, kv: TextKV, scale: float) -> torch.Tensor:
     B, L, C = _check(q, kv)
     H, c = kv.k.shape[1], kv.k.shape[3]
     qh = round_bf16(q).view(B, L, H, c).transpose(1, 2)
-    out = [F.scaled_dot_product_attention(qh[b:b + 1], kv.k[b:b + 1, :, :n], kv.v[b:b + 1, :, :n], scale=scale)
-           for b, n in enumerate(kv.lens)]
-    return round_bf16(torch.cat(out, 0).transpose(1, 2).reshape(B, L, C))
+    out = q.new_empty((B, L, H, c), dtype=torch.float32)
+    for b, n in enumerate(kv.lens):  # each prompt's (1, H, L, c) result written straight into (B, L, H, c)
+        out[b].copy_(F.scaled_dot_product_attention(qh[b:b + 1], kv.k[b:b + 1, :, :n], kv.v[b:b + 1, :, :n],
+                                                    scale=scale)[0].transpose(0, 1))
+    return round_bf16(out.view(B, L, C))
 
 
 def attend_padded(q: torch.Tensor, kv: TextKV, scale: float) -> torch.Tensor:
