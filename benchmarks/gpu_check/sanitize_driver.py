@@ -54,6 +54,12 @@ def _attention(ops, device) -> Iterator[Tuple[str, str, Callable]]:
             for hs in (None, head_scale):
                 yield ("qkv_to_cache", label + (" head_scale" if hs is not None else ""),
                        lambda hs=hs: ops.qkv_to_cache(qkv, q_bias, v_bias, hs, k_cache, v_cache, offset))
+            if c % 2 == 0:  # Infinity's RoPE: a strided (2, L, c/2) float32 slice of a longer cos/sin table
+                angles = _randn(L + 3, c // 2, device=device, dtype=torch.float32)
+                rope = torch.stack((angles.cos(), angles.sin()))[:, 3:]
+                yield ("qkv_to_cache", label + " head_scale rope",
+                       lambda rope=rope: ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset,
+                                                          rope))
             q = _randn(B, H, L, c, device=device, dtype=dtype)
             yield "cached_attention", label, lambda: ops.cached_attention(q, k_cache, v_cache, offset + L, c ** -0.5)
 
