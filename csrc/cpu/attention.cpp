@@ -90,7 +90,8 @@ void qkv_to_cache_rows(const scalar_t* qkv, const scalar_t* q_bias, const scalar
         scalar_t* qo = q_out + ((b * H + h) * L + l) * c;
         scalar_t* ko = k_cache + kl.at(b, h, offset + l);
         scalar_t* vo = v_cache + vl.at(b, h, offset + l);
-        if (head_scale == nullptr && rope.data == nullptr && kl.sd == 1 && vl.sd == 1) {  // plain copies with the biases added
+        // no norm, no rotation, unit-stride caches: plain copies with the biases added
+        if (head_scale == nullptr && rope.data == nullptr && kl.sd == 1 && vl.sd == 1) {
           for (int64_t j = 0; j < c; ++j)
             qo[j] = static_cast<scalar_t>(static_cast<float>(row[j]) + static_cast<float>(qb[j]));
           for (int64_t j = 0; j < c; ++j) ko[j] = row[C + j];
