@@ -93,8 +93,8 @@ def _near_ties(N, L, D, seed):
 
 
 @pytest.mark.parametrize("cfg,tau", [(None, 0.7), (3.0, 1.0), (2.5, 0.55)], ids=["plain", "cfg", "cfg-tau"])
-def test_greedy_is_the_argmax_of_upstreams_rounding(device, device_name, cfg, tau):
-    B, L, D = 2, 16 if device_name == "emu" else 200, 32
+def test_greedy_is_the_argmax_of_upstreams_rounding(device, cfg, tau):
+    B, L, D = 2, 200, 32
     x = _near_ties(B if cfg is None else 2 * B, L, D, seed=8)
     bits = _sample(x.to(device), cfg, tau, top_k=1, seed=9).cpu()
     pairs = ref.bit_logits(x, tau, cfg)
@@ -107,10 +107,10 @@ def test_greedy_is_the_argmax_of_upstreams_rounding(device, device_name, cfg, ta
         assert ((mix64[..., 1] > mix64[..., 0]) != (pairs[..., 1] > pairs[..., 0])).any()
 
 
-def test_greedy_ties_keep_both_bits(device, device_name):
+def test_greedy_ties_keep_both_bits(device):
     """top_k = 1 keeps every logit equal to the max (upstream's `x < topk(x, 1).min()` removal): a tied pair,
     -0 and +0 included, keeps both bits and draws them 1/2 each, as upstream's multinomial does."""
-    L = 64 if device_name == "emu" else 4000
+    L = 4000
     x = torch.tensor([0.25, 0.25, 0.0, -0.0, -0.0, 0.0, 0.5, -1.0]).expand(1, L, 8)
     bits = ops.sample_bits(x.to(device), 1.0, top_k=1, seed=10).cpu()
     assert ref.filtered_bit_probs(x[:, :1], 1.0, top_k=1).flatten().tolist() == [0.5, 0.5, 0.5, 0.0]
@@ -120,10 +120,10 @@ def test_greedy_ties_keep_both_bits(device, device_name):
 
 
 @pytest.mark.parametrize("top_p,p1", [(0.5, 1.0), (0.3, 1.0), (0.5 + 1e-6, 0.5), (0.9, 0.5)])
-def test_top_p_at_a_tie_drops_bit_0(device, device_name, top_p, p1):
+def test_top_p_at_a_tie_drops_bit_0(device, top_p, p1):
     """torch's CPU sort puts bit 0 first in a tied pair, so upstream's top-p drops it (probability 1/2 exactly)
     when 1/2 <= 1 - top_p, and keeps both otherwise; the ops do the same."""
-    L = 64 if device_name == "emu" else 2000
+    L = 2000
     x = torch.tensor([1.0, 1.0, -0.0, 0.0]).expand(1, L, 4)
     assert ref.filtered_bit_probs(x[:, :1], 1.0, top_p=top_p).flatten().tolist() == [p1, p1]
     bits = ops.sample_bits(x.to(device), 1.0, top_p=top_p, seed=11).cpu()
@@ -145,10 +145,10 @@ FREQ_CONFIGS = [  # (name, cfg, tau, top_k, top_p)
 
 
 @pytest.mark.parametrize("name,cfg,tau,top_k,top_p", FREQ_CONFIGS, ids=[c[0] for c in FREQ_CONFIGS])
-def test_frequencies_match_filtered_probabilities(device, device_name, name, cfg, tau, top_k, top_p):
+def test_frequencies_match_filtered_probabilities(device, name, cfg, tau, top_k, top_p):
     """16 pairs (probabilities from ~0 to ~1, some cut by the filters) drawn n times each (n tokens of one row,
     stride 0): each bit's frequency of 1 within 5 binomial standard deviations of the reference's p1."""
-    n = 200 if device_name == "emu" else 100_000
+    n = 100_000
     D = 16
     row = _randn(1 if cfg is None else 2, 1, 2 * D, seed=12, std=1.5)
     p1 = ref.filtered_bit_probs(row, tau, cfg, top_k, top_p).flatten()
@@ -163,9 +163,9 @@ def test_frequencies_match_filtered_probabilities(device, device_name, name, cfg
 
 # ---- 4. images, seeds, layout ----------------------------------------------------------------------------
 @pytest.mark.parametrize("cfg", [None, 2.0], ids=["plain", "cfg"])
-def test_images_are_independent_of_the_batch(device, device_name, cfg):
+def test_images_are_independent_of_the_batch(device, cfg):
     """An image's bits depend only on its logits, the seed and its global index image_offset + b."""
-    B, L, D = 5, 3 if device_name == "emu" else 20, 7
+    B, L, D = 5, 20, 7
     x = _randn(B if cfg is None else 2 * B, L, 2 * D, seed=13, device=device)
     full = _sample(x, cfg, 0.8, 0, 0.9, seed=14, image_offset=100)
     for b in range(B):
@@ -183,9 +183,9 @@ def test_tau_scales_the_logits(device):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_noncontiguous_and_low_precision_logits(device, device_name, dtype):
+def test_noncontiguous_and_low_precision_logits(device, dtype):
     """Strided logits and fp16 / bf16 inputs: the bits of the contiguous float32 upcast."""
-    B, L, D = 2, 3 if device_name == "emu" else 12, 9
+    B, L, D = 2, 12, 9
     base = _randn(2 * B, 2 * D, L + 1, seed=17, dtype=dtype, device=device)
     x = base[:, :, 1:].transpose(1, 2)  # (2B, L, 2D), stride 1 over L
     assert not x.is_contiguous()
@@ -272,8 +272,8 @@ def test_bad_arguments_raise(device):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("D", [1, 3, 4, 32, 129])
 @pytest.mark.parametrize("top_k,top_p", [(0, 0.0), (1, 0.0), (2, 0.6), (0, 0.95)])
-def test_kernel_matches_cpu(kernel_device, device_name, dtype, D, top_k, top_p):
-    B, L = (2, 3) if device_name == "emu" else (4, 256)
+def test_kernel_matches_cpu(kernel_device, dtype, D, top_k, top_p):
+    B, L = 4, 256
     x = _randn(2 * B, L, 2 * D, seed=D, std=3.0, dtype=dtype)
     cpu_ops = torch.ops.var_fast
     assert torch.equal(ops.sample_bits(x.to(kernel_device), 0.7, top_k, top_p, seed=31, image_offset=9).cpu(),
