@@ -48,6 +48,36 @@ def _ambiguous(x, cfg, tau, top_k, top_p, seed, image_offset, rel=1e-5):
     return ambiguous
 
 
+# ---- 0. the launch plan (emulated GPU) ------------------------------------------------------------------
+@pytest.mark.emu
+@pytest.mark.parametrize("branch,shape,dtype,cfg,name", [
+    # groups = B * L * ceil(D / 4) threads of 256 per block
+    ("one partial block, whole groups", (1, 3, 8), torch.float32, False, "sample_bits_kernel<float, false>"),
+    ("one partial block, partial last group (D % 4 == 3)", (2, 5, 7), torch.float16, True,
+     "sample_bits_kernel<c10::Half, true>"),
+    ("whole blocks (512 groups)", (2, 64, 16), torch.bfloat16, False, "sample_bits_kernel<c10::BFloat16, false>"),
+    ("several blocks, partial last (300 groups, D % 4 == 1)", (3, 50, 5), torch.float32, True,
+     "sample_bits_kernel<float, true>"),
+])
+def test_launch_plan_branches(emulated_gpu, branch, shape, dtype, cfg, name):
+    """Each branch of plan_sample_bits, asserted from the launch it made: the kernel variant (dtype, CFG), one
+    block of 256 threads per 256 groups of 4 bits; the bits equal the CPU op's. First in the file, so that a
+    wrong grid (which the larger cases below would emulate for minutes) fails early under -x."""
+    B, L, D = shape
+    x = _randn(2 * B if cfg else B, L, 2 * D, seed=21, dtype=dtype)
+    with emulated_gpu.recorded_launches() as launches:
+        got = _sample(x, 2.0 if cfg else None, 0.9, 1, 0.7, seed=6, image_offset=2)
+    groups = B * L * -(-D // 4)
+    (launch,) = launches
+    assert launch.name == name, branch
+    assert launch.block == 256 and launch.grid == (-(-groups // 256), 1, 1) and launch.smem == 0
+    assert (groups % 256 != 0) == ("partial" in branch.split(",")[0] or "partial last (" in branch)
+    assert (D % 4 != 0) == ("D % 4" in branch)
+    cpu = torch.ops.var_fast
+    expected = cpu.sample_cfg_bits(x, 2.0, 0.9, 1, 0.7, 6, 2) if cfg else cpu.sample_bits(x, 0.9, 1, 0.7, 6, 2)
+    assert torch.equal(got, expected)
+
+
 # ---- 1. the draw: the float64 model of the reference's filtered probabilities, bit for bit ---------------------
 SHAPES = [(1, 1, 1), (2, 5, 7), (3, 9, 32), (2, 3, 5)]  # (B, L, D): one bit, odd D, whole groups of 4, a tail
 FILTERS = [(0, 0.0), (1, 0.0), (2, 0.0), (0, 0.5), (0, 0.9), (1, 0.3), (2, 0.7)]
@@ -280,34 +310,6 @@ def test_kernel_matches_cpu(kernel_device, dtype, D, top_k, top_p):
                        cpu_ops.sample_bits(x, 0.7, top_k, top_p, 31, 9))
     assert torch.equal(ops.sample_cfg_bits(x.to(kernel_device), 3.0, 0.7, top_k, top_p, seed=31, image_offset=9).cpu(),
                        cpu_ops.sample_cfg_bits(x, 3.0, 0.7, top_k, top_p, 31, 9))
-
-
-@pytest.mark.emu
-@pytest.mark.parametrize("branch,shape,dtype,cfg,name", [
-    # groups = B * L * ceil(D / 4) threads of 256 per block
-    ("one partial block, whole groups", (1, 3, 8), torch.float32, False, "sample_bits_kernel<float, false>"),
-    ("one partial block, partial last group (D % 4 == 3)", (2, 5, 7), torch.float16, True,
-     "sample_bits_kernel<c10::Half, true>"),
-    ("whole blocks (512 groups)", (2, 64, 16), torch.bfloat16, False, "sample_bits_kernel<c10::BFloat16, false>"),
-    ("several blocks, partial last (300 groups, D % 4 == 1)", (3, 50, 5), torch.float32, True,
-     "sample_bits_kernel<float, true>"),
-])
-def test_launch_plan_branches(emulated_gpu, branch, shape, dtype, cfg, name):
-    """Each branch of plan_sample_bits, asserted from the launch it made: the kernel variant (dtype, CFG), one
-    block of 256 threads per 256 groups of 4 bits; the bits equal the CPU op's."""
-    B, L, D = shape
-    x = _randn(2 * B if cfg else B, L, 2 * D, seed=21, dtype=dtype)
-    with emulated_gpu.recorded_launches() as launches:
-        got = _sample(x, 2.0 if cfg else None, 0.9, 1, 0.7, seed=6, image_offset=2)
-    groups = B * L * -(-D // 4)
-    (launch,) = launches
-    assert launch.name == name, branch
-    assert launch.block == 256 and launch.grid == (-(-groups // 256), 1, 1) and launch.smem == 0
-    assert (groups % 256 != 0) == ("partial" in branch.split(",")[0] or "partial last (" in branch)
-    assert (D % 4 != 0) == ("D % 4" in branch)
-    cpu = torch.ops.var_fast
-    expected = cpu.sample_cfg_bits(x, 2.0, 0.9, 1, 0.7, 6, 2) if cfg else cpu.sample_bits(x, 0.9, 1, 0.7, 6, 2)
-    assert torch.equal(got, expected)
 
 
 @CUDA_ONLY
