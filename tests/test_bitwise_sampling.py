@@ -212,6 +212,12 @@ def test_tau_scales_the_logits(device):
     assert torch.equal(ops.sample_cfg_bits(x, 2.0, 0.5, seed=3), ops.sample_cfg_bits(x * 2, 2.0, 1.0, seed=3))
 
 
+def test_cfg_1_is_the_plain_op_on_the_conditional_half(device):
+    """cfg = 1: 1 * c + 0 * u == c exactly (finite u), the bits upstream draws without CFG (its cfg == 1 branch)."""
+    x = _randn(6, 10, 24, seed=27, device=device)
+    assert torch.equal(ops.sample_cfg_bits(x, 1.0, 0.7, 0, 0.9, seed=8), ops.sample_bits(x[:3], 0.7, 0, 0.9, seed=8))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_noncontiguous_and_low_precision_logits(device, dtype):
     """Strided logits and fp16 / bf16 inputs: the bits of the contiguous float32 upcast."""
