@@ -100,6 +100,19 @@ def test_bits_match_the_reference_model(device, dtype, shape, top_k, top_p, cfg,
     assert not (differ & ~ambiguous).any(), f"{int((differ & ~ambiguous).sum())} bits differ from the model"
 
 
+@pytest.mark.parametrize("seed,image_offset", [((5 << 40) | 77, (1 << 33) + 5), ((1 << 63) - 1, 0), (1 << 31, 7)],
+                         ids=["seed-hi-offset-hi", "seed-max", "seed-bit31"])
+def test_64_bit_seeds_and_image_offsets(device, seed, image_offset):
+    """Both 32-bit halves of the seed (scale_seed gives 63-bit keys) and of the image index key the draw."""
+    x = _randn(4, 6, 18, seed=28)
+    bits = ops.sample_cfg_bits(x.to(device), 2.0, 0.8, 0, 0.9, seed=seed, image_offset=image_offset).cpu()
+    expected = ref.sample_bits_philox(x, 0.8, 2.0, 0, 0.9, seed=seed, image_offset=image_offset)
+    ambiguous = _ambiguous(x, 2.0, 0.8, 0, 0.9, seed, image_offset)
+    assert not ((bits != expected) & ~ambiguous).any()
+    assert not torch.equal(bits, ops.sample_cfg_bits(x.to(device), 2.0, 0.8, 0, 0.9, seed=seed ^ (1 << 32),
+                                                     image_offset=image_offset).cpu())
+
+
 def test_the_model_is_upstreams_sampler():
     """The model's filter is upstream's (reference_sampler.sample_bits on the reshaped (B, L*D, 2) pairs): the
     same kept bits; and upstream's torch draw (sample_bits_) lands on a kept bit."""
