@@ -48,6 +48,8 @@ FAMILIES = {
                   ["tests/test_attention.py", "tests/test_attention_edges.py"]),
     "adaln": ([f"{INCLUDE}/adaln.cuh", f"{INCLUDE}/adaln_launch.h"],
               ["tests/test_adaln_modulate.py", "tests/test_gated_residual.py", "tests/test_adaln_edges.py"]),
+    "bitwise_sampling": ([f"{INCLUDE}/bitwise_sampling.cuh", f"{INCLUDE}/bitwise_sampling_launch.h"],
+                         ["tests/test_bitwise_sampling.py"]),
 }
 
 
@@ -58,6 +60,7 @@ SANITIZER_CASES = {
     "quant": ["nearest", "area", "bicubic", "phi", "sampler_step", "encode"],
     "attention": ["attention", "qkv"],
     "adaln": ["adaln", "gated"],
+    "bitwise_sampling": ["bits_"],
 }
 
 
@@ -65,7 +68,8 @@ SANITIZER_CASES = {
 # the first four were killed in full runs. An id that no longer matches (its line was edited) is replaced
 # by the next sampled mutant of its family.
 SMOKE_IDS = {"sampling-9c7951a2", "quant-4da382fc", "adaln-5cb698da", "adaln-3d93f869",
-             "sampling-ebbeadd4", "quant-7763df5d", "attention-8670ee29", "attention-cfa1af7a"}
+             "sampling-ebbeadd4", "quant-7763df5d", "attention-8670ee29", "attention-cfa1af7a",
+             "bitwise_sampling-aab22e58", "bitwise_sampling-df971e94"}
 
 
 # ---- the mutation operators --------------------------------------------------------------------------

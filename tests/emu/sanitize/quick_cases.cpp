@@ -118,6 +118,33 @@ std::vector<Tensor> sample_cfg_greedy() {
   return {tok};
 }
 
+// ---- bitwise sampling (Infinity) ------------------------------------------------------------------------
+void expect_bits(const Tensor& bits, at::IntArrayRef shape, const char* what) {
+  TORCH_CHECK(bits.scalar_type() == at::kLong && bits.sizes() == shape, what, ": bits must be int64 of shape ", shape,
+              ", got ", bits.scalar_type(), " ", bits.sizes());
+  TORCH_CHECK(bits.ge(0).all().item<bool>() && bits.le(1).all().item<bool>(), what, ": bits outside {0, 1}");
+}
+
+// D = 7 (a partial last group of 4 bits), tau and top-p, one partial block, no status.
+std::vector<Tensor> bits_plain_odd_d() {
+  const Tensor bits = call1("sample_bits", {randn({3, 5, 14}) * 2, 0.8, int64_t{0}, 0.9, int64_t{7}, int64_t{2}, kNone});
+  expect_bits(bits, {3, 5, 7}, "sample_bits");
+  return {bits};
+}
+
+// cfg = 1 (the conditional half), greedy: the larger logit of each pair; 1120 groups (5 blocks, the last partial).
+std::vector<Tensor> bits_cfg_greedy() {
+  const Tensor logits = randn({4, 70, 64});
+  const Tensor status = status_word();
+  const Tensor bits =
+      call1("sample_cfg_bits", {logits, 1.0, 1.0, int64_t{1}, 0.0, int64_t{3}, int64_t{0}, status});
+  const Tensor pairs = logits.slice(0, 0, 2).reshape({2, 70, 32, 2});
+  expect_bits(bits, {2, 70, 32}, "sample_cfg_bits");
+  TORCH_CHECK(bits.equal(pairs.select(-1, 1).gt(pairs.select(-1, 0)).to(at::kLong)), "greedy bits are not the argmax");
+  TORCH_CHECK(status.item<int>() == 0, "status flags ", status.item<int>());
+  return {bits, status};
+}
+
 // ---- AdaLN ----------------------------------------------------------------------------------------------
 Tensor modulate_reference(const Tensor& x, const Tensor& scale, const Tensor& shift) {
   const Tensor xf = x.to(at::kFloat);
@@ -361,6 +388,8 @@ const std::vector<Case> kCases = {
     {"encode_three_scales", encode_three_scales},
     {"encode_odd_sizes_single_code", encode_odd_sizes_single_code},
     {"check_status_flags", check_status_flags},
+    {"bits_plain_odd_d", bits_plain_odd_d},
+    {"bits_cfg_greedy", bits_cfg_greedy},
 };
 
 }  // namespace
