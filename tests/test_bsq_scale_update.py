@@ -214,6 +214,7 @@ def test_argument_errors(device):
         ((bits, summed, 0, 2, False), "next_h and next_w must both be >= 1, or both 0"),
         ((bits, summed, -1, -1, False), "next_h and next_w must both be >= 1, or both 0"),
         ((torch.randint(0, 2, (2, 2, 2, 16), device=device), summed, 3, 2, True), "even sides"),
+        ((bits, summed[:, :, :1].expand(2, 4, 4, 4), 2, 2, False), "must not have overlapping elements"),
     ]
     for args, msg in cases:
         with pytest.raises(RuntimeError, match=msg):
@@ -269,3 +270,73 @@ def test_opcheck(device, device_name, nh, patchify):
                               test_utils=("test_schema", "test_autograd_registration"))
     else:
         torch.library.opcheck(torch.ops.var_fast.bsq_scale_update.default, (bits, summed, nh, nh, patchify))
+
+
+# ---- launch plan on the emulated GPU: every branch --------------------------------------------------------------
+def _launch_case(B, h, w, d, H, W, nh, nw, patchify, layout="contiguous"):
+    bits, summed = _case(B, h, w, d, H, W, patchify, seed=11)
+    if layout == "channels_last":
+        summed = summed.contiguous(memory_format=torch.channels_last)
+    return bits, summed
+
+
+# branch -> (case, device, update kernel, update grid, next grid or None)
+PLAN_BRANCHES = {
+    # one element per thread: ceil(2*8*9*9 / 256) = 6 blocks; the next input 2*8*4*4 / 256 -> 1 block
+    "update+next, column-fastest": (dict(B=2, h=3, w=3, d=8, H=9, W=9, nh=4, nw=4, patchify=False), "h100",
+                                    "bsq_update_kernel<false>", 6, 1),
+    # channels-last summed codes: the update walks the channel fastest
+    "update+next, channel-fastest": (dict(B=2, h=3, w=3, d=8, H=9, W=9, nh=4, nw=4, patchify=False,
+                                          layout="channels_last"), "h100", "bsq_update_kernel<true>", 6, 1),
+    # last scale: the next-input kernel is not launched
+    "last scale, update only": (dict(B=1, h=2, w=2, d=4, H=4, W=4, nh=0, nw=0, patchify=True), "h100",
+                                "bsq_update_kernel<false>", 1, None),
+    # more bits than summed elements (a downsampling grid): the update covers every bit for the range check
+    "bits outnumber summed": (dict(B=1, h=20, w=20, d=4, H=3, W=3, nh=2, nw=2, patchify=False), "h100",
+                              "bsq_update_kernel<false>", 7, 1),
+    # grid capped at 8 blocks per SM (t4: 40 SMs -> 320 blocks): threads loop over the rest
+    "grid-stride, capped": (dict(B=1, h=4, w=4, d=24, H=60, W=60, nh=48, nw=48, patchify=False), "t4",
+                            "bsq_update_kernel<false>", 320, 216),
+}
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("branch", list(PLAN_BRANCHES))
+def test_launch_plan_branches(emulated_gpu, branch):
+    case, gpu, update_kernel, update_grid, next_grid = PLAN_BRANCHES[branch]
+    layout = case.pop("layout", "contiguous")
+    bits, summed = _launch_case(**case, layout=layout)
+    case["layout"] = layout
+    description = emulated_gpu.T4 if gpu == "t4" else emulated_gpu.BY_NAME[gpu]
+    s_ref = summed.clone()
+    n_ref = ref.bsq_scale_update(bits, s_ref, case["nh"], case["nw"], case["patchify"])
+    with emulated_gpu.described_as(description):
+        with emulated_gpu.recorded_launches() as launches:
+            got = ops.bsq_scale_update(bits, summed, case["nh"], case["nw"], case["patchify"])
+    names = [launch.name for launch in launches]
+    expected = [update_kernel] + (["bsq_next_kernel"] if next_grid is not None else [])
+    assert names == expected, names
+    assert launches[0].grid == (update_grid, 1, 1) and launches[0].block == 256
+    if next_grid is not None:
+        assert launches[1].grid == (next_grid, 1, 1)
+        assert torch.equal(got, n_ref)
+    assert torch.equal(summed, s_ref)
+
+
+# ---- CUDA graph capture on the emulated GPU ---------------------------------------------------------------------
+@pytest.mark.emu
+def test_with_status_never_waits_under_capture(emulated_gpu):
+    """With a status word the op neither reads the device nor waits for it (the emulated capture fails on
+    either), and flags bad bits there; without one it refuses before any launch."""
+    bad, good, summed = _bad_bits("cpu")
+    status, plain = ops.new_status("cpu"), summed.clone()
+    with emulated_gpu.emulated_capture():
+        got = ops.bsq_scale_update(good, summed, 2, 2, False, status=status)
+        ops.bsq_scale_update(bad, summed.clone(), 0, 0, False, status=status)
+        with emulated_gpu.recorded_launches() as launches:
+            with pytest.raises(RuntimeError, match="bsq_scale_update: under CUDA graph capture, pass a status tensor"):
+                ops.bsq_scale_update(good, summed.clone(), 2, 2, False)
+    assert launches == []
+    assert torch.equal(got, ops.bsq_scale_update(good, plain, 2, 2, False)) and torch.equal(summed, plain)
+    with pytest.raises(RuntimeError, match="bits must be 0 or 1"):
+        ops.check_status(status, 0)

@@ -2,6 +2,7 @@
 // the code value of a bit, the output shape and which arithmetic of torch's CPU interpolation to follow.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Version.h>
 #include <ATen/ops/ones.h>
 #include <c10/util/Exception.h>
@@ -36,6 +37,9 @@ inline Shape check_args(const at::Tensor& bits, const at::Tensor& summed_codes, 
   TORCH_CHECK(summed_codes.scalar_type() == at::kFloat, op, ": summed_codes must be float32, got ",
               summed_codes.scalar_type());
   VF_CHECK_DEVICE(bits, summed_codes.device());
+  TORCH_CHECK(at::has_internal_overlap(summed_codes) != at::MemOverlap::Yes, op,
+              ": summed_codes is updated in place and must not have overlapping elements (e.g. an expand()ed "
+              "tensor), got strides ", summed_codes.strides());
   Shape s{};
   s.patchify = patchify;
   s.B = bits.size(0), s.h = bits.size(1), s.w = bits.size(2), s.D = bits.size(3);
