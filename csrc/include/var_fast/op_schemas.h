@@ -65,7 +65,7 @@ inline void define_ops(torch::Library& m) {
   m.def("bsq_scale_update(Tensor bits, Tensor(a!) summed_codes, int next_h, int next_w, bool patchify, Tensor(b!)? status=None) -> Tensor");
 
   // ---- device-side errors ----
-  // Raises the error of the flags in status (sampling and quant_sampler_step); vocab_size for the message.
+  // Raises the error of the flags in status (sampling, quant_sampler_step, bsq_scale_update); vocab_size for the message.
   m.def("check_status(Tensor status, int vocab_size) -> ()");
 }
 
