@@ -1,7 +1,7 @@
 // Errors found on the device, reported without a host round trip: the sampling op, the quantizer's
 // sampler step and bsq_scale_update OR flags into a caller-provided int32 `status` tensor of one
-// element, and the caller checks it once (op check_status), e.g. after the last scale of a batch, with the messages the ops
-// would have raised themselves.
+// element, and the caller checks it once (op check_status), e.g. after the last scale of a batch,
+// with the messages the ops would have raised themselves.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
