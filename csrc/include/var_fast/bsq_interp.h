@@ -21,12 +21,14 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef VAR_FAST_HOST_DEVICE
+// Always inlined: the CPU op's FMA variant is compiled for the FMA instruction set (target attribute), and
+// only code inlined into it gets the instruction instead of a call to libm's fma.
 #if defined(__CUDACC__)
-#define VAR_FAST_HOST_DEVICE __host__ __device__ __forceinline__
+#define VF_BSQ_INLINE __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define VF_BSQ_INLINE inline __attribute__((always_inline))
 #else
-#define VAR_FAST_HOST_DEVICE inline
-#endif
+#define VF_BSQ_INLINE inline
 #endif
 
 namespace var_fast::bsq {
@@ -41,28 +43,28 @@ struct Formula {
 };
 
 // Each operation rounded on its own (no contraction: the host build uses -ffp-contract=off).
-VAR_FAST_HOST_DEVICE float mul_rn(float a, float b) {
+VF_BSQ_INLINE float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-VAR_FAST_HOST_DEVICE float add_rn(float a, float b) {
+VF_BSQ_INLINE float add_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-VAR_FAST_HOST_DEVICE float sub_rn(float a, float b) {
+VF_BSQ_INLINE float sub_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fsub_rn(a, b);
 #else
   return a - b;
 #endif
 }
-VAR_FAST_HOST_DEVICE float div_rn(float a, float b) {
+VF_BSQ_INLINE float div_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fdiv_rn(a, b);
 #else
@@ -70,7 +72,7 @@ VAR_FAST_HOST_DEVICE float div_rn(float a, float b) {
 #endif
 }
 // a * b + c, fused (one rounding) or not (two).
-VAR_FAST_HOST_DEVICE float mul_add(float a, float b, float c, bool fused) {
+VF_BSQ_INLINE float mul_add(float a, float b, float c, bool fused) {
 #if defined(__CUDA_ARCH__)
   return fused ? __fmaf_rn(a, b, c) : __fadd_rn(__fmul_rn(a, b), c);
 #else
@@ -84,7 +86,7 @@ struct Axis {
   float l0, l1;
 };
 
-VAR_FAST_HOST_DEVICE Axis axis(int64_t in, int64_t out, int64_t o, bool fused) {
+VF_BSQ_INLINE Axis axis(int64_t in, int64_t out, int64_t o, bool fused) {
   if (in == out) return Axis{o, o, 1.0f, 0.0f};
   const float scale = div_rn(static_cast<float>(in), static_cast<float>(out));
   float src = mul_add(scale, add_rn(static_cast<float>(o), 0.5f), -0.5f, fused);
@@ -101,13 +103,13 @@ struct Weights {
   float w00, w01, w10, w11;
 };
 
-VAR_FAST_HOST_DEVICE Weights weights(const Axis& ay, const Axis& ax) {
+VF_BSQ_INLINE Weights weights(const Axis& ay, const Axis& ax) {
   return Weights{mul_rn(ay.l0, ax.l0), mul_rn(ay.l0, ax.l1), mul_rn(ay.l1, ax.l0), mul_rn(ay.l1, ax.l1)};
 }
 
 // The interpolated value of channel c of C from the four source values t_yx (y: ay.i0 / ay.i1, x: ax.i0 /
 // ax.i1) as torch's CPU kernel for C channels computes it.
-VAR_FAST_HOST_DEVICE float combine(float t00, float t01, float t10, float t11, const Axis& ay, const Axis& ax,
+VF_BSQ_INLINE float combine(float t00, float t01, float t10, float t11, const Axis& ay, const Axis& ax,
                                    const Weights& w, int64_t c, int64_t C, bool fused) {
   if (C <= kGenericMaxChannels) {
     const float a = mul_add(t00, ax.l0, mul_rn(t01, ax.l1), fused);
