@@ -1,10 +1,10 @@
 """The four Infinity-specific steps of the fast loop (var_fast/infinity/fast_sampler.py), in one place.
 
 Each function has the signature of the native op agreed in INFINITY_FAST_PLAN.md (issue 24): the QKV epilogue
-with RoPE (ops.qkv_to_cache) and the bit draws (ops.sample_bits / ops.sample_cfg_bits) call the ops. Where the op
-is not in this tree yet (the BSQ update, the batched cross-attention), the function computes the op's reference
-formula in plain PyTorch (the formulas of reference_sampler.py's loop); switching to the op is the one line
-marked ``NATIVE``.
+with RoPE (ops.qkv_to_cache) and the bit draws (ops.sample_bits / ops.sample_cfg_bits) call the ops, the
+cross-attention var_fast/infinity/fast_cross_attention.py. Where the op is not in this tree yet (the BSQ update),
+the function computes the op's reference formula in plain PyTorch (the formulas of reference_sampler.py's loop);
+switching to the op is the one line marked ``NATIVE``.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
+from .fast_cross_attention import TextKV, attend, choose_variant
 
 
 # ---- self-attention: QKV epilogue with RoPE into the KV cache (s3-rope: ops.qkv_to_cache(..., rope=)) -----------
@@ -26,28 +27,16 @@ def qkv_to_cache(qkv: torch.Tensor, q_bias: torch.Tensor, v_bias: torch.Tensor, 
 
 
 # ---- cross-attention to the text (s3-rope: var_fast/infinity/fast_cross_attention.py) -------------------------
-def prepare_text_kv(k: torch.Tensor, v: torch.Tensor, lens: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+def prepare_text_kv(k: torch.Tensor, v: torch.Tensor, lens: Sequence[int]) -> TextKV:
     """Projected text keys/values (sum(lens), H, c) of one block -> what ``cross_attention`` takes, once per
-    call: rounded to bfloat16 (as upstream's float32 call into flash attention rounds them) and back."""
-    return k.to(torch.bfloat16).float(), v.to(torch.bfloat16).float()
+    call: rounded to bfloat16 (as upstream's float32 call into flash attention rounds them), padded per prompt."""
+    return TextKV.from_compact(k, v, lens)
 
 
-def cross_attention(q: torch.Tensor, text_kv: Tuple[torch.Tensor, torch.Tensor], lens: Sequence[int],
-                    scale: float) -> torch.Tensor:
-    """q (N, L, H, c) of N image rows, text_kv from ``prepare_text_kv`` (row i attends to prompt i's lens[i]
-    tokens) -> (N, L, H*c) float32, rounded to bfloat16 as blocks.varlen_attention."""
-    k, v = text_kv
-    N, L, H, c = q.shape
-    q = q.to(torch.bfloat16).float()
-    out = []
-    start = 0
-    for i, n in enumerate(lens):
-        qi = q[i].transpose(0, 1).unsqueeze(0)                        # 1, H, L, c
-        ki = k[start:start + n].transpose(0, 1).unsqueeze(0)
-        vi = v[start:start + n].transpose(0, 1).unsqueeze(0)
-        out.append(F.scaled_dot_product_attention(qi, ki, vi, scale=scale)[0].transpose(0, 1))
-        start += n
-    return torch.stack(out, 0).to(torch.bfloat16).float().reshape(N, L, H * c)
+def cross_attention(q: torch.Tensor, text_kv: TextKV, scale: float) -> torch.Tensor:
+    """q (N, L, C) projected queries of N image rows (row i attends to prompt i's tokens) -> (N, L, C) float32,
+    bfloat16 values as blocks.varlen_attention."""
+    return attend(q, text_kv, scale, choose_variant(q.device))
 
 
 # ---- bitwise sampling (s3-bitwise: ops.sample_bits / ops.sample_cfg_bits) --------------------------------------

@@ -29,6 +29,7 @@ from ..fast_sampler import FastSampler, scale_seed
 from . import fast_ops
 from .blocks import MAX_SCALE_MUL, CrossAttnBlock, ada_norm
 from .bsq_vae import BSQVAE
+from .fast_cross_attention import TextKV
 from .reference_sampler import InfinityOutput, _insertion_layers, _per_scale, _validate
 from .rope2d import rope_cache
 from .schedules import full_grid_of
@@ -122,11 +123,11 @@ class InfinityFastSampler:
             o = o.transpose(1, 2).reshape(N, L, C)
         return self._lin(lin.sa_proj, o).float()
 
-    def _cross_attention(self, i: int, x, text_kv, lens) -> torch.Tensor:
+    def _cross_attention(self, i: int, x, text_kv) -> torch.Tensor:
         block, lin = self.blocks[i], self.linears[i]
         N, L, C = x.shape
-        q = self._lin(lin.ca_q, block.ca_norm(x)).float().view(N, L, self.H, self.c)
-        o = fast_ops.cross_attention(q, text_kv[i], lens, block.ca.scale)
+        q = self._lin(lin.ca_q, block.ca_norm(x)).float()
+        o = fast_ops.cross_attention(q, text_kv[i], block.ca.scale)
         return self._lin(lin.ca_proj, o).float()
 
     def _ffn(self, i: int, h) -> torch.Tensor:
@@ -162,7 +163,7 @@ class InfinityFastSampler:
                     x = x + lvl
                 h = self._modulate(x, s1, sh1, block.eps)
             x = ops.gated_residual(x, self._self_attention(i, h, caches[i], offset, rope_si), g1)
-            x, h = self._residual_modulate(x, self._cross_attention(i, x, cond.text_kv, cond.lens),
+            x, h = self._residual_modulate(x, self._cross_attention(i, x, cond.text_kv),
                                            cond.ca_gammas[i], s2, sh2, block.eps)
             y = self._ffn(i, h)
             boundary = (mixing and i in cfg_layers) or (i < last and (i + 1) in self.level_layers)
@@ -283,7 +284,8 @@ class ScaleCondition:
         self.lens, self.ca_gammas = list(lens), ca_gammas
 
     def tensors(self) -> List[torch.Tensor]:
-        flat = [self.cond_BD] + [t for m in self.mods for t in m] + [t for kv in self.text_kv for t in kv]
+        flat = [self.cond_BD] + [t for m in self.mods for t in m] + [t for kv in self.text_kv
+                                                                     for t in (kv.k, kv.v, kv.key_mask)]
         flat += list(self.ca_gammas) + (list(self.head) if self.head is not None else [])
         return flat
 
@@ -292,7 +294,7 @@ class ScaleCondition:
         it = iter(tensors)
         cond_BD = next(it)
         mods = [tuple(next(it) for _ in m) for m in self.mods]
-        text_kv = [(next(it), next(it)) for _ in self.text_kv]
+        text_kv = [TextKV(next(it), next(it), next(it), kv.lens) for kv in self.text_kv]
         ca_gammas = [next(it) for _ in self.ca_gammas]
         head = None if self.head is None else (next(it), next(it))
         return ScaleCondition(cond_BD, mods, head, text_kv, self.lens, ca_gammas)
