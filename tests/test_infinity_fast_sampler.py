@@ -64,12 +64,14 @@ def test_greedy_golden_cases(golden_models, device, name):
 @pytest.mark.parametrize("name", BATCH_CASES)
 def test_greedy_matches_reference_on_every_golden_setting(golden_models, name):
     """Every golden case's settings (negative prompts, learned unconditional embedding, CFG on the logits and at
-    a layer, per-scale cfg/tau, batches, aspect ratios, patchify) with top_k=1: the reference's bits."""
+    a layer, per-scale cfg/tau, batches, aspect ratios, patchify) with top_k=1: the reference's bits (on the first
+    6 of the 7 scales: the last one holds most of the time, and the full schedules are checked above)."""
     case = golden.case(name)
     model, vae = golden_models[case["model"]]
-    cond, sched = _text(case["cond"]), golden.schedule(case)
-    ref = infer_reference(model, vae, cond, sched, seed=0, decode=False, **_args(case, top_k=1))
-    fast = InfinityFastSampler(model, vae).sample(cond, sched, seed=5, decode=False, **_args(case, top_k=1))
+    cond, sched = _text(case["cond"]), golden.schedule(case)[:6]
+    kw = _args(case, top_k=1, cfg_list=case["cfg_list"][:6], tau_list=case["tau_list"][:6])
+    ref = infer_reference(model, vae, cond, sched, seed=0, decode=False, **kw)
+    fast = InfinityFastSampler(model, vae).sample(cond, sched, seed=5, decode=False, **kw)
     _assert_same_bits(fast, ref)
     assert torch.equal(fast.summed_codes, ref.summed_codes)
 
@@ -118,7 +120,7 @@ def tiny():
     return make_models("2b")
 
 
-def test_image_independent_of_its_batch(tiny):
+def test_image_independent_of_its_batch(tiny, device):
     model, vae = tiny
     sampler = InfinityFastSampler(model, vae)
     cond = random_text([3, 5, 4], seed=2)
@@ -193,7 +195,7 @@ def test_bad_dtype_raises(tiny):
         InfinityFastSampler(*tiny, dtype=torch.int32)
 
 
-def test_nan_logits_reported_after_the_loop(tiny, monkeypatch):
+def test_nan_logits_reported_after_the_loop(device, monkeypatch):
     """NaN logits do not stop the loop (nothing waits for the device): the status word raises after the last scale."""
     model, vae = make_models("2b")
     with torch.no_grad():
