@@ -153,6 +153,20 @@ def quant_encode(f: torch.Tensor, codebook: torch.Tensor, phi_weights: torch.Ten
                                [int(p) for p in patch_nums])
 
 
+# ---- Infinity: BSQ per-scale update ------------------------------------------------------------------------
+def bsq_scale_update(bits: torch.Tensor, summed_codes: torch.Tensor, next_h: int, next_w: int, patchify: bool,
+                     status: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One scale of Infinity's sampler after its bits: add the codes of ``bits`` (B, h, w, D) int64, interpolated
+    (trilinear) to the grid of ``summed_codes`` (B, d, H, W) float32, into summed_codes (in place), and return
+    summed_codes interpolated to the next scale's VAE grid (next_h, next_w) as the transformer's next input
+    (B, L, d), or (B, L, 4d) with ``patchify`` (bits then hold 2 x 2 VAE cells: D = 4d); an empty tensor when
+    next_h == 0 (last scale). Equals var_fast.reference.bsq.bsq_scale_update (torch's CPU arithmetic).
+
+    Bits outside {0, 1} raise; with ``status`` they set its flag instead (summed_codes is then unspecified).
+    Under CUDA graph capture ``status`` is required (without it the op refuses: its bit check would wait)."""
+    return _ops().bsq_scale_update(bits, summed_codes, int(next_h), int(next_w), bool(patchify), status)
+
+
 # ---- errors found on the device ---------------------------------------------------------------------------
 def new_status(device) -> torch.Tensor:
     """A cleared status word for the ``status=`` argument of the sampling ops and quant_sampler_step."""

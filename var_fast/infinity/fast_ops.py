@@ -1,16 +1,14 @@
 """The four Infinity-specific steps of the fast loop (var_fast/infinity/fast_sampler.py), in one place.
 
-Each function has the signature of the native op agreed in INFINITY_FAST_PLAN.md (issue 24): the QKV epilogue
-with RoPE (ops.qkv_to_cache) and the bit draws (ops.sample_bits / ops.sample_cfg_bits) call the ops, the
-cross-attention var_fast/infinity/fast_cross_attention.py. Where the op is not in this tree yet (the BSQ update),
-the function computes the op's reference formula in plain PyTorch (the formulas of reference_sampler.py's loop);
-switching to the op is the one line marked ``NATIVE``.
+Each function has the signature of the native op agreed in INFINITY_FAST_PLAN.md (issue 24) and calls it: the
+QKV epilogue with RoPE (ops.qkv_to_cache), the bit draws (ops.sample_bits / ops.sample_cfg_bits), the BSQ update
+(ops.bsq_scale_update); the cross-attention is var_fast/infinity/fast_cross_attention.py. The loop calls these
+names only, so a replacement (another kernel, a reference formula while debugging) is one line here.
 """
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -57,26 +55,8 @@ def sample_cfg_bits(logits: torch.Tensor, cfg: float, tau: float, top_k: int = 0
 def bsq_scale_update(bits: torch.Tensor, summed_codes: torch.Tensor, next_h: int, next_w: int, patchify: bool,
                      status: Optional[torch.Tensor] = None) -> torch.Tensor:
     """bits (B, h, w, D) -> codes added into summed_codes (B, d, H, W) in place; returns the next scale's
-    transformer input (B, next_h * next_w, d or 4d) (empty when next_h == 0)."""
-    # NATIVE: return ops.bsq_scale_update(bits, summed_codes, next_h, next_w, patchify, status)
-    if status is None and bool(((bits != 0) & (bits != 1)).any()):  # with status: the loop's bits are 0/1 already
-        raise RuntimeError("bsq_scale_update: bits outside {0, 1}")
-    B, d, H, W = summed_codes.shape
-    if patchify:
-        bits = F.pixel_shuffle(bits.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
-    s = 1 / np.sqrt(d)  # BSQ.codebook_scale: a numpy float64, as upstream
-    codes = F.normalize(bits.unsqueeze(1) * s * 2 - s, dim=-1).movedim(-1, 1)   # (B, d, 1, h', w')
-    grid = summed_codes.unsqueeze(2)
-    if codes.shape[-2:] != (H, W):
-        codes = F.interpolate(codes, size=(1, H, W), mode="trilinear")
-    grid += codes
-    if not next_h:
-        return summed_codes.new_empty(0)
-    vh, vw = (2 * next_h, 2 * next_w) if patchify else (next_h, next_w)
-    nxt = F.interpolate(grid, size=(1, vh, vw), mode="trilinear").squeeze(-3)
-    if patchify:
-        nxt = F.pixel_unshuffle(nxt, 2)
-    return nxt.reshape(*nxt.shape[:2], -1).permute(0, 2, 1)
+    transformer input (B, L, d or 4d) on the next scale's VAE grid next_h x next_w (empty when next_h == 0)."""
+    return ops.bsq_scale_update(bits, summed_codes, next_h, next_w, patchify, status)
 
 
 def scale_bits_layout(bits: torch.Tensor, h: int, w: int, patchify: bool) -> torch.Tensor:

@@ -11,7 +11,7 @@ What differs from the reference loop (exact in float32 except the random stream)
 - the QKV epilogue (bias, cosine normalisation, query scale, RoPE, cache write) is one step, the bits of a
   scale are drawn (CFG mix, 1/tau, top-k/top-p, draw) by one step keyed by (seed, scale, image index) so an
   image does not depend on its batch, and the BSQ update (codes, upsample, accumulate, next input) is one step
-  (var_fast/infinity/fast_ops.py: the native ops, or their reference formulas until those land);
+  (native ops, reached through var_fast/infinity/fast_ops.py);
 - on CUDA each scale's transformer pass (its input embedding, every block, the head) is a CUDA graph
   replayed with static buffers; nothing in the loop waits for the device: bad logits and bits set flags in a
   status word checked once after the last scale.
@@ -250,6 +250,8 @@ class InfinityFastSampler:
                 bits = fast_ops.sample_bits(logits, taus[si], top_k, top_p, key, image_offset, status)
             grid = bits.reshape(B, h, w, -1)
             nh, nw = schedule[si + 1][1:] if si + 1 < len(schedule) else (0, 0)
+            if patchify:  # the op takes the next scale's VAE grid
+                nh, nw = 2 * nh, 2 * nw
             nxt = fast_ops.bsq_scale_update(grid, summed, nh, nw, patchify, status)
             bits_out.append(fast_ops.scale_bits_layout(bits, h, w, patchify))
             offset += h * w

@@ -98,6 +98,15 @@ def _(f, codebook, phi_weights, phi_biases, phi_index, ratio, patch_nums):
     return [f.new_empty((f.shape[0], pn * pn), dtype=torch.int64) for pn in patch_nums]
 
 
+@_register("bsq_scale_update")
+def _(bits, summed_codes, next_h, next_w, patchify, status=None):
+    if next_h == 0:
+        return summed_codes.new_empty((0,))
+    if patchify:
+        return summed_codes.new_empty((bits.shape[0], (next_h // 2) * (next_w // 2), 4 * summed_codes.shape[1]))
+    return summed_codes.new_empty((bits.shape[0], next_h * next_w, summed_codes.shape[1]))
+
+
 @_register("check_status")
 def _(status, vocab_size):
     return None

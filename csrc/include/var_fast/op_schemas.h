@@ -63,6 +63,16 @@ inline void define_ops(torch::Library& m) {
   // phi_biases (K, C); scale si uses Phi number phi_index[si].
   m.def("quant_encode(Tensor f, Tensor codebook, Tensor phi_weights, Tensor phi_biases, int[] phi_index, float ratio, int[] patch_nums) -> Tensor[]");
 
+  // ---- Infinity: BSQ per-scale update ----
+  // bits (B, h, w, D) int64 in {0, 1} of one scale (D = d, or 4d with patchify: pixel_shuffle(2) to the
+  // (2h, 2w) VAE grid) -> codes +-c (BSQ.bits_to_codes: F.normalize(bits * s * 2 - s), s = 1/sqrt(d)) ->
+  // trilinear (t = 1, align_corners=False) to summed_codes' (H, W) -> summed_codes (B, d, H, W) float32
+  // += (in place) -> returns summed_codes trilinear to the next VAE grid (next_h, next_w), pixel_unshuffle(2)
+  // with patchify, as (B, L_next, d or 4d) float32; an empty tensor when next_h == 0 (last scale). torch's
+  // CPU interpolation arithmetic (var_fast/bsq_interp.h). Bits outside {0, 1} raise, or with `status`, set
+  // its kBitOutOfRange flag (and read as 0).
+  m.def("bsq_scale_update(Tensor bits, Tensor(a!) summed_codes, int next_h, int next_w, bool patchify, Tensor(b!)? status=None) -> Tensor");
+
   // ---- device-side errors ----
   // Raises the error of the flags in status (sampling and quant_sampler_step); vocab_size for the message.
   m.def("check_status(Tensor status, int vocab_size) -> ()");

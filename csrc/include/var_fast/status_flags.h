@@ -15,6 +15,7 @@ constexpr int kSamplePosInf = 2;       // ... +inf
 constexpr int kSampleAllNegInf = 4;    // a row is all -inf
 constexpr int kSampleCfg = 8;          // the flags above came from sample_cfg_top_k_top_p
 constexpr int kTokenOutOfRange = 16;   // quant_sampler_step got a token outside [0, V)
+constexpr int kBitOutOfRange = 32;     // bsq_scale_update got a bit outside {0, 1}
 
 // The sampling flags above came from sample_bits (or, with kSampleCfg, sample_cfg_bits): a pair of bit logits.
 constexpr int kSampleBits = 256;
@@ -41,6 +42,7 @@ inline void raise_for_flags(int flags, int64_t vocab_size) {
   TORCH_CHECK(!(flags & kSampleAllNegInf), op, ": ", row, " is all -inf", where, ": nothing can be sampled");
   TORCH_CHECK(!(flags & kTokenOutOfRange),
               "quant_sampler_step: token out of range: tokens must lie in [0, V) with V = ", vocab_size);
+  TORCH_CHECK(!(flags & kBitOutOfRange), "bsq_scale_update: bits must be 0 or 1, got a value outside {0, 1}");
 }
 
 // The check_status op: one read of the flags (a device-to-host copy for CUDA tensors).

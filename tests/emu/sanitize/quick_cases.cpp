@@ -336,6 +336,46 @@ std::vector<Tensor> encode_case(int64_t B, int64_t C, int64_t V, std::vector<int
 std::vector<Tensor> encode_three_scales() { return encode_case(1, 8, 40, {1, 3, 6}, {0, 1, 1}, 2); }
 std::vector<Tensor> encode_odd_sizes_single_code() { return encode_case(2, 3, 1, {1, 2, 5}, {0, 0, 0}, 1); }
 
+// ---- bsq_scale_update ----------------------------------------------------------------------------------------
+// The codes of bits (B, h, w, d) trilinear to (H, W) with ATen (BSQ.bits_to_codes + F.interpolate).
+Tensor bsq_codes_up(const Tensor& bits, int64_t H, int64_t W) {
+  const double s = 1.0 / std::sqrt(static_cast<double>(bits.size(-1)));
+  Tensor codes = bits.mul(s).mul(2).sub(s);
+  codes = codes / codes.norm(2, {-1}, true).clamp_min(1e-12);
+  return at::upsample_trilinear3d(codes.unsqueeze(1).movedim(-1, 1), {1, H, W}, false).squeeze(2);
+}
+
+// d = 12 (8 channels of the vectorised formula, 4 of the tail), contiguous summed codes, a next input.
+std::vector<Tensor> bsq_representative() {
+  const int64_t B = 2, h = 3, w = 2, d = 12, H = 7, W = 5;
+  const Tensor bits = at::randint(2, {B, h, w, d}, opts(at::kLong));
+  const Tensor summed = randn({B, d, H, W}), before = summed.clone();
+  const Tensor next = call1("bsq_scale_update", {bits, summed, int64_t{4}, int64_t{3}, false, kNone});
+  TORCH_CHECK(next.sizes() == at::IntArrayRef({B, 12, d}), "bsq_scale_update next shape ", next.sizes());
+  expect_close(summed, before + bsq_codes_up(bits, H, W), 1e-5, "bsq_scale_update summed_codes");
+  expect_close(next, at::upsample_trilinear3d(summed.unsqueeze(2), {1, 4, 3}, false).squeeze(2).flatten(2).transpose(1, 2),
+               1e-5, "bsq_scale_update next");
+  return {summed, next};
+}
+
+// Patchify, d = 3 (the generic formula), channels-last summed codes (channel-fastest update), last scale
+// with a status word: valid bits leave it 0, a bit 2 sets kBitOutOfRange (32).
+std::vector<Tensor> bsq_patchify_last_with_status() {
+  const int64_t B = 1, h = 2, w = 3, d = 3;
+  const Tensor bits = at::randint(2, {B, h, w, 4 * d}, opts(at::kLong));
+  const Tensor summed = randn({B, d, 2 * h, 2 * w}).contiguous(at::MemoryFormat::ChannelsLast), status = status_word();
+  const Tensor next = call1("bsq_scale_update", {bits, summed, int64_t{0}, int64_t{0}, true, status});
+  TORCH_CHECK(next.numel() == 0, "last scale must return an empty tensor");
+  TORCH_CHECK(status.item<int>() == 0, "status flags ", status.item<int>());
+  expect_finite(summed, "bsq_scale_update summed_codes");
+  Tensor bad = bits.clone();
+  bad[0][1][2][5] = 2;
+  const Tensor bad_status = status_word();
+  call1("bsq_scale_update", {bad, summed.clone(), int64_t{2}, int64_t{2}, true, bad_status});
+  TORCH_CHECK(bad_status.item<int>() == 32, "bit 2 must set kBitOutOfRange (32), got ", bad_status.item<int>());
+  return {summed, status, bad_status};
+}
+
 // ---- check_status ----------------------------------------------------------------------------------------
 std::vector<Tensor> check_status_flags() {
   call("check_status", {status_word(), int64_t{10}});  // no flag: returns
@@ -390,6 +430,8 @@ const std::vector<Case> kCases = {
     {"check_status_flags", check_status_flags},
     {"bits_plain_odd_d", bits_plain_odd_d},
     {"bits_cfg_greedy", bits_cfg_greedy},
+    {"bsq_representative", bsq_representative},
+    {"bsq_patchify_last_with_status", bsq_patchify_last_with_status},
 };
 
 }  // namespace
