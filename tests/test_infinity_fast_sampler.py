@@ -160,7 +160,7 @@ def test_first_scale_distribution_matches_reference_probabilities(tiny, monkeypa
         rm[..., -1:] = False
         filtered = filtered.masked_fill(rm.scatter(-1, idx, rm), -torch.inf)
     p1 = filtered[0].softmax(-1)[:, 1].double()
-    n = 1500
+    n = 1000
     out = InfinityFastSampler(model, vae).sample(cond.select([0] * n), sched, cfg_list=cfg, tau_list=tau, top_k=top_k,
                                                  top_p=top_p, seed=17, decode=False)
     freq = out.bits[0].reshape(n, -1).double().mean(0)
