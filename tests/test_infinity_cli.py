@@ -200,6 +200,20 @@ def test_sample_fid_one_and_two_processes_give_identical_files(files, tmp_path, 
     assert "tau: 1.0 recorded, 0.5 now" in capsys.readouterr().err
 
 
+def test_sample_fid_backend_fast(files, tmp_path, prompt_file, capsys):
+    """sample-fid --backend fast: image i is the fast sampler's image i of the seed (whatever the batch); the
+    backend is part of the recorded settings, so a resume with the other backend is refused."""
+    out = tmp_path / "fast"
+    assert main(fid_args(files, out, prompt_file, "--backend", "fast")) == 0
+    assert json.loads((out / "sample-fid.json").read_text())["settings"]["backend"] == "fast"
+    sampler = var_fast.load(transformer=files[0], vae=files[1], text_encoder=TINY_T5, device="cpu", backend="fast")
+    image = sampler.sample([PROMPTS[2]], seed=4, image_offset=5, pixels="0.06M", top_k=2)[0]
+    assert np.array_equal(pixels(out / "000005.png"), image.mul(255).round().byte().permute(1, 2, 0).numpy())
+    capsys.readouterr()
+    assert main(fid_args(files, out, prompt_file)) == 2
+    assert "backend" in capsys.readouterr().err
+
+
 def test_sample_fid_needs_a_prompt_file(files, tmp_path, capsys, no_model_load):
     assert main(["sample-fid", *model_args(files), "--prompts", "a", "--out", str(tmp_path / "o")]) == 2
     assert "--prompts a: no such file" in capsys.readouterr().err
