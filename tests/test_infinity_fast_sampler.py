@@ -229,3 +229,35 @@ def test_memory_estimate_counts_the_preallocated_cache(tiny, dtype, name):
     actual = sum(t.numel() * t.element_size() for pair in caches for t in pair) // 3
     kv, _, _ = per_image_bytes(shapes, SCHED4, name, cfg=True, fast=True)
     assert kv - c.depth * 2 * c.embed_dim * TEXT_TOKENS * 2 * 4 == actual
+
+
+def test_graphed_workspace_refreshes_its_static_buffers(tiny, monkeypatch):
+    """The CUDA-graph workspace's plumbing on the CPU (each "graph" replays the pass on the static buffers):
+    a second call with other prompts (same token counts) reuses the workspace and gets its own condition."""
+    from var_fast.infinity import fast_sampler as fs
+
+    class Replay:
+        def __init__(self, fn):
+            self.replay = fn
+
+    class EagerGraphs(fs.GraphedScales):
+        def _capture(self, si):
+            def run():
+                self.outputs[si] = self.plan.run(si, self.inputs[si], self.static, self.caches, self.rope)
+            self.graphs[si] = Replay(run)
+
+    model, vae = tiny
+    eager = InfinityFastSampler(model, vae)
+    graphed = InfinityFastSampler(model, vae)
+    monkeypatch.setattr(fs, "GraphedScales", EagerGraphs)
+    monkeypatch.setattr(graphed, "_graphed", lambda device: True)
+    kw = dict(cfg_list=[1.0, 3.0, 2.0, 3.0], tau_list=0.8, top_k=1, cfg_insertion_layer=[0, -2], decode=False)
+    works = []
+    for seed in (1, 2):
+        cond = random_text([3, 5], seed=seed)
+        a, b = eager.sample(cond, SCHED4, **kw), graphed.sample(cond, SCHED4, **kw)
+        _assert_same_bits(b, a)
+        assert torch.equal(a.summed_codes, b.summed_codes)
+        works += list(graphed._graphs.values())
+    assert len(works) == 2 and works[0] is works[1] and isinstance(works[0], EagerGraphs)
+    assert sorted(works[0].graphs) == list(range(len(SCHED4)))

@@ -269,13 +269,16 @@ class InfinityFastSampler:
 
     def _workspace(self, N, B, lens, schedule, cfgs, cfg_layers, on_logits, device, total):
         plan = ScalePlan(self, N, B, tuple(lens), tuple(schedule), tuple(cfgs), tuple(cfg_layers), on_logits)
-        if device.type == "cuda" and self.cuda_graphs:
+        if self._graphed(device):
             key = (plan.key(), device)
             if key not in self._graphs:
                 self._graphs.clear()  # one shape's graphs and caches alive at a time
                 self._graphs[key] = GraphedScales(plan, device, total)
             return self._graphs[key]
         return EagerScales(plan, device, total)
+
+    def _graphed(self, device: torch.device) -> bool:
+        return device.type == "cuda" and self.cuda_graphs
 
 
 class ScaleCondition:
