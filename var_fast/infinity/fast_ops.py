@@ -1,13 +1,13 @@
 """The four Infinity-specific steps of the fast loop (var_fast/infinity/fast_sampler.py), in one place.
 
-Each function has the signature of the native op agreed in INFINITY_FAST_PLAN.md (issue 24) and calls it: the
+Each function has the signature of the native op agreed for issue 24 (Infinity fast path) and calls it: the
 QKV epilogue with RoPE (ops.qkv_to_cache), the bit draws (ops.sample_bits / ops.sample_cfg_bits), the BSQ update
 (ops.bsq_scale_update); the cross-attention is var_fast/infinity/fast_cross_attention.py. The loop calls these
 names only, so a replacement (another kernel, a reference formula while debugging) is one line here.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F

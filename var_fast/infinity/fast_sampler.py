@@ -109,7 +109,7 @@ class InfinityFastSampler:
         return lin(x.to(self.dtype))
 
     def _self_attention(self, i: int, h, cache, offset: int, rope_si) -> torch.Tensor:
-        sa, lin = self.blocks[i].sa, self.linears[i]
+        lin = self.linears[i]
         N, L, C = h.shape
         k_cache, v_cache = cache
         qkv = F.linear(h.to(self.dtype), lin.qkv.weight)
@@ -125,14 +125,12 @@ class InfinityFastSampler:
 
     def _cross_attention(self, i: int, x, text_kv) -> torch.Tensor:
         block, lin = self.blocks[i], self.linears[i]
-        N, L, C = x.shape
         q = self._lin(lin.ca_q, block.ca_norm(x)).float()
         o = fast_ops.cross_attention(q, text_kv[i], block.ca.scale)
         return self._lin(lin.ca_proj, o).float()
 
     def _ffn(self, i: int, h) -> torch.Tensor:
-        block, lin = self.blocks[i], self.linears[i]
-        ffn = lin.ffn
+        ffn = self.linears[i].ffn
         hd = h.to(self.dtype)
         if self.model.cfg.swiglu:
             return ffn.fc2(F.silu(ffn.fcg(hd), inplace=True).mul_(ffn.fc1(hd))).float()
