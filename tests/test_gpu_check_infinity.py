@@ -232,7 +232,7 @@ def test_upstream_holds_var_fast_tensors_before_and_after_the_blocks_go_to_bf16(
     from var_fast.infinity.api import half_precision_blocks
     model, vae = infinity_models.build("tiny", "cpu")
     up = InfinityUpstream(CHECKOUT)
-    umodel, _ = up.build(model, vae)
+    umodel, _ = up.build(model, vae, "0.06M")
 
     def shared():
         ours, theirs = model.state_dict(), umodel.state_dict()

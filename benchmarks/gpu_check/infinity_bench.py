@@ -193,7 +193,7 @@ def run(rec, name: str, batches: List[int], device: torch.device, dtype: torch.d
         try:
             from .infinity_upstream_loop import InfinityUpstream
             upstream = InfinityUpstream(upstream_root)
-            umodel, uvae = upstream.build(r.model, r.vae)
+            umodel, uvae = upstream.build(r.model, r.vae, infinity_models.PIXELS[name])
         except Exception as err:
             upstream = None
             rec.add("infinity_check", case=dict(r.base), impl=UPSTREAM, status="refused",

@@ -44,8 +44,9 @@ class InfinityUpstream:
         self.iu = iu
         self.up = iu.import_upstream(root)
 
-    def spec(self, model, vae):
-        """Upstream's constructor arguments for var_fast's pair (``load_infinity``'s, with these shapes)."""
+    def spec(self, model, vae, pixels: str):
+        """Upstream's constructor arguments for var_fast's pair (``load_infinity``'s, with these shapes; ``pixels``
+        is its ``pn``, the budget of the schedules it samples)."""
         c, v = model.cfg, vae.cfg
         if c.d_vae != v.codebook_dim:
             raise ValueError("the Infinity stage's upstream comparison is for pairs without spatial patchify")
@@ -55,12 +56,12 @@ class InfinityUpstream:
             vae_num_res_blocks=v.num_res_blocks, seed=0, text_channels=c.text_channels,
             mlp_ratio=c.mlp_hidden / c.embed_dim, text_maxlen=c.text_maxlen,
             add_lvl_embeding_only_first_block=c.add_lvl_embeding_only_first_block,
-            rope2d_normalized_by_hw=c.rope2d_normalized_by_hw)
+            rope2d_normalized_by_hw=c.rope2d_normalized_by_hw, pn=pixels)
 
-    def build(self, model, vae):
+    def build(self, model, vae, pixels: str):
         """(upstream transformer, upstream VAE) on the models' device, the transformer holding var_fast's tensors."""
         device = model.pos_start.device
-        spec = self.spec(model, vae)
+        spec = self.spec(model, vae, pixels)
         vae_sd = {k: v.detach().cpu() for k, v in vae.state_dict().items()}
         uvae = self.iu.build_vae(self.up, spec, vae_sd).to(device)
         with no_parameter_init():
