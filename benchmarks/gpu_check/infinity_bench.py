@@ -88,23 +88,28 @@ class Runner:
         _, h, w = self.schedule[-1]
         self.base = dict(model=name, image=f"{16 * h}x{16 * w}", dtype=dtype_name)
         self.last: Dict[str, Tuple[int, float]] = {}  # backend -> (batch, seconds) of its last measurement
+        self.check_cond = self.cond(CHECK_BATCH)
+        self._reference_bits: Optional[List[torch.Tensor]] = None
 
     def cond(self, batch: int):
         return infinity_models.text_condition(batch, self.model.cfg.text_channels, self.device)
 
     # ---- the checks, in float32 on the short schedule ----------------------------------------------------------
-    def reference_bits(self, cond):
-        return infer_reference(self.model, self.vae, cond, self.check_schedule, cfg_list=SETTINGS["cfg"], tau_list=1.0,
-                               top_k=1, top_p=0.0, seed=0, decode=False).bits
+    def reference_bits(self) -> List[torch.Tensor]:
+        if self._reference_bits is None:
+            self._reference_bits = infer_reference(self.model, self.vae, self.check_cond, self.check_schedule,
+                                                   cfg_list=SETTINGS["cfg"], tau_list=1.0, top_k=1, top_p=0.0, seed=0,
+                                                   decode=False).bits
+        return self._reference_bits
 
     def check(self, impl: str, bits_of: Callable) -> Verdict:
-        """``bits_of(cond)``: a backend's greedy bits per scale; compared with the reference's, recorded."""
-        cond = self.cond(CHECK_BATCH)
+        """``bits_of(cond)``: a backend's greedy bits per scale (float32, the short schedule); compared with the
+        reference's, recorded."""
         try:
             with torch.no_grad():
-                verdict = compare_tokens(self.reference_bits(cond), bits_of(cond))
+                verdict = compare_tokens(self.reference_bits(), bits_of(self.check_cond))
         except Exception as err:
-            verdict = Verdict(False, f"{impl} failed to run: {_error(err)}")
+            verdict = Verdict(False, f"the check raised: {_error(err)}")
         self.rec.add("infinity_check", case=dict(self.base, dtype="float32", pixels=infinity_models.CHECK_PIXELS,
                                                  batch=CHECK_BATCH), impl=impl,
                      status="ok" if verdict.ok else "refused", reason=verdict.reason, differing=verdict.differing,

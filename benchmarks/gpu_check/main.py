@@ -131,8 +131,8 @@ def main(argv=None, started: Optional[float] = None) -> int:
     records_path = os.path.join(tempfile.mkdtemp(prefix="gpu-check-"), "records.jsonl")
     if rehearse:
         print(f"[gpu-check] REHEARSAL '{rehearse}': build, CUDA tests and compute-sanitizer replaced by the recorded "
-              f"outputs in {os.path.relpath(rehearsal.RECORDED, ROOT)}; the sanitize driver and the benchmarks run "
-              "on the CPU", flush=True)
+              f"outputs in {os.path.relpath(rehearsal.RECORDED, ROOT)}; the sanitize driver, the benchmarks and the "
+              "Infinity stage run on the CPU", flush=True)
 
     def limit(name: str) -> float:
         later = [s for s in budgets if STAGES.index(s) > STAGES.index(name) and s not in skip]

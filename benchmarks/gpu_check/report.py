@@ -293,8 +293,8 @@ NOTES = {
              "measurements that only show the script runs; they are not GPU results.",
     "rehearsal": "**REHEARSAL**: the GPU procedure's control flow on the CPU. The build, the CUDA tests' output "
                  "and every compute-sanitizer line are RECORDED outputs played back "
-                 "(benchmarks/gpu_check/rehearsal/recorded/); the sanitize driver and the benchmarks ran on the CPU "
-                 "with tiny shapes (float32). Nothing here is a GPU result.",
+                 "(benchmarks/gpu_check/rehearsal/recorded/); the sanitize driver, the benchmarks and the Infinity "
+                 "stage ran on the CPU with tiny shapes (float32). Nothing here is a GPU result.",
 }
 
 
