@@ -322,3 +322,13 @@ def test_report_has_no_infinity_section_without_its_records():
     assert infinity_section([]) == []
     env = dict(date="d", gpu="g", driver="1", torch="t", cuda="c", python="p", commit="x", cores=1)
     assert "Infinity" not in markdown(env, "cmd", [], [], 1.0, 2.0)
+
+
+def test_upstream_imports_without_pytz_get_a_stand_in(monkeypatch):
+    # the GPU machine's image has no pytz; upstream imports it for log timestamps only
+    from benchmarks import infinity_upstream as iu
+    real = importlib.util.find_spec
+    monkeypatch.setattr(iu.importlib.util, "find_spec", lambda name, *a: None if name == "pytz" else real(name, *a))
+    pytz = iu._stand_ins()["pytz"]
+    with pytest.raises(RuntimeError, match="log timestamps are not supported"):
+        pytz.timezone("Asia/Shanghai")
