@@ -83,7 +83,8 @@ class FakeFastSampler:
 
     def __init__(self, model, vae, *, dtype=torch.float32, cuda_graphs=True):
         self.model, self.vae, self.dtype = model, vae, dtype
-        FakeFastSampler.made.append((dtype, cuda_graphs))
+        weights = model.all_blocks()[0].sa.mat_qkv.weight.dtype  # the API takes the float32 model
+        FakeFastSampler.made.append((dtype, cuda_graphs, weights))
 
     def sample(self, cond, schedule, *, cfg_list=3.0, tau_list=1.0, top_k=0, top_p=0.0, seed=0, decode=True, **kw):
         return infer_reference(self.model, self.vae, cond, schedule, cfg_list=cfg_list, tau_list=tau_list, top_k=top_k,
@@ -185,7 +186,38 @@ def test_the_fast_loop_is_checked_then_timed_when_it_is_there(tmp_path, fast_mod
     got = by(records, "infinity")
     assert got[("fast", 1)]["status"] == "ok" and got[("fast", 2)]["status"] == "ok"
     # one sampler for the check (float32), one per batch size for the timing, no CUDA graphs on the CPU
-    assert FakeFastSampler.made == [(torch.float32, False)] * 3
+    assert FakeFastSampler.made == [(torch.float32, False, torch.float32)] * 3
+    assert judge_benchmarks(records, 0)[0] == PASSED
+
+
+def test_the_gpu_flow_in_bfloat16_on_the_cpu(tmp_path, fast_module):
+    """What the GPU run does, minus CUDA: checks in float32, the fast loop on the float32 model, then the blocks
+    to bf16 (upstream's bf16=1) and the reference under autocast."""
+    import time
+    from benchmarks.gpu_check.clock import Deadline
+    from benchmarks.gpu_check.run_benchmarks import Recorder
+    fast_module(FakeFastSampler)
+    path = tmp_path / "r.jsonl"
+    infinity_bench.run(Recorder(str(path)), "tiny", [1], torch.device("cpu"), torch.bfloat16, Deadline(time.time() + 600),
+                       1e10, None, reps=1)
+    records = read_records(str(path))
+    assert by(records, "infinity_check")[("fast", 2)]["status"] == "ok"
+    got = by(records, "infinity")
+    assert got[("fast", 1)]["status"] == "ok" and got[("reference", 1)]["status"] == "ok"
+    assert got[("reference", 1)]["case"]["dtype"] == "bfloat16"
+    assert [r["impl"] for r in records if r["section"] == "infinity"] == ["fast", "reference"]
+    # check (float32 compute), timing (bf16 compute): both on the float32 model
+    assert FakeFastSampler.made == [(torch.float32, False, torch.float32), (torch.bfloat16, False, torch.float32)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec(infinity_bench.FAST_MODULE) is None,
+                    reason="this tree has no var_fast/infinity/fast_sampler.py")
+def test_the_trees_fast_loop_passes_its_check_and_is_timed(tmp_path):
+    records = run_child(tmp_path)
+    check = by(records, "infinity_check")[("fast", 2)]
+    assert check["status"] == "ok", check["reason"]
+    got = by(records, "infinity")
+    assert got[("fast", 1)]["status"] == "ok" and got[("fast", 2)]["status"] == "ok", got
     assert judge_benchmarks(records, 0)[0] == PASSED
 
 
@@ -302,7 +334,7 @@ def test_report_shows_the_ratios_when_upstream_passed_its_check():
     lines = infinity_section(records)
     text = "\n".join(lines)
     assert "2.2 B parameters" in text and "13 scales" not in text and "2 scales, 4,097 tokens" in text
-    fast_row = next(l for l in lines if "| fast |" in l)
+    fast_row = next(line for line in lines if "| fast |" in line)
     assert "| 3.00x | 4.00x |" in fast_row  # vs reference, vs upstream
     assert "| 8 | reference | OOM |" in text
     assert "upstream against the reference sampler" in text and "passed" in text

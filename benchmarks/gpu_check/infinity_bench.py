@@ -5,7 +5,8 @@ embedding, tau 1, top_k 900, top_p 0.97, seed 0), bfloat16 as upstream runs it (
 autocast), the loop without the VAE decode, at each batch size:
 
 - ``fast``: var_fast.infinity.fast_sampler.InfinityFastSampler (CUDA graphs on a GPU), when this tree has it;
-  without that module the rows say "not in this tree" (nothing is timed in its place);
+  without that module the rows say "not in this tree" (nothing is timed in its place). It runs first, on the
+  float32 model (it makes its own reduced-precision copy of the blocks' linears); then the blocks go to bf16;
 - ``reference``: var_fast.infinity.reference_sampler.infer_reference (upstream's algorithm on stock PyTorch);
 - ``upstream``: FoundationVision/Infinity's own autoregressive_infer_cfg from a checkout (``--upstream DIR``;
   gpu_check/infinity_upstream_loop.py says how it runs without flash-attn), timed only when its greedy bits
@@ -162,7 +163,8 @@ class Runner:
 
 def run(rec, name: str, batches: List[int], device: torch.device, dtype: torch.dtype, deadline: Deadline,
         peak_flops: Optional[float], upstream_root: Optional[str] = None, reps: int = 3) -> None:
-    """Every case of the stage, in the order: setup and checks, then per batch size fast, reference, upstream."""
+    """Every case of the stage, in the order: setup and the float32 checks, the fast loop at each batch size (on
+    the float32 model), then the blocks to ``dtype`` and per batch size the reference and upstream loops."""
     if deadline.passed():
         for batch in batches:
             rec.add("left_out", case=dict(model=name, batch=batch, section="infinity"), impl="-", status="deadline")
@@ -207,6 +209,15 @@ def run(rec, name: str, batches: List[int], device: torch.device, dtype: torch.d
             verdict = r.check(UPSTREAM, lambda cond: upstream.sample(umodel, uvae, cond, r.check_schedule, torch.float32,
                                                                      dict(SETTINGS, tau=1.0, top_k=1, top_p=0.0)).bits)
 
+    # the fast loop takes the float32 model and makes its own reduced-precision copy of the blocks' linears
+    # (InfinityFastSampler's API, as VAR's FastSampler): timed first, while the model is float32
+    for batch in batches if fast_cls is not None else []:
+        def fast_setup(cond=r.cond(batch)):
+            sampler = fast_cls(r.model, r.vae, dtype=dtype, cuda_graphs=cuda_graphs)
+            return lambda: sampler.sample(cond, r.schedule, cfg_list=SETTINGS["cfg"], tau_list=SETTINGS["tau"],
+                                          top_k=SETTINGS["top_k"], top_p=SETTINGS["top_p"], seed=0, decode=False)
+        r.time(FAST, batch, fast_setup)
+
     if dtype != torch.float32:  # upstream's bf16=1: the blocks' weights in bf16, the rest float32, autocast
         from var_fast.infinity.api import half_precision_blocks
         half_precision_blocks(r.model, dtype)
@@ -216,12 +227,6 @@ def run(rec, name: str, batches: List[int], device: torch.device, dtype: torch.d
 
     for batch in batches:
         cond = r.cond(batch)
-        if fast_cls is not None:
-            def fast_setup(cond=cond):
-                sampler = fast_cls(r.model, r.vae, dtype=dtype, cuda_graphs=cuda_graphs)
-                return lambda: sampler.sample(cond, r.schedule, cfg_list=SETTINGS["cfg"], tau_list=SETTINGS["tau"],
-                                              top_k=SETTINGS["top_k"], top_p=SETTINGS["top_p"], seed=0, decode=False)
-            r.time(FAST, batch, fast_setup)
 
         def reference(cond=cond):
             with r.autocast():

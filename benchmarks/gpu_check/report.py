@@ -222,7 +222,8 @@ def infinity_section(records: List[Dict]) -> List[str]:
                 vs_up = ratio_or_refusal(r.get("latency_s") if r.get("status") == "ok" else None,
                                          up.get("latency_s") if up and up.get("status") == "ok" else None, verdict)
             rows.append([key[0], key[1], key[2], backend, cell(r, "latency_s", 4), cell(r, "images_per_s", 4),
-                         cell(r, "peak_memory_gib"), cell(r, "estimated_gib"), cell(r, "floor_fraction", 2), vs_ref, vs_up])
+                         cell(r, "resident_gib"), cell(r, "peak_memory_gib"), cell(r, "estimated_gib"),
+                         cell(r, "floor_fraction", 2), vs_ref, vs_up])
     lines = []
     if model is not None:
         c, s = model["case"], model.get("settings", {})
@@ -238,8 +239,12 @@ def infinity_section(records: List[Dict]) -> List[str]:
                   f"top_k {s.get('top_k')}, top_p {s.get('top_p')}, {dtype}; the sampling loop without the VAE "
                   f"decode, {fmt(model.get('flops_per_image'))} FLOPs per image; median of the timed runs:", ""]
     if rows:
-        lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "peak memory over weights (GiB)",
-                        "memory.py estimate (GiB)", "FLOP-floor fraction", "speed-up vs reference", "fast vs upstream"], rows)
+        lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "weights before (GiB)",
+                        "peak memory over them (GiB)", "memory.py estimate (GiB)", "FLOP-floor fraction",
+                        "speed-up vs reference", "fast vs upstream"], rows)
+        lines += ["", "The fast loop runs first, on the float32 model (it makes its own reduced-precision copy of the "
+                  "blocks' linears, counted in its peak); then the blocks go to the compute dtype and the reference "
+                  "and upstream loops run (upstream on the same tensors)."]
     unavailable = next((r for r in records if r.get("section") == "infinity" and r.get("status") == "unavailable"), None)
     if unavailable is not None:
         lines.append(f"\nFast loop: {unavailable.get('reason')}.")
