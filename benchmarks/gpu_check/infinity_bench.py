@@ -145,8 +145,9 @@ class Runner:
             del fn
             self.last[impl] = (batch, m["median_s"])
             out = dict(status="ok", latency_s=m["median_s"], runs=m["runs"], images_per_s=batch / m["median_s"],
-                       estimated_gib=batch * self.estimate_per_image / GiB, resident_gib=resident / GiB)
+                       estimated_gib=batch * self.estimate_per_image / GiB)
             if cuda:
+                out["resident_gib"] = resident / GiB
                 out["peak_memory_gib"] = (torch.cuda.max_memory_allocated(self.device) - resident) / GiB
             if self.peak_flops:
                 out["floor_fraction"] = self.flops * batch / self.peak_flops / m["median_s"]
