@@ -84,7 +84,8 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
     vae=..., text_encoder=...)`` takes paths (the T5 as a Hugging Face folder). Both return an
     ``InfinitySampler`` (var_fast.infinity.sampler); ``text_encoder_offload`` ("none", "cpu", "free"),
     ``text_encoder_dtype`` and ``pixels`` (the default budget) apply to them only. Needs ``transformers``
-    (pip install var_fast[infinity]).
+    (pip install var_fast[infinity]). ``backend``: "auto"/"reference" (plain PyTorch, upstream's random
+    stream) or "fast" (var_fast.infinity.fast_sampler: native ops, var_fast's own per-image stream).
     """
     from .hub import (CODE_PAIR_NAMES, MODEL_NAMES, is_code_pair_name, is_infinity_name, is_model_name, known_names,
                       looks_like_model_name, published_checkpoints)
@@ -92,15 +93,13 @@ def load(var_ckpt: str | os.PathLike | None = None, vae_ckpt: str | os.PathLike 
         if vae_ckpt is not None or refiner is not None or draft_steps is not None or patch_nums is not None:
             raise ValueError("an Infinity model takes transformer=, vae=, text_encoder= (or its name); vae_ckpt, "
                              "refiner, draft_steps and patch_nums are VAR's")
-        if backend not in ("auto", "reference"):
-            raise ValueError(f"Infinity runs on the reference backend only (plain PyTorch); got backend={backend!r}")
         from .infinity.api import load_infinity
         name = var_ckpt if is_infinity_name(var_ckpt) else None
         if name is None and var_ckpt is not None:
             raise ValueError(f"pass an Infinity model's files as transformer=/vae=/text_encoder=, not {var_ckpt!r}")
         return load_infinity(name, transformer=transformer, vae=vae, text_encoder=text_encoder, device=device,
                              dtype=dtype, text_encoder_offload=text_encoder_offload,
-                             text_encoder_dtype=text_encoder_dtype, pixels=pixels)
+                             text_encoder_dtype=text_encoder_dtype, pixels=pixels, backend=backend)
     if vae is not None:
         raise ValueError("vae= goes with transformer= and text_encoder= (Infinity); a VAR's VQVAE is the second "
                          "argument, var_fast.load(var_ckpt, vae_ckpt)")

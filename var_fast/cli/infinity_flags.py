@@ -77,8 +77,6 @@ def check_not_given(args, flags, why: str) -> None:
 def check_infinity_model_flags(args) -> None:
     """--model NAME alone, or all of --transformer/--vae/--text-encoder; no VAR-only flag."""
     check_not_given(args, VAR_ONLY, "to an Infinity model (text to image)")
-    if getattr(args, "backend", "auto") == "fast":
-        raise ValueError("--backend fast: Infinity runs on the reference backend (plain PyTorch) only")
     paths = [args.transformer, args.vae, args.text_encoder]
     if args.model is not None:
         if any(p is not None for p in paths):
@@ -165,5 +163,5 @@ def schedule_length(args):
 
 
 def load_kwargs(args) -> dict:
-    return dict(text_encoder_offload=args.text_encoder_offload or "none",
+    return dict(text_encoder_offload=args.text_encoder_offload or "none", backend=getattr(args, "backend", "auto"),
                 text_encoder_dtype=None if args.text_encoder_dtype in (None, "auto") else args.text_encoder_dtype)

@@ -46,7 +46,7 @@ def run_infinity_sample_fid(args) -> int:
             settings = dict(transformer=path_fingerprint(transformer), vae=path_fingerprint(vae),
                             text_encoder=path_fingerprint(text_encoder), prompts=prompts_fingerprint(prompts),
                             per_prompt=job.per_prompt, seed=seed, batch_size=job.batch_size,
-                            **{k: v for k, v in kw.items()}, dtype=dtype_name(sampler.dtype),
+                            **{k: v for k, v in kw.items()}, dtype=dtype_name(sampler.dtype), backend=sampler.backend,
                             text_encoder_dtype=dtype_name(sampler.text_encoder.dtype), device=device.type,
                             cpu_threads=args.cpu_threads if device.type == "cpu" else None)
             manifest = dict(command="var-fast sample-fid (Infinity)", var_fast=__version__, images=job.total,

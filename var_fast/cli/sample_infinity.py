@@ -42,7 +42,7 @@ def run_infinity_sample(args) -> int:
                     text_encoder=sampler.source[2], prompts=prompts, classes=list(range(len(prompts))),
                     per_class=per_prompt, per_prompt=per_prompt, image_size=[width, height], pixels=pixels,
                     **{k: v for k, v in kw.items() if k != "pixels"}, device=str(sampler.device),
-                    dtype=dtype_name(sampler.dtype), text_encoder_dtype=dtype_name(sampler.text_encoder.dtype),
+                    dtype=dtype_name(sampler.dtype), backend=sampler.backend, text_encoder_dtype=dtype_name(sampler.text_encoder.dtype),
                     text_encoder_offload=sampler.text_encoder.offload, batch_size=args.batch_size, files=files,
                     complete=False)
     write_settings(args.out, settings)  # first: a run stopped half-way is still known as var_fast's

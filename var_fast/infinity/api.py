@@ -48,19 +48,29 @@ def half_precision_blocks(model, dtype: torch.dtype) -> None:
 
 def load_infinity(name: Optional[str] = None, *, transformer: Optional[PathLike] = None, vae: Optional[PathLike] = None,
                   text_encoder: Optional[PathLike] = None, device=None, dtype=None,
-                  text_encoder_offload: str = "none", text_encoder_dtype=None, pixels: Optional[str] = None):
+                  text_encoder_offload: str = "none", text_encoder_dtype=None, pixels: Optional[str] = None,
+                  backend: str = "auto"):
     """A published model by name ("infinity-2b", "infinity-8b", "infinity-8b-512": its files through the
     Hugging Face cache) or the three paths: the transformer (.pth, .safetensors, shards or their folder),
     the BSQ VAE and the T5 encoder's Hugging Face folder. ``dtype``: the transformer's and VAE's compute
     (None: bfloat16 on CUDA, float32 on the CPU); ``text_encoder_dtype`` the T5's (None: float16 on CUDA,
-    float32 on the CPU); ``text_encoder_offload``: "none", "cpu" or "free" (var_fast.infinity.text_encoder)."""
+    float32 on the CPU); ``text_encoder_offload``: "none", "cpu" or "free" (var_fast.infinity.text_encoder).
+    ``backend``: "reference" (default, also for "auto": seeded images are upstream's run_infinity.py images) or
+    "fast" (var_fast/infinity/fast_sampler.py on the native ops; needs the extension)."""
     from ..devices import resolve_device
     from ..precision import resolve_dtype
     from .text_encoder import TextEncoder, check_offload, require_transformers
     check_offload(text_encoder_offload)
+    if backend not in ("auto", "reference", "fast"):
+        raise ValueError(f"backend must be 'auto', 'reference' or 'fast', got {backend!r}")
     require_transformers()
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    if backend == "fast":
+        from ..sampler import resolve_backend
+        resolve_backend("fast", device)  # the extension (and its CUDA kernels on CUDA) or a clear error
+    else:
+        backend = "reference"
     if name is not None:
         from ..hub import INFINITY_MODEL_NAMES, infinity_checkpoints, is_infinity_name
         if not is_infinity_name(name):
@@ -83,7 +93,8 @@ def load_infinity(name: Optional[str] = None, *, transformer: Optional[PathLike]
     encoder = TextEncoder(text_encoder, device=device, dtype=text_encoder_dtype, offload=text_encoder_offload)
     from .sampler import InfinitySampler
     sampler = InfinitySampler(model, bsq_vae, encoder, device=device, dtype=dtype, pixels=pixels or "1M",
-                              source=(os.fspath(transformer), os.fspath(vae), os.fspath(text_encoder)))
+                              source=(os.fspath(transformer), os.fspath(vae), os.fspath(text_encoder)),
+                              backend=backend)
     if os.environ.get("VAR_FAST_QUIET") != "1":
         print(f"[var_fast] Infinity: {sampler!r}", file=sys.stderr)
     return sampler

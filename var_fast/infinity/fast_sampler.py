@@ -51,16 +51,16 @@ class InfinityFastSampler:
         self.model, self.vae = model.eval(), vae.eval()
         self.dtype, self.cuda_graphs = dtype, cuda_graphs
         self.blocks: List[CrossAttnBlock] = model.all_blocks()
-        if dtype != torch.float32:  # a reduced-precision copy of the blocks' linear layers
-            self.linears = [copy.deepcopy(BlockLinears(b)).to(dtype) for b in self.blocks]
-        else:
-            self.linears = [BlockLinears(b) for b in self.blocks]
+        # the blocks' linear layers in the compute dtype: their own, or a copy where they are in another dtype
+        self.linears = [BlockLinears(b) for b in self.blocks]
+        self.linears = [copy.deepcopy(lin).to(dtype) if any(p.dtype != dtype for p in lin.parameters()) else lin
+                        for lin in self.linears]
         cfg = model.cfg
         self.H, self.c = cfg.num_heads, cfg.head_dim
         self.layer_norm = not cfg.rms_norm
         with torch.no_grad():
-            self.head_scales = [b.sa.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp().reshape(-1).contiguous()
-                                for b in self.blocks]
+            self.head_scales = [b.sa.scale_mul_1H11.float().clamp_max(MAX_SCALE_MUL).exp().reshape(-1).to(dtype)
+                                .contiguous() for b in self.blocks]
         # the level embedding is added before these layers (every chunk's first, or the first chunk's only)
         starts, i = [], 0
         for ci, chunk in enumerate(model.chunks()):
@@ -78,16 +78,17 @@ class InfinityFastSampler:
         cond_BD, cond_gss, kv_text = model.condition(text, lens)
         C = model.cfg.embed_dim
         mods = []
-        for b in self.blocks:
-            if b.shared_aln:
-                m = (b.ada_gss + cond_gss).unbind(2)
-            else:
-                m = b.ada_lin(cond_gss).view(-1, 1, 6, C).unbind(2)
-            mods.append(tuple(t.float().contiguous() for t in m))
-        head = None
-        if model.cfg.head_aln:
-            scale, shift = model.head_nm.ada_lin(cond_BD.float()).view(-1, 1, 2, C).unbind(2)
-            head = (scale.contiguous(), shift.contiguous())
+        with torch.autocast(text.device.type, enabled=False):  # upstream: the AdaLN parameters never under autocast
+            for b in self.blocks:
+                if b.shared_aln:
+                    m = (b.ada_gss + cond_gss).unbind(2)
+                else:
+                    m = b.ada_lin(cond_gss.to(b.ada_lin[1].weight.dtype)).view(-1, 1, 6, C).unbind(2)
+                mods.append(tuple(t.float().contiguous() for t in m))
+            head = None
+            if model.cfg.head_aln:
+                scale, shift = model.head_nm.ada_lin(cond_BD.float()).view(-1, 1, 2, C).unbind(2)
+                head = (scale.float().contiguous(), shift.float().contiguous())
         text_kv = [fast_ops.prepare_text_kv(*b.ca.project_kv(kv_text), lens) for b in self.blocks]
         return cond_BD, mods, head, text_kv
 
@@ -178,13 +179,14 @@ class InfinityFastSampler:
             else:
                 x, h = ops.gated_residual(x, y, g2), None
         rows = slice(None) if all_rows else slice(0, B)
-        if cond.head is not None:
-            if h is None:
-                h = self._modulate(x[rows], cond.head[0][rows], cond.head[1][rows], model.head_nm.eps)
-            else:
-                h = h[rows]
-            return model.head(h.float()).float()
-        return model.head(x[rows].float()).float()
+        with torch.autocast(x.device.type, enabled=False):  # upstream: the head never under autocast
+            if cond.head is not None:
+                if h is None:
+                    h = self._modulate(x[rows], cond.head[0][rows], cond.head[1][rows], model.head_nm.eps)
+                else:
+                    h = h[rows]
+                return model.head(h.float()).float()
+            return model.head(x[rows].float()).float()
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -205,7 +207,15 @@ class InfinityFastSampler:
         patchify = _validate(self.model, self.vae, cond, schedule, negative, cfgs, taus, top_k, top_p, 1, seed, None)
         on_logits, cfg_layers = _insertion_layers(cfg_insertion_layer, self.model.cfg.depth)
         top_k, top_p = int(top_k), float(top_p)
+        device = self.model.pos_start.device
+        # reduced precision as upstream runs it: autocast (its AdaLN, head and norms in float32); no weight-cast
+        # cache, which CUDA graph capture does not allow
+        with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=False):
+            return self._run(cond, schedule, negative, cfgs, taus, top_k, top_p, on_logits, cfg_layers, seed,
+                             image_offset, patchify, decode)
 
+    def _run(self, cond, schedule, negative, cfgs, taus, top_k, top_p, on_logits, cfg_layers, seed, image_offset,
+             patchify, decode) -> InfinityOutput:
         model = self.model
         device = model.pos_start.device
         B = cond.batch_size

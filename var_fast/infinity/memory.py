@@ -14,6 +14,8 @@ batch size with ``per_image_bytes`` (docs/infinity.md states the formulas). Ever
   + 512 x 2 x bytes): the self-attention's keys (float32: normalised and rotated in float32) and values
   (compute dtype) of every scale so far, L = sum of h*w over the schedule (10,521 tokens at 1M, 1:1), and each
   block's cross-attention keys and values of the text (512 tokens: a prompt at the tokenizer's limit);
+  the fast backend (``fast=True``) preallocates keys and values of all L tokens in the compute dtype and keeps
+  the text's keys and values in float32: depth x 2B x C x (L x 2 x bytes + 512 x 2 x 4);
 - activations of the last scale (the largest): 2B x l x C x (2 x 4 + 10 x bytes): the float32 residual stream
   and its update, and in the compute dtype the normed input and the MLP's 4C hidden before and after GELU
   (what is alive at once in a block; attention through PyTorch's SDPA, which needs no l x L score matrix on
@@ -131,14 +133,20 @@ class MemoryEstimate:
         return self.weights + work
 
 
-def per_image_bytes(shapes: InfinityShapes, schedule, dtype: str, cfg: bool = True) -> Tuple[int, int, int]:
-    """(KV cache, activations, decoding) bytes of one image in a pass."""
+def per_image_bytes(shapes: InfinityShapes, schedule, dtype: str, cfg: bool = True,
+                    fast: bool = False) -> Tuple[int, int, int]:
+    """(KV cache, activations, decoding) bytes of one image in a pass (``fast``: the fast backend's caches)."""
     e = element_size(dtype)
     L, l = schedule_tokens(schedule)
     rows = 2 if cfg else 1
-    # self-attention: K is normalised and rotated in float32 (autocast runs norms in float32), V in the
-    # compute dtype; cross-attention: the text's K and V in the compute dtype
-    kv = shapes.depth * rows * shapes.width * (L * (4 + e) + TEXT_TOKENS * 2 * e)
+    if fast:
+        # InfinityFastSampler: K and V preallocated for all L tokens in the compute dtype; the text's K and V
+        # projected once per call, kept in float32 (bfloat16 values)
+        kv = shapes.depth * rows * shapes.width * (L * 2 * e + TEXT_TOKENS * 2 * 4)
+    else:
+        # self-attention: K is normalised and rotated in float32 (autocast runs norms in float32), V in the
+        # compute dtype; cross-attention: the text's K and V in the compute dtype
+        kv = shapes.depth * rows * shapes.width * (L * (4 + e) + TEXT_TOKENS * 2 * e)
     act = rows * l * (shapes.width * (FLOAT32_WIDTHS * 4 + COMPUTE_WIDTHS * e) + 2 * shapes.bits * 4)
     H, W = 16 * schedule[-1][1], 16 * schedule[-1][2]
     decode = DECODER_TENSORS * DECODER_CHANNELS * H * W * e

@@ -7,6 +7,11 @@ Seeds: image ``i`` of a call (``image_offset + i`` of the run) draws from its ow
 for the others. Each image is sampled alone by default (``batched=False``) and decoded alone, so it does not
 depend on the batch it is in, and image 0 of seed ``s`` is upstream's ``run_infinity.py --seed s`` for that
 prompt (float32, CPU: tests/test_infinity_end_to_end.py).
+
+``backend="fast"`` samples with var_fast/infinity/fast_sampler.py instead: the same bits as the reference for
+the same probabilities (greedy bits equal), drawn from var_fast's own stream keyed by (seed, scale, image
+index), so an image does not depend on its batch, but is not upstream's ``--seed s`` image; batches always run
+as one pass.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from .schedules import scale_schedule
 from .text_encoder import check_prompts
 
 MEMORY_FRACTION = 0.7  # of the free memory the automatic batch size may fill
+BACKENDS = ("reference", "fast")
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -37,13 +43,17 @@ class InfinitySampler:
     """An Infinity transformer, its BSQ VAE and a ``TextEncoder``, ready to sample."""
 
     def __init__(self, model, vae, text_encoder, *, device: torch.device, dtype: torch.dtype,
-                 source: Tuple[str, ...] = ("<transformer>", "<vae>", "<text encoder>"), pixels: str = "1M"):
+                 source: Tuple[str, ...] = ("<transformer>", "<vae>", "<text encoder>"), pixels: str = "1M",
+                 backend: str = "reference"):
         self.model, self.vae, self.text_encoder = model.eval(), vae.eval(), text_encoder
         self.device, self.dtype = torch.device(device), dtype
         self.source = source
         self.default_pixels = check_pixels(pixels)
         self.max_batch_size: Optional[int] = None  # sample-fid: one pass per batch, never split
-        self.backend = "reference"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self._fast = None  # the InfinityFastSampler, built on first use
 
     @property
     def config(self):
@@ -83,7 +93,7 @@ class InfinitySampler:
         available RAM on the CPU), one decoding reserved; per image: the KV cache and the last scale's
         activations (``var_fast.infinity.memory.per_image_bytes``, docs/infinity.md#memory)."""
         name = str(self.dtype).replace("torch.", "")
-        kv, act, decode = per_image_bytes(self.shapes(), schedule, name, cfg)
+        kv, act, decode = per_image_bytes(self.shapes(), schedule, name, cfg, fast=self.backend == "fast")
         per_image = kv + act
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
@@ -153,6 +163,8 @@ class InfinitySampler:
         alone, exactly upstream's B=1 run of its prompt with its seed, whatever the batch; True runs
         ``batch_size`` images in one pass, each still drawing from its own generator (faster on a GPU; float
         rounding then depends on the batch, so an image may differ from its B=1 run, rarely, in a bit).
+        With backend "fast" every batch is one pass (``batched`` is then implied) and image i draws from
+        (seed, image_offset + i): the same bits whatever the batch (module docstring).
         """
         a = self.check(prompts, negative_prompt=negative_prompt, cfg=cfg, tau=tau, top_k=top_k, top_p=top_p,
                        seed=seed, aspect_ratio=aspect_ratio, pixels=pixels, batch_size=batch_size,
@@ -168,6 +180,9 @@ class InfinitySampler:
         cond = cond_all.select(range(len(prompts)))
         neg = cond_all.select([len(prompts)]) if negative is not None else None
         uses_cfg = any(c != 1 for c in a["cfg_list"])
+        if self.backend == "fast":
+            yield from self._fast_batches(prompts, cond, neg, schedule, a, top_k, top_p, seed, image_offset, uses_cfg)
+            return
         # exact mode: every image is its own pass (memory of one image); batched: passes of ``chunk`` images
         chunk = a["batch_size"] or self.max_batch_size or (self.auto_batch_size(schedule, uses_cfg) if batched else 1)
         for start in range(0, len(prompts), chunk):
@@ -180,4 +195,23 @@ class InfinitySampler:
                                       cfg_insertion_layer=a["layers"], sampling_per_bits=a["per_bits"],
                                       image_seeds=seeds, per_image_passes=not batched, decode=False)
                 images = torch.cat([self._decode_one(out.summed_codes[i:i + 1]) for i in range(len(idx))])
+            yield idx, images.permute(0, 3, 1, 2).float().div_(255), list(out.bits)
+
+    def fast_sampler(self):
+        """The InfinityFastSampler of this model (built once: its CUDA graphs and caches are kept between calls)."""
+        if self._fast is None:
+            from .fast_sampler import InfinityFastSampler
+            self._fast = InfinityFastSampler(self.model, self.vae, dtype=self.dtype)
+        return self._fast
+
+    def _fast_batches(self, prompts, cond, neg, schedule, a, top_k, top_p, seed, image_offset, uses_cfg):
+        fast = self.fast_sampler()
+        chunk = a["batch_size"] or self.max_batch_size or self.auto_batch_size(schedule, uses_cfg)
+        for start in range(0, len(prompts), chunk):
+            idx = list(range(start, min(start + chunk, len(prompts))))
+            out = fast.sample(cond.select(idx), schedule, negative=None if neg is None else neg.select([0] * len(idx)),
+                              cfg_list=a["cfg_list"], tau_list=a["tau_list"], top_k=top_k, top_p=top_p,
+                              cfg_insertion_layer=a["layers"], seed=seed, image_offset=image_offset + start,
+                              decode=False)
+            images = torch.cat([self._decode_one(out.summed_codes[i:i + 1]) for i in range(len(idx))])
             yield idx, images.permute(0, 3, 1, 2).float().div_(255), list(out.bits)
