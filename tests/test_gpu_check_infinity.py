@@ -83,12 +83,13 @@ class FakeFastSampler:
 
     def __init__(self, model, vae, *, dtype=torch.float32, cuda_graphs=True):
         self.model, self.vae, self.dtype = model, vae, dtype
-        weights = model.all_blocks()[0].sa.mat_qkv.weight.dtype  # the API takes the float32 model
+        weights = model.all_blocks()[0].sa.mat_qkv.weight.dtype  # which weights it was given
         FakeFastSampler.made.append((dtype, cuda_graphs, weights))
 
     def sample(self, cond, schedule, *, cfg_list=3.0, tau_list=1.0, top_k=0, top_p=0.0, seed=0, decode=True, **kw):
-        return infer_reference(self.model, self.vae, cond, schedule, cfg_list=cfg_list, tau_list=tau_list, top_k=top_k,
-                               top_p=top_p, seed=seed, decode=decode)
+        with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return infer_reference(self.model, self.vae, cond, schedule, cfg_list=cfg_list, tau_list=tau_list,
+                                   top_k=top_k, top_p=top_p, seed=seed, decode=decode)
 
 
 class FlippingFastSampler(FakeFastSampler):
@@ -191,8 +192,8 @@ def test_the_fast_loop_is_checked_then_timed_when_it_is_there(tmp_path, fast_mod
 
 
 def test_the_gpu_flow_in_bfloat16_on_the_cpu(tmp_path, fast_module):
-    """What the GPU run does, minus CUDA: checks in float32, the fast loop on the float32 model, then the blocks
-    to bf16 (upstream's bf16=1) and the reference under autocast."""
+    """What the GPU run does, minus CUDA: checks in float32, then the blocks to bf16 (upstream's bf16=1) and
+    the fast loop and the reference (under autocast) on them."""
     import time
     from benchmarks.gpu_check.clock import Deadline
     from benchmarks.gpu_check.run_benchmarks import Recorder
@@ -206,8 +207,15 @@ def test_the_gpu_flow_in_bfloat16_on_the_cpu(tmp_path, fast_module):
     assert got[("fast", 1)]["status"] == "ok" and got[("reference", 1)]["status"] == "ok"
     assert got[("reference", 1)]["case"]["dtype"] == "bfloat16"
     assert [r["impl"] for r in records if r["section"] == "infinity"] == ["fast", "reference"]
-    # check (float32 compute), timing (bf16 compute): both on the float32 model
-    assert FakeFastSampler.made == [(torch.float32, False, torch.float32), (torch.bfloat16, False, torch.float32)]
+    # the check on the float32 model in float32, the timing on the bf16 blocks in bf16
+    assert FakeFastSampler.made == [(torch.float32, False, torch.float32), (torch.bfloat16, False, torch.bfloat16)]
+    # memory.py's estimate of each backend's caches (the fast loop's: preallocated, bf16 keys, float32 text K/V)
+    from var_fast.infinity.memory import per_image_bytes
+    model, vae = infinity_models.build("tiny", "cpu")
+    shapes = infinity_models.shapes(model, vae, "tiny")
+    for impl, fast in (("fast", True), ("reference", False)):
+        kv, act, _ = per_image_bytes(shapes, infinity_models.schedule("tiny"), "bfloat16", fast=fast)
+        assert got[(impl, 1)]["estimated_gib"] == (kv + act) / 2 ** 30
 
 
 @pytest.mark.skipif(importlib.util.find_spec(infinity_bench.FAST_MODULE) is None,

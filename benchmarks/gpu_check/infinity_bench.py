@@ -5,8 +5,7 @@ embedding, tau 1, top_k 900, top_p 0.97, seed 0), bfloat16 as upstream runs it (
 autocast), the loop without the VAE decode, at each batch size:
 
 - ``fast``: var_fast.infinity.fast_sampler.InfinityFastSampler (CUDA graphs on a GPU), when this tree has it;
-  without that module the rows say "not in this tree" (nothing is timed in its place). It runs first, on the
-  float32 model (it makes its own reduced-precision copy of the blocks' linears); then the blocks go to bf16;
+  without that module the rows say "not in this tree" (nothing is timed in its place);
 - ``reference``: var_fast.infinity.reference_sampler.infer_reference (upstream's algorithm on stock PyTorch);
 - ``upstream``: FoundationVision/Infinity's own autoregressive_infer_cfg from a checkout (``--upstream DIR``;
   gpu_check/infinity_upstream_loop.py says how it runs without flash-attn), timed only when its greedy bits
@@ -84,8 +83,10 @@ class Runner:
         self.check_schedule = infinity_models.schedule(name, infinity_models.CHECK_PIXELS)
         self.flops = infinity_image_flops(cfg, self.schedule, infinity_models.PROMPT_TOKENS)
         dtype_name = str(dtype).replace("torch.", "")
-        kv, act, _ = per_image_bytes(infinity_models.shapes(self.model, self.vae, name), self.schedule, dtype_name)
-        self.estimate_per_image = kv + act
+        shapes = infinity_models.shapes(self.model, self.vae, name)
+        # backend -> var_fast.infinity.memory's estimate of one image's KV cache and activations
+        self.estimate_per_image = {impl: sum(per_image_bytes(shapes, self.schedule, dtype_name, fast=impl == FAST)[:2])
+                                   for impl in (FAST, REFERENCE, UPSTREAM)}
         _, h, w = self.schedule[-1]
         self.base = dict(model=name, image=f"{16 * h}x{16 * w}", dtype=dtype_name)
         self.last: Dict[str, Tuple[int, float]] = {}  # backend -> (batch, seconds) of its last measurement
@@ -145,7 +146,7 @@ class Runner:
             del fn
             self.last[impl] = (batch, m["median_s"])
             out = dict(status="ok", latency_s=m["median_s"], runs=m["runs"], images_per_s=batch / m["median_s"],
-                       estimated_gib=batch * self.estimate_per_image / GiB)
+                       estimated_gib=batch * self.estimate_per_image[impl] / GiB)
             if cuda:
                 out["resident_gib"] = resident / GiB
                 out["peak_memory_gib"] = (torch.cuda.max_memory_allocated(self.device) - resident) / GiB
@@ -164,8 +165,8 @@ class Runner:
 
 def run(rec, name: str, batches: List[int], device: torch.device, dtype: torch.dtype, deadline: Deadline,
         peak_flops: Optional[float], upstream_root: Optional[str] = None, reps: int = 3) -> None:
-    """Every case of the stage, in the order: setup and the float32 checks, the fast loop at each batch size (on
-    the float32 model), then the blocks to ``dtype`` and per batch size the reference and upstream loops."""
+    """Every case of the stage, in the order: setup and the float32 checks, the blocks to ``dtype``, then per
+    batch size the fast, reference and upstream loops."""
     if deadline.passed():
         for batch in batches:
             rec.add("left_out", case=dict(model=name, batch=batch, section="infinity"), impl="-", status="deadline")
@@ -210,15 +211,6 @@ def run(rec, name: str, batches: List[int], device: torch.device, dtype: torch.d
             verdict = r.check(UPSTREAM, lambda cond: upstream.sample(umodel, uvae, cond, r.check_schedule, torch.float32,
                                                                      dict(SETTINGS, tau=1.0, top_k=1, top_p=0.0)).bits)
 
-    # the fast loop takes the float32 model and makes its own reduced-precision copy of the blocks' linears
-    # (InfinityFastSampler's API, as VAR's FastSampler): timed first, while the model is float32
-    for batch in batches if fast_cls is not None else []:
-        def fast_setup(cond=r.cond(batch)):
-            sampler = fast_cls(r.model, r.vae, dtype=dtype, cuda_graphs=cuda_graphs)
-            return lambda: sampler.sample(cond, r.schedule, cfg_list=SETTINGS["cfg"], tau_list=SETTINGS["tau"],
-                                          top_k=SETTINGS["top_k"], top_p=SETTINGS["top_p"], seed=0, decode=False)
-        r.time(FAST, batch, fast_setup)
-
     if dtype != torch.float32:  # upstream's bf16=1: the blocks' weights in bf16, the rest float32, autocast
         from var_fast.infinity.api import half_precision_blocks
         half_precision_blocks(r.model, dtype)
@@ -228,6 +220,12 @@ def run(rec, name: str, batches: List[int], device: torch.device, dtype: torch.d
 
     for batch in batches:
         cond = r.cond(batch)
+        if fast_cls is not None:  # on the model as var_fast.load(..., backend="fast") holds it: bf16 blocks
+            def fast_setup(cond=cond):
+                sampler = fast_cls(r.model, r.vae, dtype=dtype, cuda_graphs=cuda_graphs)
+                return lambda: sampler.sample(cond, r.schedule, cfg_list=SETTINGS["cfg"], tau_list=SETTINGS["tau"],
+                                              top_k=SETTINGS["top_k"], top_p=SETTINGS["top_p"], seed=0, decode=False)
+            r.time(FAST, batch, fast_setup)
 
         def reference(cond=cond):
             with r.autocast():

@@ -242,9 +242,9 @@ def infinity_section(records: List[Dict]) -> List[str]:
         lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "weights before (GiB)",
                         "peak memory over them (GiB)", "memory.py estimate (GiB)", "FLOP-floor fraction",
                         "speed-up vs reference", "fast vs upstream"], rows)
-        lines += ["", "The fast loop runs first, on the float32 model (it makes its own reduced-precision copy of the "
-                  "blocks' linears, counted in its peak); then the blocks go to the compute dtype and the reference "
-                  "and upstream loops run (upstream on the same tensors)."]
+        lines += ["", "Every backend on the same weights (upstream holds var_fast's tensors); \"memory.py estimate\": "
+                  "var_fast.infinity.memory's KV cache + last-scale activations for that backend (fast: its "
+                  "preallocated cache) x batch, with the text's K/V counted at 512 tokens."]
     unavailable = next((r for r in records if r.get("section") == "infinity" and r.get("status") == "unavailable"), None)
     if unavailable is not None:
         lines.append(f"\nFast loop: {unavailable.get('reason')}.")
