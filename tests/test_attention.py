@@ -14,6 +14,9 @@ from conftest import HAS_CUDA, tol
 from var_fast import ops
 from var_fast.native.extension import require
 from var_fast.models import PATCH_NUMS_256, PATCH_NUMS_512
+from var_fast.infinity.blocks import MAX_SCALE_MUL
+from var_fast.infinity.blocks import SelfAttention as InfinitySelfAttention
+from var_fast.infinity.rope2d import apply_rope, rope_cache
 from var_fast.models.blocks import KVCache, SelfAttention
 from var_fast.reference import attention as ref
 
@@ -493,3 +496,211 @@ def test_multiscale_loop_matches_self_attention(device, dtype, patch_nums, attn_
             torch.testing.assert_close(k_cache[:, :, :offset + L], cache.k, **tol(dtype))
             torch.testing.assert_close(v_cache[:, :, :offset + L], cache.v, **tol(dtype))
     assert k_cache[:, :, offset + L:].isnan().all()  # later scales' slots untouched
+
+
+# ---------------------------------------------------------------------------------------------------
+# Infinity: qkv_to_cache with RoPE (rope2d.apply_rope after the L2 norm and head_scale), and
+# cached_attention at Infinity's scale 1 over L2-normalised queries and keys
+# ---------------------------------------------------------------------------------------------------
+def _rope_table(L, c, seed, device="cpu", pad=0):
+    """(2, L, c/2) float32 cos/sin of random angles; pad > 0: a slice (2, L, c/2) of a (2, L + pad, c/2)
+    table as the loop takes this scale's rows out of rope2d.rope_cache (strides of the whole table)."""
+    angles = _randn(L + pad, c // 2, seed=seed) * 3
+    table = torch.stack((angles.cos(), angles.sin()))
+    return table[:, pad:].to(device)
+
+
+def _schedule_rope(c, device="cpu"):
+    """The rope table of a small Infinity schedule as rope2d builds it, and (offset, L) of each scale."""
+    schedule = [(1, 1, 1), (1, 2, 2), (1, 3, 5), (1, 4, 6)]
+    table = rope_cache(c, schedule, full_hw=(4, 6)).to(device)
+    starts = list(itertools.accumulate([h * w for _, h, w in schedule]))
+    scales = [(s - h * w, h * w) for s, (_, h, w) in zip(starts, schedule)]
+    return table, scales
+
+
+ROPE_HEAD_DIMS = [
+    pytest.param(1, 2, id="c2"),          # one pair
+    pytest.param(2, 32, id="c32-test-2b_flat"),  # tests/infinity_factory.py "2b_flat": 128 / 4
+    pytest.param(2, 40, id="c40-partial-lanes"),
+    pytest.param(2, 64, id="c64-test-2b"),  # tests/infinity_factory.py "2b": 128 / 2
+    pytest.param(1, 128, id="c128-Infinity-2B"),  # 2048 / 16
+    pytest.param(1, 256, id="c256-max"),
+]
+
+
+@pytest.mark.parametrize("l2_norm", [False, True], ids=["plain", "l2norm"])
+@pytest.mark.parametrize("H,c", ROPE_HEAD_DIMS)
+@pytest.mark.parametrize("B,L", [(1, 1), (2, 15), (3, 36)])
+def test_qkv_to_cache_rope_matches_reference(device, device_name, dtype, B, L, H, c, l2_norm):
+    if device_name == "emu" and B * L * H * c > 4096:
+        _skip_on_emu(device_name, "smaller shapes cover every lane layout")
+    Lmax, offset = L + 9, 5
+    qkv, q_bias, v_bias, head_scale, k_cache, v_cache = _qkv_inputs(B, L, H, c, Lmax, dtype, device, l2_norm, seed=50)
+    rope = _rope_table(L, c, seed=51, device=device, pad=3)
+    assert not rope.is_contiguous()
+    k_before, v_before = k_cache.clone(), v_cache.clone()
+    q = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, rope)
+    assert q.shape == (B, H, L, c) and q.dtype == dtype and q.is_contiguous()
+    k_ref, v_ref = k_before.float(), v_before.float()
+    q_ref = ref.qkv_to_cache(qkv.float(), q_bias.float(), v_bias.float(), head_scale, k_ref, v_ref, offset, rope)
+    torch.testing.assert_close(q, q_ref.to(dtype), **tol(dtype))
+    _assert_cache_write(k_cache, v_cache, k_before, v_before, k_ref.to(dtype), v_ref.to(dtype), offset, L, dtype)
+    if l2_norm:  # a rotation keeps the norms: unit keys, queries of norm head_scale
+        torch.testing.assert_close(k_cache[:, :, offset:offset + L].float().norm(dim=-1),
+                                   torch.ones(B, H, L, device=device), **tol(dtype))
+        torch.testing.assert_close(q.float().norm(dim=-1), head_scale.view(1, H, 1).expand(B, H, L), **tol(dtype))
+    if dtype == torch.float32:
+        # Bitwise: the rotation is rope2d.apply_rope on the op's own normalised float32 q, k (the same
+        # four products and two sums, each rounded); without head_scale the whole op is elementwise.
+        k_plain, v_plain = k_before.clone(), v_before.clone()
+        q_plain = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_plain, v_plain, offset)
+        q_rot, k_rot = apply_rope(q_plain, k_plain[:, :, offset:offset + L], rope)
+        assert torch.equal(q, q_rot) and torch.equal(k_cache[:, :, offset:offset + L], k_rot)
+        assert torch.equal(v_cache, v_plain)
+        if not l2_norm:
+            assert torch.equal(q, q_ref) and torch.equal(k_cache, k_ref)
+    if device_name != "cpu":
+        k_cpu, v_cpu = k_before.cpu(), v_before.cpu()
+        q_cpu = _cpu_ops().qkv_to_cache(qkv.cpu(), q_bias.cpu(), v_bias.cpu(),
+                                        None if head_scale is None else head_scale.cpu(), k_cpu, v_cpu, offset,
+                                        rope.cpu())
+        torch.testing.assert_close(q.cpu(), q_cpu, **tol(dtype))
+        torch.testing.assert_close(k_cache.cpu(), k_cpu, **tol(dtype))
+        assert torch.equal(v_cache.cpu(), v_cpu)
+
+
+def test_qkv_to_cache_rope_identity_and_quarter_turn(device):
+    """Angle 0 leaves q, k as without rope (bitwise); angle pi/2 (cos 0, sin 1 exactly) maps each pair
+    (x0, x1) to (-x1, x0)."""
+    B, L, H, c = 2, 3, 2, 64
+    args = _qkv_inputs(B, L, H, c, 8, torch.float32, device, True, seed=52)
+    qkv, q_bias, v_bias, head_scale, k_cache, v_cache = args
+    k0, v0 = k_cache.clone(), v_cache.clone()
+    q_plain = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k0, v0, 2)
+    zero = torch.stack((torch.ones(L, c // 2), torch.zeros(L, c // 2))).to(device)
+    quarter = torch.stack((torch.zeros(L, c // 2), torch.ones(L, c // 2))).to(device)
+    k1 = k_cache.clone()
+    assert torch.equal(ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k1, v_cache.clone(), 2, zero), q_plain)
+    assert torch.equal(k1, k0)
+    k2 = k_cache.clone()
+    q_quarter = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k2, v_cache.clone(), 2, quarter)
+    pairs = q_plain.view(B, H, L, c // 2, 2)
+    assert torch.equal(q_quarter.view(B, H, L, c // 2, 2), torch.stack((-pairs[..., 1], pairs[..., 0]), -1))
+    k_pairs = k0[:, :, 2:2 + L].reshape(B, H, L, c // 2, 2)
+    assert torch.equal(k2[:, :, 2:2 + L].reshape(B, H, L, c // 2, 2),
+                       torch.stack((-k_pairs[..., 1], k_pairs[..., 0]), -1))
+
+
+@pytest.mark.parametrize("H,c", [(2, 64), (4, 32)], ids=["test-2b", "test-2b_flat"])
+def test_infinity_self_attention_matches_ops(device, H, c):
+    """Infinity's SelfAttention (var_fast/infinity/blocks.py) scale by scale with its rope table and a
+    growing cache, against qkv_to_cache(rope) + cached_attention(scale=1) on a preallocated cache. float32
+    only: the module runs in float32 as upstream's inference does (apply_rope promotes q, k to float32, so
+    the module itself cannot run in 16 bits; the 16-bit op results are checked against the reference above)."""
+    B, C, dtype = 2, H * c, torch.float32
+    torch.manual_seed(1)
+    attn = InfinitySelfAttention(C, H)
+    with torch.no_grad():
+        attn.q_bias.normal_(0, 0.5)
+        attn.v_bias.normal_(0, 0.5)
+        attn.scale_mul_1H11.add_(torch.randn(1, H, 1, 1) * 0.3)
+    attn = attn.to(device=device, dtype=dtype)
+    table, scales = _schedule_rope(c, device)
+    Lmax = sum(L for _, L in scales)
+    k_cache = torch.full((B, H, Lmax, c), float("nan"), dtype=dtype, device=device)
+    v_cache = torch.full_like(k_cache, float("nan"))
+    head_scale = attn.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp().reshape(H)
+    with torch.no_grad():
+        for si, (offset, L) in enumerate(scales):
+            x = _randn(B, L, C, seed=60 + si, dtype=dtype, device=device)
+            rope = table[:, offset:offset + L]
+            expected = attn(x, rope)
+            qkv = F.linear(x, attn.mat_qkv.weight)
+            q = ops.qkv_to_cache(qkv, attn.q_bias, attn.v_bias, head_scale, k_cache, v_cache, offset, rope)
+            got = attn.proj(ops.cached_attention(q, k_cache, v_cache, offset + L, 1.0))
+            torch.testing.assert_close(got, expected, **tol(dtype))
+            torch.testing.assert_close(k_cache[:, :, :offset + L], attn.cached_k, **tol(dtype))
+            torch.testing.assert_close(v_cache[:, :, :offset + L], attn.cached_v, **tol(dtype))
+
+
+@pytest.mark.parametrize("B,H,L,c,kv_len", [
+    pytest.param(2, 4, 15, 32, 50, id="c32-test-2b_flat"),
+    pytest.param(2, 2, 36, 64, 91, id="c64-test-2b"),
+    pytest.param(1, 2, 9, 128, 130, id="c128-Infinity-2B"),
+    pytest.param(1, 1, 1, 128, 1, id="c128-first-scale"),
+])
+def test_cached_attention_infinity_scale_one(device, device_name, dtype, B, H, L, c, kv_len):
+    """Infinity's self-attention: SDPA with scale 1 over L2-normalised queries (norm exp(scale_mul), 4 at
+    initialisation, up to 100) and unit keys: logits up to +-head_scale."""
+    q = F.normalize(_randn(B, H, L, c, seed=70), dim=-1) * torch.tensor([4.0, 30.0, 100.0, 8.0][:H]).view(1, H, 1, 1)
+    k_cache = F.normalize(_randn(B, H, kv_len + 5, c, seed=71), dim=-1)
+    k_cache[:, :, kv_len:] = float("nan")
+    v_cache = _randn(B, H, kv_len + 5, c, seed=72)
+    q, k_cache, v_cache = (t.to(device=device, dtype=dtype) for t in (q, k_cache, v_cache))
+    out = ops.cached_attention(q, k_cache, v_cache, kv_len, 1.0)
+    assert out.isfinite().all()
+    torch.testing.assert_close(out, _reference_attention(q, k_cache, v_cache, kv_len, 1.0), **tol(dtype))
+    if device_name != "cpu":
+        cpu = _cpu_ops().cached_attention(q.cpu(), k_cache.cpu(), v_cache.cpu(), kv_len, 1.0)
+        torch.testing.assert_close(out.cpu(), cpu, **tol(dtype))
+
+
+def _rope_good():
+    args = _qkv_good()  # B 2, L 5, H 3, c 64
+    args["rope"] = _rope_table(5, 64, seed=53)
+    return args
+
+
+@pytest.mark.parametrize("value,message", [
+    (torch.zeros(2, 5, 33), r"rope must have shape \(2, L, c/2\) = \(2, 5, 32\)"),
+    (torch.zeros(2, 4, 32), r"rope must have shape \(2, L, c/2\) = \(2, 5, 32\)"),
+    (torch.zeros(1, 5, 32), r"rope must have shape \(2, L, c/2\)"),
+    (torch.zeros(5, 32), r"rope must have shape \(2, L, c/2\)"),
+    (torch.zeros(2, 5, 32, dtype=torch.float64), r"rope must be float32 \(cos, sin\), got Double"),
+    (torch.zeros(2, 5, 32, dtype=torch.bfloat16), r"rope must be float32"),
+])
+def test_qkv_to_cache_rope_errors(value, message):
+    args = _rope_good()
+    args["rope"] = value
+    with pytest.raises(RuntimeError, match=message):
+        ops.qkv_to_cache(**args)
+
+
+def test_qkv_to_cache_rope_needs_even_head_dim():
+    qkv, q_bias, v_bias, head_scale, k_cache, v_cache = _qkv_inputs(1, 2, 1, 63, 4, torch.float32, "cpu", True)
+    with pytest.raises(RuntimeError, match=r"rope rotates pairs of head dims: the head dim \(k_cache.size\(3\)\) "
+                                           r"must be even, got 63"):
+        ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, 0, torch.zeros(2, 2, 31))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_qkv_to_cache_rope_device_mismatch():
+    args = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in _rope_good().items()}
+    args["rope"] = args["rope"].cpu()
+    with pytest.raises(RuntimeError, match=r"rope must be on cuda"):
+        ops.qkv_to_cache(**args)
+
+
+def test_qkv_to_cache_rope_opcheck(device, device_name):
+    if device_name == "emu":
+        pytest.skip("opcheck of var_fast_emu ops fails test_faketensor: fake kernels are registered for var_fast:: only")
+    args = _rope_good()
+    args = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+    torch.library.opcheck(torch.ops.var_fast.qkv_to_cache.default,
+                          (args["qkv"], args["q_bias"], args["v_bias"], args["head_scale"], args["k_cache"],
+                           args["v_cache"], args["offset"], args["rope"]))
+
+
+@pytest.mark.emu
+def test_emulated_capture_with_rope(emulated_gpu):
+    """qkv_to_cache with rope reads the table in place (a strided slice, no copy): it runs under an emulated
+    capture and gives the eager result."""
+    qkv, q_bias, v_bias, head_scale, k_cache, v_cache = _qkv_inputs(2, 9, 2, 64, 20, torch.bfloat16, "cpu", True,
+                                                                     seed=54)
+    rope = _rope_table(9, 64, seed=55, pad=4)
+    k_eager, v_eager = k_cache.clone(), v_cache.clone()
+    q_eager = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_eager, v_eager, 4, rope)
+    with emulated_gpu.emulated_capture():
+        q = ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, 4, rope)
+    assert torch.equal(q, q_eager) and torch.equal(k_cache, k_eager) and torch.equal(v_cache, v_eager)

@@ -211,3 +211,19 @@ def test_nan_logits_reported_after_the_loop(tiny, monkeypatch):
         with pytest.raises(RuntimeError, match="NaN"):
             sampler.sample(random_text([2]), SCHED4, cfg_list=cfg, decode=False)
         assert scales == list(range(len(SCHED4)))
+
+
+@pytest.mark.parametrize("dtype,name", [(torch.float32, "float32"), (torch.bfloat16, "bfloat16")])
+def test_memory_estimate_counts_the_preallocated_cache(tiny, dtype, name):
+    """per_image_bytes(fast=True)'s self-attention part is the fast loop's own cache tensors, per image."""
+    from var_fast.infinity.fast_sampler import allocate_kv_caches
+    from var_fast.infinity.memory import TEXT_TOKENS, InfinityShapes, per_image_bytes
+    model, vae = tiny
+    c = model.cfg
+    shapes = InfinityShapes("tiny", depth=c.depth, width=c.embed_dim, heads=c.num_heads, bits=c.d_vae,
+                            transformer_parameters=0, block_parameters=0, vae_parameters=0)
+    total = sum(h * w for _, h, w in SCHED4)
+    caches = allocate_kv_caches(InfinityFastSampler(model, vae, dtype=dtype), 2 * 3, "cpu", total)
+    actual = sum(t.numel() * t.element_size() for pair in caches for t in pair) // 3
+    kv, _, _ = per_image_bytes(shapes, SCHED4, name, cfg=True, fast=True)
+    assert kv - c.depth * 2 * c.embed_dim * TEXT_TOKENS * 2 * 4 == actual

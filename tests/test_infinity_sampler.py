@@ -168,8 +168,22 @@ def test_load_errors(kwargs, message):
 def test_load_rejects_var_arguments_for_infinity():
     with pytest.raises(ValueError, match="VAR's"):
         var_fast.load("infinity-2b", refiner="d16")
-    with pytest.raises(ValueError, match="reference backend only"):
-        var_fast.load("infinity-2b", backend="fast")
+    with pytest.raises(ValueError, match="backend must be"):
+        var_fast.load("infinity-2b", backend="native")
+
+
+def test_fast_backend(files, sampler):
+    """backend="fast": the reference's greedy images; seeded images independent of the batch and its size."""
+    fast = var_fast.load(transformer=files[0], vae=files[1], text_encoder=TINY_T5, device="cpu", backend="fast")
+    assert fast.backend == "fast" and sampler.backend == "reference"
+    greedy = dict(KW, top_k=1)
+    assert torch.equal(fast.sample(PROMPTS, seed=1, **greedy), sampler.sample(PROMPTS, seed=2, **greedy))
+    whole, bits = fast.sample(PROMPTS, seed=7, return_bits=True, **KW)
+    split = fast.sample(PROMPTS, seed=7, batch_size=3, **KW)
+    tail, tail_bits = fast.sample(PROMPTS[1:], seed=7, image_offset=1, return_bits=True, **KW)
+    assert torch.equal(whole, split) and torch.equal(whole[1:], tail)
+    assert all(torch.equal(a[1:], b) for a, b in zip(bits, tail_bits))
+    assert not torch.equal(whole[0], whole[2])  # the same prompt, its own stream per image
 
 
 def test_batched_passes(sampler):

@@ -47,6 +47,30 @@ def sample_cfg_top_k_top_p(logits: torch.Tensor, guidance: float, top_k: int = 0
                                          int(row_offset), status)
 
 
+# ---- bitwise sampling (Infinity) ---------------------------------------------------------------------------
+def sample_bits(logits: torch.Tensor, tau: float, top_k: int = 0, top_p: float = 0.0, seed: int = 0,
+                image_offset: int = 0, status: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """logits (B, L, 2D) -> int64 bits (B, L, D): Infinity's per-bit sampling, one draw per bit.
+
+    The last dim holds D pairs (logit of bit 0, logit of bit 1), as upstream's ``logits.reshape(B, -1, 2)``.
+    Each pair is scaled by float32(1 / tau); ``top_k == 1`` keeps the larger logit (both on a tie), 0 or >= 2
+    keeps both; ``top_p`` in (0, 1) drops the smaller one when its probability is <= 1 - top_p. Bit (b, l, d)
+    draws from Philox keyed by (seed, image_offset + b, l, d): an image's bits depend only on its logits, the
+    seed and its global index. Bad pairs (NaN, +inf, both -inf) raise, or set ``status`` as
+    ``sample_top_k_top_p`` does (required under CUDA graph capture). Semantics in
+    csrc/include/var_fast/bitwise_sampling.cuh; reference in ``var_fast.reference.bitwise_sampling``.
+    """
+    return _ops().sample_bits(logits, float(tau), int(top_k), float(top_p), int(seed), int(image_offset), status)
+
+
+def sample_cfg_bits(logits: torch.Tensor, cfg: float, tau: float, top_k: int = 0, top_p: float = 0.0, seed: int = 0,
+                    image_offset: int = 0, status: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """logits (2B, L, 2D) [conditional; unconditional] -> bits (B, L, D) of upstream's CFG mix
+    ``cfg * c + (1 - cfg) * u`` of the tau-scaled logits (each product and the sum rounded to float32)."""
+    return _ops().sample_cfg_bits(logits, float(cfg), float(tau), int(top_k), float(top_p), int(seed),
+                                  int(image_offset), status)
+
+
 # ---- AdaLN-modulated attention -----------------------------------------------------------------------
 def adaln_modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """LayerNorm(x) (no affine, float32 statistics) * (1 + scale) + shift; x (B, L, C), scale/shift (B, 1, C)."""
@@ -54,11 +78,14 @@ def adaln_modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, ep
 
 
 def qkv_to_cache(qkv: torch.Tensor, q_bias: torch.Tensor, v_bias: torch.Tensor, head_scale: Optional[torch.Tensor],
-                 k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int) -> torch.Tensor:
+                 k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int,
+                 rope: Optional[torch.Tensor] = None) -> torch.Tensor:
     """QKV epilogue of one scale: qkv (B, L, 3C) -> q (B, H, L, c); k, v written into the caches
     (B, H, Lmax, c) at ``offset``. With ``head_scale`` (H,), q and k are L2-normalised per head and q is
-    multiplied by head_scale (the reference's attn_l2_norm)."""
-    return _ops().qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, int(offset))
+    multiplied by head_scale (the reference's attn_l2_norm). With ``rope`` (2, L, c/2) float32, the cos and
+    sin of this scale's L positions (a slice of ``infinity.rope2d.rope_cache``), q and k are then rotated
+    pairwise (2i, 2i+1) as ``rope2d.apply_rope`` does (Infinity); q is returned and k cached rotated."""
+    return _ops().qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, int(offset), rope)
 
 
 def cached_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len: int,

@@ -1,5 +1,6 @@
 // The attention ops of one VAR block on CPU:
-//   qkv_to_cache     - QKV epilogue: biases, optional per-head L2 norm, k/v written into preallocated caches;
+//   qkv_to_cache     - QKV epilogue: biases, optional per-head L2 norm, optional RoPE (Infinity), k/v written
+//                      into preallocated caches;
 //   cached_attention - softmax(scale q k^T) v over the cached keys, flash-style (online softmax, float32).
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
@@ -54,10 +55,28 @@ inline void store_row(scalar_t* dst, int64_t stride, const float* src, int64_t n
   }
 }
 
+// The (2, L, c/2) float32 cos/sin table of qkv_to_cache's rope argument, any strides.
+struct RopeTable {
+  const float* data = nullptr;  // null: no rotation
+  int64_t s_sin = 0, s_l = 0, s_i = 0;
+  const float* cos(int64_t l) const { return data + l * s_l; }
+  const float* sin(int64_t l) const { return data + s_sin + l * s_l; }
+};
+
+// Rotates the pairs (x[2i], x[2i+1]) by the angles of one position with upstream's float32 ops, each rounded
+// (the build has -ffp-contract=off): (cos*x0 - sin*x1, sin*x0 + cos*x1) as rope2d.apply_rope computes them.
+inline void rotate_pairs(float* x, const float* cos, const float* sin, int64_t s_i, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float x0 = x[2 * i], x1 = x[2 * i + 1], co = cos[i * s_i], si = sin[i * s_i];
+    x[2 * i] = co * x0 - si * x1;
+    x[2 * i + 1] = si * x0 + co * x1;
+  }
+}
+
 template <typename scalar_t>
 void qkv_to_cache_rows(const scalar_t* qkv, const scalar_t* q_bias, const scalar_t* v_bias, const float* head_scale,
-                       scalar_t* q_out, scalar_t* k_cache, CacheLayout kl, scalar_t* v_cache, CacheLayout vl,
-                       int64_t B, int64_t L, int64_t H, int64_t c, int64_t offset) {
+                       RopeTable rope, scalar_t* q_out, scalar_t* k_cache, CacheLayout kl, scalar_t* v_cache,
+                       CacheLayout vl, int64_t B, int64_t L, int64_t H, int64_t c, int64_t offset) {
   const int64_t C = H * c;
   const int64_t grain = std::max<int64_t>(1, 32768 / (3 * C));  // rows per task: ~32K elements
   at::parallel_for(0, B * L, grain, [&](int64_t begin, int64_t end) {
@@ -71,7 +90,7 @@ void qkv_to_cache_rows(const scalar_t* qkv, const scalar_t* q_bias, const scalar
         scalar_t* qo = q_out + ((b * H + h) * L + l) * c;
         scalar_t* ko = k_cache + kl.at(b, h, offset + l);
         scalar_t* vo = v_cache + vl.at(b, h, offset + l);
-        if (head_scale == nullptr && kl.sd == 1 && vl.sd == 1) {  // plain copies with the biases added
+        if (head_scale == nullptr && rope.data == nullptr && kl.sd == 1 && vl.sd == 1) {  // plain copies with the biases added
           for (int64_t j = 0; j < c; ++j)
             qo[j] = static_cast<scalar_t>(static_cast<float>(row[j]) + static_cast<float>(qb[j]));
           for (int64_t j = 0; j < c; ++j) ko[j] = row[C + j];
@@ -91,6 +110,10 @@ void qkv_to_cache_rows(const scalar_t* qkv, const scalar_t* q_bias, const scalar
             k[j] *= k_mul;
           }
         }
+        if (rope.data != nullptr) {
+          rotate_pairs(q, rope.cos(l), rope.sin(l), rope.s_i, c / 2);
+          rotate_pairs(k, rope.cos(l), rope.sin(l), rope.s_i, c / 2);
+        }
         store_row(qo, 1, q, c);
         store_row(ko, kl.sd, k, c);
         store_row(vo, vl.sd, v, c);
@@ -101,8 +124,8 @@ void qkv_to_cache_rows(const scalar_t* qkv, const scalar_t* q_bias, const scalar
 
 at::Tensor qkv_to_cache_cpu(const at::Tensor& qkv, const at::Tensor& q_bias, const at::Tensor& v_bias,
                             const std::optional<at::Tensor>& head_scale, at::Tensor& k_cache, at::Tensor& v_cache,
-                            int64_t offset) {
-  attention_checks::check_qkv_to_cache_inputs(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset,
+                            int64_t offset, const std::optional<at::Tensor>& rope) {
+  attention_checks::check_qkv_to_cache_inputs(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, rope,
                                               at::Device(at::kCPU));
   const int64_t B = qkv.size(0), L = qkv.size(1), H = k_cache.size(1), c = k_cache.size(3);
   at::assert_no_internal_overlap(k_cache);
@@ -116,10 +139,13 @@ at::Tensor qkv_to_cache_cpu(const at::Tensor& qkv, const at::Tensor& q_bias, con
   const auto v_bias_c = v_bias.contiguous();
   std::optional<at::Tensor> head_scale_f;
   if (head_scale.has_value()) head_scale_f = head_scale->reshape({H}).to(at::kFloat).contiguous();
+  RopeTable rope_table;
+  if (rope.has_value())
+    rope_table = {rope->const_data_ptr<float>(), rope->stride(0), rope->stride(1), rope->stride(2)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, qkv.scalar_type(), "qkv_to_cache_cpu", [&] {
     qkv_to_cache_rows<scalar_t>(qkv_c.const_data_ptr<scalar_t>(), q_bias_c.const_data_ptr<scalar_t>(),
                                 v_bias_c.const_data_ptr<scalar_t>(),
-                                head_scale_f ? head_scale_f->const_data_ptr<float>() : nullptr,
+                                head_scale_f ? head_scale_f->const_data_ptr<float>() : nullptr, rope_table,
                                 q.mutable_data_ptr<scalar_t>(), k_cache.mutable_data_ptr<scalar_t>(),
                                 CacheLayout(k_cache), v_cache.mutable_data_ptr<scalar_t>(), CacheLayout(v_cache), B, L,
                                 H, c, offset);

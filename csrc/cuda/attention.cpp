@@ -29,10 +29,10 @@ attention::CacheStrides strides_of(const at::Tensor& cache) {
 // ---------------------------------------------------------------------------------------------------
 at::Tensor qkv_to_cache_on_device(const at::Tensor& qkv, const at::Tensor& q_bias, const at::Tensor& v_bias,
                                   const std::optional<at::Tensor>& head_scale, at::Tensor& k_cache,
-                                  at::Tensor& v_cache, int64_t offset) {
+                                  at::Tensor& v_cache, int64_t offset, const std::optional<at::Tensor>& rope) {
   VF_CHECK_KERNEL_DEVICE("qkv_to_cache", qkv);
   const at::Device dev = qkv.device();
-  attention_checks::check_qkv_to_cache_inputs(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, dev);
+  attention_checks::check_qkv_to_cache_inputs(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, rope, dev);
   const int64_t B = qkv.size(0), L = qkv.size(1), H = k_cache.size(1), c = k_cache.size(3);
   TORCH_CHECK(L <= kInt32Max && H <= kInt32Max, "qkv_to_cache: qkv's length and the head count must fit in int32");
   TORCH_CHECK(attention::qkv_to_cache_blocks(B * L * H) <= kInt32Max,
@@ -56,6 +56,10 @@ at::Tensor qkv_to_cache_on_device(const at::Tensor& qkv, const at::Tensor& q_bia
   params.q_bias = q_bias_c.const_data_ptr();
   params.v_bias = v_bias_c.const_data_ptr();
   params.head_scale = head_scale_f ? head_scale_f->const_data_ptr<float>() : nullptr;
+  if (rope.has_value()) {  // read in place with its strides: no copy (the loop passes a slice of its table)
+    params.rope = rope->const_data_ptr<float>();
+    params.rs = {rope->stride(0), rope->stride(1), rope->stride(2)};
+  }
   params.q_out = q.mutable_data_ptr();
   params.k_cache = k_cache.mutable_data_ptr();
   params.ks = strides_of(k_cache);

@@ -22,7 +22,7 @@ namespace {
 template <typename T>
 void run_qkv_typed(const QkvToCacheParams& p, const LaunchPlan& plan, Stream stream) {
   launch(qkv_to_cache_kernel<T>, plan, stream, static_cast<const T*>(p.qkv), static_cast<const T*>(p.q_bias),
-         static_cast<const T*>(p.v_bias), p.head_scale, static_cast<T*>(p.q_out), static_cast<T*>(p.k_cache), p.ks,
+         static_cast<const T*>(p.v_bias), p.head_scale, p.rope, p.rs, static_cast<T*>(p.q_out), static_cast<T*>(p.k_cache), p.ks,
          static_cast<T*>(p.v_cache), p.vs, p.rows, p.L, p.H, p.c, p.offset);
 }
 

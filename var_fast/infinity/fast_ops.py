@@ -1,8 +1,10 @@
 """The four Infinity-specific steps of the fast loop (var_fast/infinity/fast_sampler.py), in one place.
 
-Each function has the signature of the native op agreed in INFINITY_FAST_PLAN.md (issue 24). Where the op is
-not in this tree yet, the function computes the op's reference formula in plain PyTorch (the formulas of
-reference_sampler.py's loop); switching to the op is the one line marked ``NATIVE`` in each function.
+Each function has the signature of the native op agreed in INFINITY_FAST_PLAN.md (issue 24): the QKV epilogue
+with RoPE (ops.qkv_to_cache) and the bit draws (ops.sample_bits / ops.sample_cfg_bits) call the ops. Where the op
+is not in this tree yet (the BSQ update, the batched cross-attention), the function computes the op's reference
+formula in plain PyTorch (the formulas of reference_sampler.py's loop); switching to the op is the one line
+marked ``NATIVE``.
 """
 from __future__ import annotations
 
@@ -12,9 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .rope2d import apply_rope
-
-_MASK64 = (1 << 64) - 1
+from .. import ops
 
 
 # ---- self-attention: QKV epilogue with RoPE into the KV cache (s3-rope: ops.qkv_to_cache(..., rope=)) -----------
@@ -22,17 +22,7 @@ def qkv_to_cache(qkv: torch.Tensor, q_bias: torch.Tensor, v_bias: torch.Tensor, 
                  k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int, rope: torch.Tensor) -> torch.Tensor:
     """qkv (B, L, 3C) of the bias-free QKV GEMM -> q (B, H, L, c): bias added, q and k L2-normalised per head,
     q times head_scale (H,), both rotated by ``rope`` (2, L, c/2); k and v written at ``offset`` of the caches."""
-    # NATIVE: return ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, rope=rope)
-    B, L, _ = qkv.shape
-    _, H, _, c = k_cache.shape
-    qkv = qkv.add(torch.cat((q_bias, torch.zeros_like(q_bias), v_bias))).view(B, L, 3, H, c)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    q = F.normalize(q, dim=-1, eps=1e-12).mul(head_scale.reshape(1, H, 1, 1))
-    k = F.normalize(k, dim=-1, eps=1e-12)
-    q, k = apply_rope(q, k, rope)
-    k_cache[:, :, offset:offset + L] = k
-    v_cache[:, :, offset:offset + L] = v
-    return q.to(qkv.dtype).contiguous()
+    return ops.qkv_to_cache(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, rope=rope)
 
 
 # ---- cross-attention to the text (s3-rope: var_fast/infinity/fast_cross_attention.py) -------------------------
@@ -61,64 +51,17 @@ def cross_attention(q: torch.Tensor, text_kv: Tuple[torch.Tensor, torch.Tensor],
 
 
 # ---- bitwise sampling (s3-bitwise: ops.sample_bits / ops.sample_cfg_bits) --------------------------------------
-def _image_generator(seed: int, image: int, device) -> torch.Generator:
-    z = (seed * 0x9E3779B97F4A7C15 + (image + 1) * 0xD6E8FEB86659FD93) & _MASK64
-    z = ((z ^ (z >> 31)) * 0xBF58476D1CE4E5B9) & _MASK64
-    return torch.Generator(device=device).manual_seed((z ^ (z >> 29)) & ((1 << 63) - 1))
-
-
-def _filter_and_draw(l: torch.Tensor, top_k: int, top_p: float, seed: int, image_offset: int) -> torch.Tensor:
-    """l (B, L, D, 2) float32 -> bits (B, L, D): upstream's top-k/top-p on each pair, then one draw per bit
-    from a stream of (seed, image_offset + b) (the fallback's stream; the native op's is Philox)."""
-    if top_k > 0:
-        k = min(top_k, 2)
-        l = l.masked_fill(l < l.topk(k, dim=-1, largest=True, sorted=False)[0].amin(dim=-1, keepdim=True), -torch.inf)
-    if top_p > 0:
-        sorted_l, sorted_idx = l.sort(dim=-1, descending=False)
-        remove = sorted_l.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
-        remove[..., -1:] = False
-        l = l.masked_fill(remove.scatter(-1, sorted_idx, remove), -torch.inf)
-    p1 = l.softmax(dim=-1)[..., 1]
-    u = torch.stack([torch.rand(p1.shape[1:], generator=_image_generator(seed, image_offset + b, p1.device),
-                                device=p1.device) for b in range(p1.shape[0])])
-    return (u < p1).long()
-
-
-def _check_finite(l: torch.Tensor, cfg: bool, status: Optional[torch.Tensor]) -> None:
-    """Bad logits (NaN, +inf, a bit with both logits -inf) raise, or with ``status`` OR the flags of
-    csrc/include/var_fast/status_flags.h into it without waiting for the device (ops.check_status raises)."""
-    flags = (torch.isnan(l).any().int() * 1 + torch.isposinf(l).any().int() * 2
-             + (l == -torch.inf).all(dim=-1).any().int() * 4)
-    if status is not None:
-        status.bitwise_or_(flags | (flags != 0).int() * 8 if cfg else flags)  # 8: kSampleCfg
-        return
-    bad = int(flags)
-    if bad:
-        what = "NaN" if bad & 1 else "+inf" if bad & 2 else "a bit with both logits -inf"
-        raise RuntimeError(f"{'sample_cfg_bits' if cfg else 'sample_bits'}: logits contain {what}")
-
-
 def sample_bits(logits: torch.Tensor, tau: float, top_k: int = 0, top_p: float = 0.0, seed: int = 0,
                 image_offset: int = 0, status: Optional[torch.Tensor] = None) -> torch.Tensor:
     """logits (B, L, 2D) -> int64 bits (B, L, D) of softmax(logits * (1/tau)) per pair, filtered."""
-    # NATIVE: return ops.sample_bits(logits, tau, top_k, top_p, seed, image_offset, status)
-    B, L, V = logits.shape
-    l = logits.float().mul(1 / tau).reshape(B, L, V // 2, 2)
-    _check_finite(l, False, status)
-    return _filter_and_draw(l, top_k, top_p, seed, image_offset)
+    return ops.sample_bits(logits, tau, top_k, top_p, seed, image_offset, status)
 
 
 def sample_cfg_bits(logits: torch.Tensor, cfg: float, tau: float, top_k: int = 0, top_p: float = 0.0, seed: int = 0,
                     image_offset: int = 0, status: Optional[torch.Tensor] = None) -> torch.Tensor:
     """logits (2B, L, 2D) [conditional; unconditional] -> bits (B, L, D) of cfg * c + (1 - cfg) * u (each
     scaled by 1/tau first), as upstream mixes them."""
-    # NATIVE: return ops.sample_cfg_bits(logits, cfg, tau, top_k, top_p, seed, image_offset, status)
-    N, L, V = logits.shape
-    B = N // 2
-    l = logits.float().mul(1 / tau)
-    l = (cfg * l[:B] + (1 - cfg) * l[B:]).reshape(B, L, V // 2, 2)
-    _check_finite(l, True, status)
-    return _filter_and_draw(l, top_k, top_p, seed, image_offset)
+    return ops.sample_cfg_bits(logits, cfg, tau, top_k, top_p, seed, image_offset, status)
 
 
 # ---- the BSQ per-scale update (s3-bsq: ops.bsq_scale_update) -----------------------------------------------------
@@ -127,7 +70,7 @@ def bsq_scale_update(bits: torch.Tensor, summed_codes: torch.Tensor, next_h: int
     """bits (B, h, w, D) -> codes added into summed_codes (B, d, H, W) in place; returns the next scale's
     transformer input (B, next_h * next_w, d or 4d) (empty when next_h == 0)."""
     # NATIVE: return ops.bsq_scale_update(bits, summed_codes, next_h, next_w, patchify, status)
-    if bool(((bits != 0) & (bits != 1)).any()):
+    if status is None and bool(((bits != 0) & (bits != 1)).any()):  # with status: the loop's bits are 0/1 already
         raise RuntimeError("bsq_scale_update: bits outside {0, 1}")
     B, d, H, W = summed_codes.shape
     if patchify:

@@ -315,9 +315,9 @@ class ScalePlan:
         return (self.N, self.B, self.lens, self.schedule, cfgs, self.cfg_layers, self.on_logits,
                 self.sampler.dtype)
 
-    def run(self, si, inp, cond, caches, rope) -> torch.Tensor:
+    def run(self, si, inp, cond, caches, ropes) -> torch.Tensor:
         cfg = self.cfgs[si]
-        rope_si = rope[:, self.starts[si]:self.starts[si + 1]]
+        rope_si = ropes[si]
         all_rows = cfg != 1 and self.on_logits
         return self.sampler.scale_logits(si, inp, cond, caches, self.starts[si], rope_si, self.B, cfg,
                                          self.cfg_layers, all_rows)
@@ -367,8 +367,9 @@ class EagerScales:
         self.plan = plan
         self.caches = allocate_kv_caches(plan.sampler, plan.N, device, total)
         model = plan.sampler.model
-        self.rope = rope_cache(model.cfg.head_dim, plan.schedule, full_grid_of(plan.schedule),
-                               model.cfg.rope2d_normalized_by_hw).to(device)
+        rope = rope_cache(model.cfg.head_dim, plan.schedule, full_grid_of(plan.schedule),
+                          model.cfg.rope2d_normalized_by_hw).to(device)
+        self.rope = [rope[:, a:b].contiguous() for a, b in zip(plan.starts[:-1], plan.starts[1:])]  # per scale
 
     def set_condition(self, cond: ScaleCondition) -> None:
         self.cond = cond

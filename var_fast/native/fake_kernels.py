@@ -19,13 +19,26 @@ def _(logits, guidance, top_k, top_p, seed, row_offset=0, status=None):
     return logits.new_empty((logits.shape[0] // 2, logits.shape[1]), dtype=torch.int64)
 
 
+@_register("sample_bits")
+def _(logits, tau, top_k=0, top_p=0.0, seed=0, image_offset=0, status=None):
+    torch._check(logits.shape[2] % 2 == 0, lambda: "logits' last dim must hold pairs of bit logits (2D)")
+    return logits.new_empty((logits.shape[0], logits.shape[1], logits.shape[2] // 2), dtype=torch.int64)
+
+
+@_register("sample_cfg_bits")
+def _(logits, cfg, tau, top_k=0, top_p=0.0, seed=0, image_offset=0, status=None):
+    torch._check(logits.shape[0] % 2 == 0, lambda: "logits must hold a CFG-doubled batch (2B, L, 2D)")
+    torch._check(logits.shape[2] % 2 == 0, lambda: "logits' last dim must hold pairs of bit logits (2D)")
+    return logits.new_empty((logits.shape[0] // 2, logits.shape[1], logits.shape[2] // 2), dtype=torch.int64)
+
+
 @_register("adaln_modulate")
 def _(x, scale, shift, eps=1e-6):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @_register("qkv_to_cache")
-def _(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset):
+def _(qkv, q_bias, v_bias, head_scale, k_cache, v_cache, offset, rope=None):
     B, L, _ = qkv.shape
     _, H, _, c = k_cache.shape
     return qkv.new_empty((B, H, L, c))

@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..infinity.rope2d import apply_rope
+
 
 def adaln_modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``ln_wo_grad(x).mul(scale.add(1)).add_(shift)``: LayerNorm without affine over the last dim."""
@@ -19,12 +21,15 @@ def adaln_modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, ep
 
 
 def qkv_to_cache(qkv: torch.Tensor, q_bias: torch.Tensor, v_bias: torch.Tensor, head_scale: Optional[torch.Tensor],
-                 k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int) -> torch.Tensor:
+                 k_cache: torch.Tensor, v_cache: torch.Tensor, offset: int,
+                 rope: Optional[torch.Tensor] = None) -> torch.Tensor:
     """qkv (B, L, 3C) of the bias-free QKV GEMM -> q (B, H, L, c); k, v copied into the caches at ``offset``.
 
     Upstream adds ``cat(q_bias, zero_k_bias, v_bias)`` inside ``F.linear``; here it is added to the
     bias-free product. With ``head_scale`` (the attn_l2_norm models) q and k are ``F.normalize``d per
-    head and q is multiplied by head_scale (``scale_mul_1H11.clamp_max(log 100).exp()``).
+    head and q is multiplied by head_scale (``scale_mul_1H11.clamp_max(log 100).exp()``). With ``rope``
+    (2, L, c/2) float32 (Infinity's SelfAttention.forward), q and k are then rotated by
+    ``infinity.rope2d.apply_rope``.
     """
     B, L, three_C = qkv.shape
     _, H, _, c = k_cache.shape
@@ -34,6 +39,8 @@ def qkv_to_cache(qkv: torch.Tensor, q_bias: torch.Tensor, v_bias: torch.Tensor, 
     if head_scale is not None:
         q = F.normalize(q, dim=-1).mul(head_scale.reshape(1, H, 1, 1))
         k = F.normalize(k, dim=-1)
+    if rope is not None:
+        q, k = apply_rope(q, k, rope)
     k_cache[:, :, offset:offset + L] = k
     v_cache[:, :, offset:offset + L] = v
     return q.to(qkv.dtype).contiguous()

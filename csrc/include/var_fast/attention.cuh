@@ -1,7 +1,8 @@
 // Device code of the attention ops (launcher: csrc/cuda/attention.cpp; launch plans and tile geometry:
 // var_fast/attention_launch.h; kernel translation unit: csrc/cuda/attention_kernels.cu).
 //   qkv_to_cache_kernel    - one warp per (b, l, h): biases, optional L2 norms (warp reductions),
-//                            q written out, k and v written into the caches at offset + l.
+//                            optional RoPE (pairs in neighbouring lanes), q written out, k and v
+//                            written into the caches at offset + l.
 //   attention_wmma_kernel  - fp16/bf16, head dim 64 or 128: tensor-core (WMMA) flash attention, 64
 //                            queries per block (16 per warp), 64-key tiles, online softmax in float32.
 //   attention_simt_kernel  - any dtype, any head dim <= 256: CUDA-core flash attention, 16 queries
@@ -49,14 +50,23 @@ __device__ __forceinline__ U* dynamic_smem() {
 // ---------------------------------------------------------------------------------------------------
 constexpr int kQkvPerLane = kMaxHeadDim / kWarpSize;  // head dims per lane at most
 
+// RoPE of one element j of a row whose pairs (2i, 2i+1) sit in neighbouring lanes (lane j holds element j
+// mod 32, and 32 is even): x is this lane's value, the partner's comes by shuffle (all 32 lanes call it).
+// Upstream's float32 ops, each rounded, not contracted: even j -> cos*x0 - sin*x1, odd j -> sin*x0 + cos*x1.
+__device__ __forceinline__ float rope_rotate(float x, int j, float cos_a, float sin_a) {
+  const float partner = __shfl_xor_sync(0xffffffffu, x, 1);
+  return (j & 1) == 0 ? __fsub_rn(__fmul_rn(cos_a, x), __fmul_rn(sin_a, partner))
+                      : __fadd_rn(__fmul_rn(sin_a, partner), __fmul_rn(cos_a, x));
+}
+
 // qkv (B, L, 3, H, c) contiguous; q_out (B, H, L, c) contiguous; biases (H * c) contiguous;
-// head_scale (H,) float32 or null (no L2 norm).
+// head_scale (H,) float32 or null (no L2 norm); rope (2, L, c/2) float32 or null (no rotation; c even).
 template <typename T>
 __global__ void __launch_bounds__(kQkvWarpsPerBlock* kWarpSize)
     qkv_to_cache_kernel(const T* __restrict__ qkv, const T* __restrict__ q_bias, const T* __restrict__ v_bias,
-                        const float* __restrict__ head_scale, T* __restrict__ q_out, T* __restrict__ k_cache,
-                        CacheStrides ks, T* __restrict__ v_cache, CacheStrides vs, int64_t rows, int L, int H, int c,
-                        int64_t offset) {
+                        const float* __restrict__ head_scale, const float* __restrict__ rope, RopeStrides rs,
+                        T* __restrict__ q_out, T* __restrict__ k_cache, CacheStrides ks, T* __restrict__ v_cache,
+                        CacheStrides vs, int64_t rows, int L, int H, int c, int64_t offset) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kQkvWarpsPerBlock + threadIdx.x / kWarpSize;
   if (row >= rows) return;  // whole warps leave together: the shuffles below see all 32 lanes
@@ -93,9 +103,21 @@ __global__ void __launch_bounds__(kQkvWarpsPerBlock* kWarpSize)
 #pragma unroll
   for (int t = 0; t < kQkvPerLane; ++t) {
     const int j = lane + t * kWarpSize;
+    q[t] *= q_mul;
+    k[t] *= k_mul;
+    if (rope != nullptr && t * kWarpSize < c) {  // uniform over the warp: every lane reaches the shuffles
+      float cos_a = 0.f, sin_a = 0.f;
+      if (j < c) {
+        const float* angle = rope + l * rs.l + (j / 2) * rs.i;
+        cos_a = angle[0];
+        sin_a = angle[rs.sin];
+      }
+      q[t] = rope_rotate(q[t], j, cos_a, sin_a);
+      k[t] = rope_rotate(k[t], j, cos_a, sin_a);
+    }
     if (j < c) {
-      qo[j] = static_cast<T>(q[t] * q_mul);
-      ko[j * ks.d] = static_cast<T>(k[t] * k_mul);
+      qo[j] = static_cast<T>(q[t]);
+      ko[j * ks.d] = static_cast<T>(k[t]);
       vo[j * vs.d] = static_cast<T>(v[t]);
     }
   }

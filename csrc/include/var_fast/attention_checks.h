@@ -16,7 +16,8 @@ constexpr int64_t kMaxHeadDim = 256;  // the CUDA kernels' register arrays (atte
 
 inline void check_qkv_to_cache_inputs(const at::Tensor& qkv, const at::Tensor& q_bias, const at::Tensor& v_bias,
                                       const std::optional<at::Tensor>& head_scale, const at::Tensor& k_cache,
-                                      const at::Tensor& v_cache, int64_t offset, const at::Device& expected) {
+                                      const at::Tensor& v_cache, int64_t offset, const std::optional<at::Tensor>& rope,
+                                      const at::Device& expected) {
   VF_CHECK_DEVICE(qkv, expected);
   VF_CHECK_DEVICE(q_bias, expected);
   VF_CHECK_DEVICE(v_bias, expected);
@@ -48,6 +49,14 @@ inline void check_qkv_to_cache_inputs(const at::Tensor& qkv, const at::Tensor& q
                 "head_scale must be float32, float16 or bfloat16, got ", hs_dtype);
     TORCH_CHECK(head_scale->numel() == H, "head_scale must hold one value per head (H = ", H,
                 "), as (H,) or (1, H, 1, 1); got shape ", head_scale->sizes());
+  }
+  if (rope.has_value()) {  // (2, L, c/2) float32: cos and sin of each position's c/2 rotation angles
+    TORCH_CHECK(rope->device() == expected, "rope must be on ", expected, ", got ", rope->device());
+    TORCH_CHECK(rope->scalar_type() == at::kFloat, "rope must be float32 (cos, sin), got ", rope->scalar_type());
+    TORCH_CHECK(c % 2 == 0, "rope rotates pairs of head dims: the head dim (k_cache.size(3)) must be even, got ", c);
+    TORCH_CHECK(rope->dim() == 3 && rope->size(0) == 2 && rope->size(1) == L && rope->size(2) == c / 2,
+                "rope must have shape (2, L, c/2) = (2, ", L, ", ", c / 2, ") (cos, sin of qkv's L positions), got ",
+                rope->sizes());
   }
 }
 

@@ -60,13 +60,20 @@ struct SimtAttentionTile {
 };
 
 // ---- qkv_to_cache ----
+// Element strides of the (2, L, c/2) float32 cos/sin table of qkv_to_cache's rope argument.
+struct RopeStrides {
+  int64_t sin, l, i;  // sin: from the cos table to the sin table
+};
+
 // qkv (B, L, 3, H, c) contiguous; q_out (B, H, L, c) contiguous; biases (H * c) contiguous;
-// head_scale (H,) float32 or null (no L2 norm).
+// head_scale (H,) float32 or null (no L2 norm); rope (2, L, c/2) float32 or null (no rotation).
 struct QkvToCacheParams {
   const void* qkv;
   const void* q_bias;
   const void* v_bias;
   const float* head_scale;
+  const float* rope = nullptr;
+  RopeStrides rs{0, 0, 0};
   void* q_out;
   void* k_cache;
   CacheStrides ks;

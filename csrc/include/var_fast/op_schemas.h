@@ -17,13 +17,22 @@ inline void define_ops(torch::Library& m) {
   // logits (2B, L, V): conditional half then unconditional half, mixed as (1+g)*cond - g*uncond.
   m.def("sample_cfg_top_k_top_p(Tensor logits, float guidance, int top_k, float top_p, int seed, int row_offset=0, Tensor(a!)? status=None) -> Tensor");
 
+  // ---- bitwise sampling (Infinity): logits (N, L, 2D), D pairs (logit of bit 0, logit of bit 1) -> int64 bits (B, L, D) ----
+  // x * (1/tau), then top-k (1: the larger logit; ties keep both) / top-p (drop the smaller when its probability
+  // is <= 1 - top_p) on each pair, one draw per bit from Philox keyed by (seed, image_offset + b, l, d).
+  // Semantics in csrc/include/var_fast/bitwise_sampling.cuh; bad pairs raise or set `status` as above.
+  m.def("sample_bits(Tensor logits, float tau, int top_k=0, float top_p=0.0, int seed=0, int image_offset=0, Tensor(a!)? status=None) -> Tensor");
+  // logits (2B, L, 2D): conditional half then unconditional half, mixed as cfg*c + (1-cfg)*u after 1/tau.
+  m.def("sample_cfg_bits(Tensor logits, float cfg, float tau, int top_k=0, float top_p=0.0, int seed=0, int image_offset=0, Tensor(a!)? status=None) -> Tensor");
+
   // ---- AdaLN-modulated attention ----
   // LayerNorm without affine over the last dim, then x * (1 + scale) + shift; scale/shift (B, 1, C).
   m.def("adaln_modulate(Tensor x, Tensor scale, Tensor shift, float eps=1e-6) -> Tensor");
   // qkv (B, L, 3C) from the bias-free QKV GEMM -> q (B, H, L, c). Adds q/v biases, L2-normalises
   // q and k per head when head_scale (H,) is given (q then multiplied by head_scale), and writes
-  // k, v into the caches (B, H, Lmax, c) at [offset, offset + L).
-  m.def("qkv_to_cache(Tensor qkv, Tensor q_bias, Tensor v_bias, Tensor? head_scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int offset) -> Tensor");
+  // k, v into the caches (B, H, Lmax, c) at [offset, offset + L). With rope (2, L, c/2) float32 (cos, sin),
+  // q and k are then rotated pairwise (2i, 2i+1) as Infinity's 2-D RoPE does (infinity/rope2d.py apply_rope).
+  m.def("qkv_to_cache(Tensor qkv, Tensor q_bias, Tensor v_bias, Tensor? head_scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int offset, Tensor? rope=None) -> Tensor");
   // q (B, H, L, c) over the first kv_len cached keys/values -> (B, L, H*c).
   m.def("cached_attention(Tensor q, Tensor k_cache, Tensor v_cache, int kv_len, float scale) -> Tensor");
   // x + gamma * y with gamma (B, 1, C).

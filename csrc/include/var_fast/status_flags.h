@@ -16,6 +16,9 @@ constexpr int kSampleAllNegInf = 4;    // a row is all -inf
 constexpr int kSampleCfg = 8;          // the flags above came from sample_cfg_top_k_top_p
 constexpr int kTokenOutOfRange = 16;   // quant_sampler_step got a token outside [0, V)
 
+// The sampling flags above came from sample_bits (or, with kSampleCfg, sample_cfg_bits): a pair of bit logits.
+constexpr int kSampleBits = 256;
+
 // `status` must be an int32 tensor of one element on `device`.
 inline void check_status_tensor(const char* op, const at::Tensor& status, const at::Device& device) {
   TORCH_CHECK(status.scalar_type() == at::kInt && status.numel() == 1 && status.is_contiguous(), op,
@@ -27,11 +30,15 @@ inline void check_status_tensor(const char* op, const at::Tensor& status, const 
 // The error of the flags, as the op that set them would have raised it.
 inline void raise_for_flags(int flags, int64_t vocab_size) {
   const bool cfg = flags & kSampleCfg;
-  const char* op = cfg ? "sample_cfg_top_k_top_p" : "sample_top_k_top_p";
-  const char* where = cfg ? " (in the mixed logits (1+g)*cond - g*uncond)" : "";
+  const bool bits = flags & kSampleBits;
+  const char* op = bits ? (cfg ? "sample_cfg_bits" : "sample_bits") : (cfg ? "sample_cfg_top_k_top_p" : "sample_top_k_top_p");
+  const char* where = !cfg ? (bits ? " (after 1 / tau)" : "")
+                           : (bits ? " (in the mixed logits cfg*cond + (1-cfg)*uncond after 1 / tau)"
+                                   : " (in the mixed logits (1+g)*cond - g*uncond)");
+  const char* row = bits ? "a pair of bit logits" : "a row of logits";
   TORCH_CHECK(!(flags & kSampleNaN), op, ": logits contain NaN", where);
   TORCH_CHECK(!(flags & kSamplePosInf), op, ": logits contain +inf", where);
-  TORCH_CHECK(!(flags & kSampleAllNegInf), op, ": a row of logits is all -inf", where, ": nothing can be sampled");
+  TORCH_CHECK(!(flags & kSampleAllNegInf), op, ": ", row, " is all -inf", where, ": nothing can be sampled");
   TORCH_CHECK(!(flags & kTokenOutOfRange),
               "quant_sampler_step: token out of range: tokens must lie in [0, V) with V = ", vocab_size);
 }

@@ -118,6 +118,33 @@ std::vector<Tensor> sample_cfg_greedy() {
   return {tok};
 }
 
+// ---- bitwise sampling (Infinity) ------------------------------------------------------------------------
+void expect_bits(const Tensor& bits, at::IntArrayRef shape, const char* what) {
+  TORCH_CHECK(bits.scalar_type() == at::kLong && bits.sizes() == shape, what, ": bits must be int64 of shape ", shape,
+              ", got ", bits.scalar_type(), " ", bits.sizes());
+  TORCH_CHECK(bits.ge(0).all().item<bool>() && bits.le(1).all().item<bool>(), what, ": bits outside {0, 1}");
+}
+
+// D = 7 (a partial last group of 4 bits), tau and top-p, one partial block, no status.
+std::vector<Tensor> bits_plain_odd_d() {
+  const Tensor bits = call1("sample_bits", {randn({3, 5, 14}) * 2, 0.8, int64_t{0}, 0.9, int64_t{7}, int64_t{2}, kNone});
+  expect_bits(bits, {3, 5, 7}, "sample_bits");
+  return {bits};
+}
+
+// cfg = 1 (the conditional half), greedy: the larger logit of each pair; 1120 groups (5 blocks, the last partial).
+std::vector<Tensor> bits_cfg_greedy() {
+  const Tensor logits = randn({4, 70, 64});
+  const Tensor status = status_word();
+  const Tensor bits =
+      call1("sample_cfg_bits", {logits, 1.0, 1.0, int64_t{1}, 0.0, int64_t{3}, int64_t{0}, status});
+  const Tensor pairs = logits.slice(0, 0, 2).reshape({2, 70, 32, 2});
+  expect_bits(bits, {2, 70, 32}, "sample_cfg_bits");
+  TORCH_CHECK(bits.equal(pairs.select(-1, 1).gt(pairs.select(-1, 0)).to(at::kLong)), "greedy bits are not the argmax");
+  TORCH_CHECK(status.item<int>() == 0, "status flags ", status.item<int>());
+  return {bits, status};
+}
+
 // ---- AdaLN ----------------------------------------------------------------------------------------------
 Tensor modulate_reference(const Tensor& x, const Tensor& scale, const Tensor& shift) {
   const Tensor xf = x.to(at::kFloat);
@@ -169,15 +196,27 @@ std::vector<Tensor> bias_gelu_vectorized() { return bias_gelu_case(5, 64, at::kH
 std::vector<Tensor> bias_gelu_scalar_odd_n() { return bias_gelu_case(3, 13, at::kFloat); }
 
 // ---- attention ------------------------------------------------------------------------------------------
+// rope: a (2, L, c/2) cos/sin table, a strided slice of a longer one as the Infinity loop passes it.
 std::vector<Tensor> qkv_case(int64_t B, int64_t L, int64_t H, int64_t c, int64_t Lmax, int64_t offset, bool head_scale,
-                             at::ScalarType dtype) {
+                             at::ScalarType dtype, bool rope = false) {
   const int64_t C = H * c;
   const Tensor qkv = randn({B, L, 3 * C}, dtype), q_bias = randn({C}, dtype), v_bias = randn({C}, dtype);
   const Tensor k_cache = at::zeros({B, H, Lmax, c}, opts(dtype)), v_cache = at::zeros({B, H, Lmax, c}, opts(dtype));
   const c10::IValue scale = head_scale ? c10::IValue(randn({H}).abs() + 0.5) : kNone;
-  const Tensor q = call1("qkv_to_cache", {qkv, q_bias, v_bias, scale, k_cache, v_cache, offset});
+  c10::IValue table = kNone;
+  if (rope) {
+    const Tensor angles = randn({L + 2, c / 2}) * 3;
+    table = at::stack({angles.cos(), angles.sin()}).slice(1, 2, L + 2);
+  }
+  const Tensor q = call1("qkv_to_cache", {qkv, q_bias, v_bias, scale, k_cache, v_cache, offset, table});
   TORCH_CHECK(q.sizes() == at::IntArrayRef({B, H, L, c}), "q shape ", q.sizes());
   expect_finite(q, "qkv_to_cache q");
+  if (rope && head_scale) {  // a rotation keeps the norms: |q| = head_scale, |k| = 1
+    const Tensor k_norm = k_cache.slice(2, offset, offset + L).to(at::kFloat).norm(2, {-1});
+    expect_close(k_norm, at::ones_like(k_norm), 4 * tol_of(dtype), "qkv_to_cache rope |k|");
+    const Tensor q_norm = q.to(at::kFloat).norm(2, {-1});
+    expect_close(q_norm, scale.toTensor().view({1, H, 1}).expand({B, H, L}), 8 * tol_of(dtype), "qkv_to_cache rope |q|");
+  }
   // v is a plain copy with its bias: exact in any dtype.
   const Tensor v_want = (qkv.slice(2, 2 * C, 3 * C).to(at::kFloat) + v_bias.to(at::kFloat)).to(dtype);
   TORCH_CHECK(v_cache.slice(2, offset, offset + L).equal(v_want.view({B, L, H, c}).permute({0, 2, 1, 3})),
@@ -186,6 +225,9 @@ std::vector<Tensor> qkv_case(int64_t B, int64_t L, int64_t H, int64_t c, int64_t
 }
 std::vector<Tensor> qkv_head_dim_64_scaled() { return qkv_case(1, 4, 2, 64, 20, 3, true, at::kHalf); }
 std::vector<Tensor> qkv_odd_head_dim_one_row() { return qkv_case(1, 1, 3, 33, 1, 0, false, at::kBFloat16); }
+// RoPE (Infinity): head dim 40 leaves lanes 8..31 idle in the second slot (they still join the pair shuffle).
+std::vector<Tensor> qkv_rope_head_dim_40() { return qkv_case(2, 3, 2, 40, 9, 4, true, at::kFloat, true); }
+std::vector<Tensor> qkv_rope_head_dim_128_bf16() { return qkv_case(1, 5, 1, 128, 5, 0, true, at::kBFloat16, true); }
 
 // pad > 0: cache rows c + pad elements apart (views of wider storage, the base still 16-byte aligned).
 std::vector<Tensor> attention_case(int64_t B, int64_t H, int64_t L, int64_t c, int64_t Lmax, int64_t kv_len,
@@ -327,6 +369,8 @@ const std::vector<Case> kCases = {
     {"bias_gelu_scalar_odd_n", bias_gelu_scalar_odd_n},
     {"qkv_head_dim_64_scaled", qkv_head_dim_64_scaled},
     {"qkv_odd_head_dim_one_row", qkv_odd_head_dim_one_row},
+    {"qkv_rope_head_dim_40", qkv_rope_head_dim_40},
+    {"qkv_rope_head_dim_128_bf16", qkv_rope_head_dim_128_bf16},
     {"attention_wmma_fp16", attention_wmma_fp16},
     {"attention_wmma_bf16", attention_wmma_bf16},
     {"attention_wmma_unaligned_cache_rows", attention_wmma_unaligned_cache_rows},
@@ -344,6 +388,8 @@ const std::vector<Case> kCases = {
     {"encode_three_scales", encode_three_scales},
     {"encode_odd_sizes_single_code", encode_odd_sizes_single_code},
     {"check_status_flags", check_status_flags},
+    {"bits_plain_odd_d", bits_plain_odd_d},
+    {"bits_cfg_greedy", bits_cfg_greedy},
 };
 
 }  // namespace
