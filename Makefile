@@ -25,8 +25,9 @@ bench: $(STAMP)
 	$(PYTHON) -m pytest -q benchmarks --benchmark-only $(ARGS)
 
 # On a GPU machine, from a fresh checkout: builds for the present GPU's arch only (not the install
-# stamp's four), runs the CUDA tests, compute-sanitizer and the benchmarks, writes $(OUT)/report.md
-# and report.json in at most 8 minutes. ARGS: --upstream DIR, --models d16,d30, --batches 1,16, ...
+# stamp's four), runs the CUDA tests, compute-sanitizer, the benchmarks and the Infinity stage, writes
+# $(OUT)/report.md and report.json in at most 9.5 minutes. ARGS: --upstream DIR, --models d16,d30,
+# --batches 1,16, --infinity-upstream DIR, --skip infinity, ...
 OUT ?= out/gpu-check
 gpu-check:
 	$(PYTHON) -m benchmarks.gpu_check --out $(OUT) $(ARGS)

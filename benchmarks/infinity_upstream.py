@@ -27,7 +27,8 @@ the checkout, never copied; only these imports are replaced, and only while upst
 - ``timm`` (``register_model``, ``DropPath``, ``SoftTargetCrossEntropy``): a registry decorator that returns the
   function, DropPath that is the identity in eval mode (upstream's models run in eval; it refuses to train),
   and a loss class that is never used at inference. ``imageio`` and ``torchvision`` (imported, not used by
-  the VAE's decoder) are stubbed only when not installed.
+  the VAE's decoder) are stubbed only when not installed, and so is ``pytz`` (upstream's log timestamps only;
+  the stand-in's ``timezone`` raises if anything calls it): gpu-check's GPU machine has no pytz.
 
 Differences from ``tools/run_infinity.py`` that do not change a number on the CPU:
 - ``encode_prompt`` here is upstream's without ``.cuda()``; the T5 runs in float32 on the CPU (upstream loads
@@ -117,6 +118,10 @@ class _SoftTargetCrossEntropy(torch.nn.Module):
         raise RuntimeError("stand-in timm SoftTargetCrossEntropy: training only")
 
 
+def _no_timezone(*args, **kwargs):
+    raise RuntimeError("stand-in pytz (benchmarks/infinity_upstream.py): upstream's log timestamps are not supported")
+
+
 def _module(name: str, **attrs) -> types.ModuleType:
     m = types.ModuleType(name)
     m.__dict__.update(attrs)
@@ -139,6 +144,8 @@ def _stand_ins() -> Dict[str, types.ModuleType]:
     for name in ("imageio", "torchvision"):
         if importlib.util.find_spec(name) is None:
             mods[name] = _module(name)
+    if importlib.util.find_spec("pytz") is None:
+        mods["pytz"] = _module("pytz", timezone=_no_timezone)
     if "torchvision" in mods:
         mods["torchvision.transforms"] = _module("torchvision.transforms")
         mods["torchvision"].transforms = mods["torchvision.transforms"]
@@ -168,7 +175,7 @@ def import_upstream(checkout: str) -> Upstream:
                                 "(no infinity/models/infinity.py)")
     if _IMPORTED:
         raise RuntimeError(f"upstream Infinity already imported from {next(iter(_IMPORTED))}; one checkout per process")
-    for missing in ("einops", "pytz", "numpy", "tqdm"):
+    for missing in ("einops", "numpy", "tqdm"):
         if importlib.util.find_spec(missing) is None:
             raise ImportError(f"upstream Infinity needs `{missing}` (pip install {missing})")
     stand_ins = _stand_ins()
@@ -319,9 +326,11 @@ def build_vae(up: Upstream, spec: ModelSpec, state_dict: Optional[dict] = None):
     return vae.eval()
 
 
-def build_infinity(up: Upstream, spec: ModelSpec, vae, state_dict: Optional[dict] = None):
+def build_infinity(up: Upstream, spec: ModelSpec, vae, state_dict: Optional[dict] = None, assign: bool = False):
     """Upstream's Infinity with ``load_infinity``'s constructor arguments; weights loaded with upstream's own
-    ``load_state_dict`` (it pads/cuts cfg_uncond and is non-strict: missing/unexpected keys are refused here)."""
+    ``load_state_dict`` (it pads/cuts cfg_uncond and is non-strict: missing/unexpected keys are refused here).
+    ``assign``: the model holds the state dict's tensors themselves (no copy; gpu-check shares one set of
+    weights between var_fast's model and upstream's)."""
     torch.manual_seed(spec.seed)
     with contextlib.redirect_stdout(io.StringIO()):
         model = up.infinity.Infinity(
@@ -340,7 +349,7 @@ def build_infinity(up: Upstream, spec: ModelSpec, vae, state_dict: Optional[dict
         _liven_infinity_(model)
         _round_to_bf16_(model)
     else:
-        result = model.load_state_dict(dict(state_dict))
+        result = model.load_state_dict(dict(state_dict), assign=assign)
         if result.missing_keys or result.unexpected_keys:
             raise RuntimeError(f"{spec.name}: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
     model.eval().requires_grad_(False)
@@ -393,10 +402,12 @@ class UpstreamRun:
 
 @torch.no_grad()
 def run_autoregressive(model, vae, text_cond, *, scale_schedule, cfg_list, tau_list, top_k, top_p,
-                       cfg_insertion_layer, g_seed, negative=None, sampling_per_bits=1, B=1) -> UpstreamRun:
+                       cfg_insertion_layer, g_seed, negative=None, sampling_per_bits=1, B=1,
+                       ret_img: bool = True) -> UpstreamRun:
     """``Infinity.autoregressive_infer_cfg`` with the arguments run_infinity's gen_one_img passes (B prompts in
     one call). The bits of every scale and the summed codes are recorded from upstream's own calls of
-    ``vae.quantizer.lfq.indices_to_codes`` and ``vae.decode``; nothing in the loop is changed."""
+    ``vae.quantizer.lfq.indices_to_codes`` and ``vae.decode``; nothing in the loop is changed. ``ret_img=False``:
+    upstream's loop without decoding (no summed codes or image recorded)."""
     run = UpstreamRun()
     lfq = vae.quantizer.lfq
     real_codes, real_decode = lfq.indices_to_codes, vae.decode
@@ -418,14 +429,14 @@ def run_autoregressive(model, vae, text_cond, *, scale_schedule, cfg_list, tau_l
             returns_vemb=1, ratio_Bl1=None, gumbel=0, norm_cfg=False,
             cfg_exp_k=0.0, cfg_insertion_layer=list(cfg_insertion_layer),
             vae_type=vae.codebook_dim, softmax_merge_topk=-1,
-            ret_img=True, trunk_scale=1000,
+            ret_img=ret_img, trunk_scale=1000,
             gt_leak=0, gt_ls_Bl=None, inference_mode=True,
             sampling_per_bits=sampling_per_bits,
         )
     finally:
         del lfq.indices_to_codes, vae.decode  # back to the class methods
     assert lfq.indices_to_codes.__func__ is type(lfq).indices_to_codes and vae.decode.__func__ is type(vae).decode
-    run.image_bgr = img
+    run.image_bgr = img if ret_img else None
     return run
 
 

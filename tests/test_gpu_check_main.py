@@ -22,6 +22,8 @@ def stubs(monkeypatch):
     monkeypatch.setattr(gpu_check.cuda_tests, "run", stage("tests"))
     monkeypatch.setattr(gpu_check.sanitizer, "run", stage("sanitizers"))
     monkeypatch.setattr(gpu_check, "benchmarks_stage", lambda args, out, limit, path, cpu: stage("benchmarks")(float(limit)))
+    monkeypatch.setattr(gpu_check.infinity_stage, "run",
+                        lambda args, out, limit, path, cpu, peak, root: stage("infinity")(float(limit)))
     return calls, stage, monkeypatch
 
 
@@ -29,18 +31,37 @@ def test_gpu_run_gives_each_stage_its_budget_and_the_rest_to_benchmarks(stubs, t
     calls, _, _ = stubs
     assert gpu_check.main(["--out", str(tmp_path), "--total", "480"]) == 0
     assert [calls[s] for s in ("build", "tests", "sanitizers")] == [gpu_check.BUDGETS[s] for s in ("build", "tests", "sanitizers")]
-    assert 460 < calls["benchmarks"] <= 480 - gpu_check.REPORT_RESERVE_S  # stubs took no time
+    # the benchmarks leave the Infinity stage (last) its budget; it gets that and what they left (stubs took no time)
+    rest = 480 - gpu_check.REPORT_RESERVE_S
+    assert rest - gpu_check.BUDGETS["infinity"] - 20 < calls["benchmarks"] <= rest - gpu_check.BUDGETS["infinity"]
+    assert rest - 20 < calls["infinity"] <= rest
     data = json.load(open(tmp_path / "report.json"))
-    assert [s["name"] for s in data["stages"]] == ["build", "tests", "sanitizers", "benchmarks"]
+    assert [s["name"] for s in data["stages"]] == ["build", "tests", "sanitizers", "benchmarks", "infinity"]
     assert (tmp_path / "report.md").read_text().startswith("## ")
 
 
 def test_a_short_total_shrinks_the_early_stages_first(stubs, tmp_path):
     calls, _, _ = stubs
-    gpu_check.main(["--out", str(tmp_path), "--total", "350"])
-    # build may take only what leaves tests, sanitizers and the report their budgets
+    gpu_check.main(["--out", str(tmp_path), "--total", "450"])
+    # build may take only what leaves tests, sanitizers, Infinity and the report their budgets
     b = gpu_check.BUDGETS
-    assert calls["build"] == pytest.approx(350 - b["tests"] - b["sanitizers"] - gpu_check.REPORT_RESERVE_S, abs=1)
+    assert calls["build"] == pytest.approx(450 - b["tests"] - b["sanitizers"] - b["infinity"] - gpu_check.REPORT_RESERVE_S,
+                                           abs=1)
+
+
+def test_skipping_infinity_gives_its_budget_to_the_benchmarks(stubs, tmp_path):
+    calls, _, _ = stubs
+    assert gpu_check.main(["--out", str(tmp_path), "--total", "480", "--skip", "infinity"]) == 0
+    assert "infinity" not in calls
+    assert 460 < calls["benchmarks"] <= 480 - gpu_check.REPORT_RESERVE_S
+    stages = {s["name"]: s for s in json.load(open(tmp_path / "report.json"))["stages"]}
+    assert stages["infinity"]["status"] == SKIPPED and stages["infinity"]["detail"] == "--skip"
+
+
+def test_the_default_total_fits_one_command_of_the_gpu_machine():
+    # the lent GPU machines run one command for 600 s at most: the whole check, report included, ends before
+    assert gpu_check.TOTAL_S <= 580 and gpu_check.parser().parse_args(["--out", "x"]).total == gpu_check.TOTAL_S
+    assert sum(gpu_check.BUDGETS.values()) + gpu_check.REPORT_RESERVE_S + 90 <= gpu_check.TOTAL_S  # 90 s of VAR benchmarks
 
 
 def test_failed_build_skips_tests_and_sanitizers_but_still_reports(stubs, tmp_path):
@@ -55,7 +76,7 @@ def test_failed_build_skips_tests_and_sanitizers_but_still_reports(stubs, tmp_pa
 def test_smoke_mode_neither_builds_nor_sanitizes(stubs, tmp_path):
     calls, _, _ = stubs
     assert gpu_check.main(["--out", str(tmp_path), "--cpu-smoke"]) == 0
-    assert set(calls) == {"tests", "benchmarks"}
+    assert set(calls) == {"tests", "benchmarks", "infinity"}
     assert "CPU smoke mode" in (tmp_path / "report.md").read_text()
 
 

@@ -1,6 +1,7 @@
 """The rehearsal (``python -m benchmarks.gpu_check --rehearse VARIANT``): gpu-check's own control flow,
 subprocesses, time limits, logs and verdicts, with the GPU-only tools played back from recorded outputs.
-Here without the benchmarks stage (CI's .ci/run runs the whole clean rehearsal, benchmarks included)."""
+Here without the benchmarks and Infinity stages (CI's .ci/run runs the whole clean rehearsal, benchmarks
+included; tests/test_gpu_check_infinity.py runs the rehearsal's Infinity stage)."""
 import json
 import sys
 
@@ -16,7 +17,7 @@ needs_ext = pytest.mark.skipif(not _ext.available(), reason="the sanitize driver
 
 
 def run(variant, out):
-    code = gpu_check.main(["--rehearse", variant, "--out", str(out), "--skip", "benchmarks"])
+    code = gpu_check.main(["--rehearse", variant, "--out", str(out), "--skip", "benchmarks,infinity"])
     data = json.load(open(out / "report.json"))
     return code, {s["name"]: s for s in data["stages"]}, data
 

@@ -1,7 +1,8 @@
 """``python -m benchmarks.gpu_check --out DIR`` (``make gpu-check OUT=DIR``): build, CUDA tests,
-sanitizers, benchmarks, report, each stage within its time budget, the whole within ``--total``.
+sanitizers, benchmarks, Infinity, report, each stage within its time budget, the whole within ``--total``.
 
     make gpu-check OUT=out/gpu ARGS="--upstream ../VAR --models d16,d30"
+    make gpu-check OUT=out/gpu ARGS="--infinity-upstream shared/infinity"   # Infinity against its own loop too
     python -m benchmarks.gpu_check --cpu-smoke --out build/gpu-check-smoke     # CI: tiny shapes, no GPU
     python -m benchmarks.gpu_check --rehearse clean --out build/gpu-check-rehearsal  # CI: every stage, recorded tools
 
@@ -11,34 +12,36 @@ and do not count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from . import build, cuda_tests, rehearsal, report, sanitizer
+from . import build, cuda_tests, infinity_stage, rehearsal, report, sanitizer
 from .clock import RunClock, run_limited, tail
 from .environment import describe
 from .stage import FAILED, PASSED, SKIPPED, TIMEOUT, StageResult
+from .verdict import judge_benchmarks, read_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STAGES = ("build", "tests", "sanitizers", "benchmarks")
-# seconds; the benchmarks get what is left of --total after these and the report's reserve. How they
-# were sized (README, "On a GPU machine"): from the CPU-side costs measured on the development VM.
-BUDGETS = {"build": 90.0, "tests": 100.0, "sanitizers": 150.0}
-SMOKE_BUDGETS = {"build": 0.0, "tests": 90.0, "sanitizers": 0.0}
-REHEARSAL_BUDGETS = {"build": 30.0, "tests": 60.0, "sanitizers": 150.0}
+STAGES = ("build", "tests", "sanitizers", "benchmarks", "infinity")
+# seconds; the benchmarks get what is left of --total after these and the report's reserve, and the
+# Infinity stage (last) at least its budget plus whatever the benchmarks leave. How they were sized
+# (docs/DEVELOPING.md, "On a GPU machine"): from the CPU-side costs measured on the development VM and,
+# for Infinity, the FLOPs of its cases (infinity_stage.py).
+BUDGETS = {"build": 90.0, "tests": 100.0, "sanitizers": 150.0, "infinity": 120.0}
+SMOKE_BUDGETS = {"build": 0.0, "tests": 90.0, "sanitizers": 0.0, "infinity": 90.0}
+REHEARSAL_BUDGETS = {"build": 30.0, "tests": 60.0, "sanitizers": 150.0, "infinity": 90.0}
+# the default --total: one GPU command of the lent machines runs 600 s at most, and the report must be
+# written before that
+TOTAL_S = 570.0
 REPORT_RESERVE_S = 10.0
 # The benchmarks child stops starting cases BENCH_STOP_S before the stage's limit; the limit itself
 # (SIGINT BENCH_GRACE_S before it, then SIGKILL) only catches a case that overran by more than that.
 BENCH_STOP_S, BENCH_GRACE_S = 15.0, 5.0
-# implementations that are var_fast's own code: one of them raising fails the run (a baseline that
-# refuses a shape is only reported)
-OURS = ("var_fast", "fast", "fast float32", "reference", "vqvae decoder", "vqvae decoder, channels-last")
 SMOKE_MODELS, SMOKE_BATCHES = "tiny", "1"
 
 
@@ -70,31 +73,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--headline", default=HEADLINE,
                    help="MODEL:BATCH cases run first, before the op tables (default: %(default)s)")
-    p.add_argument("--total", type=float, default=480.0, help="seconds for the whole run (default 8 minutes)")
-    p.add_argument("--budgets", default="", help="per-stage seconds, e.g. build=120,tests=90,sanitizers=60")
-    p.add_argument("--skip", default="", help="stages to leave out: build,tests,sanitizers,benchmarks")
+    p.add_argument("--infinity-upstream", metavar="DIR",
+                   help="a FoundationVision/Infinity checkout (commit 4c27bbb) to time its autoregressive_infer_cfg "
+                        "against (the Infinity stage)")
+    p.add_argument("--infinity-batches", default=infinity_stage.BATCHES,
+                   help="the Infinity stage's batch sizes (default: %(default)s)")
+    p.add_argument("--total", type=float, default=TOTAL_S,
+                   help="seconds for the whole run (default %(default).0f: 9.5 minutes)")
+    p.add_argument("--budgets", default="",
+                   help="per-stage seconds, e.g. build=120,tests=90,sanitizers=60,infinity=120")
+    p.add_argument("--skip", default="", help="stages to leave out: build,tests,sanitizers,benchmarks,infinity")
     return p
-
-
-def judge_benchmarks(records: List[Dict], returncode: Optional[int]) -> Tuple[str, str]:
-    """(status, detail) of the benchmarks stage. Cases the budget left out do not fail it; var_fast's own
-    code raising does, and so does the process dying; a case stopped at the hard limit is "out of time"."""
-    finished = any(r.get("section") == "done" for r in records)
-    measured = sum(1 for r in records if r.get("status") == "ok" and r.get("section") not in ("done", "model", "plan"))
-    left = sum(1 for r in records if r.get("status") == "deadline")
-    ours = [r for r in records if r.get("status") == "error" and r.get("impl") in OURS]
-    detail = f"{measured} measurements"
-    if left:
-        detail += f", {left} cases left out by the time budget (listed in the report)"
-    if returncode is None:
-        return TIMEOUT, detail + "; the case running at the limit was stopped (see benchmarks.log)"
-    if not finished or returncode != 0:
-        return FAILED, detail + f"; the benchmark process exited with code {returncode} before the end"
-    if ours:
-        first = ours[0]
-        return FAILED, detail + (f"; {len(ours)} of var_fast's cases raised, first {first['section']} "
-                                 f"{first['impl']}: {first.get('error', '')[:120]}")
-    return PASSED, detail
 
 
 def benchmarks_stage(args, out: str, limit_s: float, path: str, cpu: bool) -> StageResult:
@@ -110,19 +99,6 @@ def benchmarks_stage(args, out: str, limit_s: float, path: str, cpu: bool) -> St
     status, detail = judge_benchmarks(read_records(path), done.returncode)
     return StageResult("benchmarks", status, done.seconds, limit_s, detail=detail, command=shlex.join(cmd),
                        log="benchmarks.log", output_tail=[] if status == PASSED else tail(done.output))
-
-
-def read_records(path: str) -> List[Dict]:
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut off when the process was killed
-                pass
-    return records
 
 
 def exit_code(stages: List[StageResult]) -> int:
@@ -144,6 +120,8 @@ def main(argv=None, started: Optional[float] = None) -> int:
         args.models, args.batches, args.headline = SMOKE_MODELS, SMOKE_BATCHES, ""
     elif rehearse:
         args.models, args.batches, args.headline = rehearsal.MODELS, rehearsal.BATCHES, rehearsal.HEADLINE
+    if cpu:
+        args.infinity_batches = infinity_stage.CPU_BATCHES
     defaults = SMOKE_BUDGETS if args.cpu_smoke else REHEARSAL_BUDGETS if rehearse else BUDGETS
     budgets = parse_budgets(args.budgets, defaults)
     skip = set(filter(None, args.skip.split(",")))
@@ -153,8 +131,8 @@ def main(argv=None, started: Optional[float] = None) -> int:
     records_path = os.path.join(tempfile.mkdtemp(prefix="gpu-check-"), "records.jsonl")
     if rehearse:
         print(f"[gpu-check] REHEARSAL '{rehearse}': build, CUDA tests and compute-sanitizer replaced by the recorded "
-              f"outputs in {os.path.relpath(rehearsal.RECORDED, ROOT)}; the sanitize driver and the benchmarks run "
-              "on the CPU", flush=True)
+              f"outputs in {os.path.relpath(rehearsal.RECORDED, ROOT)}; the sanitize driver, the benchmarks and the "
+              "Infinity stage run on the CPU", flush=True)
 
     def limit(name: str) -> float:
         later = [s for s in budgets if STAGES.index(s) > STAGES.index(name) and s not in skip]
@@ -184,12 +162,20 @@ def main(argv=None, started: Optional[float] = None) -> int:
     else:
         prefix = rehearsal.sanitizer_prefix(rehearse) if rehearse else None
         ended(sanitizer.run(ROOT, out, limit("sanitizers"), sanitizer=prefix))
+    infinity_reserve = 0.0 if "infinity" in skip else budgets["infinity"]
     if "benchmarks" in skip:
         ended(StageResult("benchmarks", SKIPPED, detail="--skip"))
     else:
-        ended(benchmarks_stage(args, out, clock.stage_limit(None, REPORT_RESERVE_S), records_path, cpu))
+        ended(benchmarks_stage(args, out, clock.stage_limit(None, REPORT_RESERVE_S + infinity_reserve), records_path, cpu))
+    infinity_path = os.path.join(os.path.dirname(records_path), "infinity.jsonl")
+    if "infinity" in skip:
+        ended(StageResult("infinity", SKIPPED, detail="--skip"))
+    else:
+        peak = next((r.get("flops_per_s") for r in read_records(records_path) if r.get("section") == "peak"
+                     and r.get("status") == "ok"), None)
+        ended(infinity_stage.run(args, out, clock.stage_limit(None, REPORT_RESERVE_S), infinity_path, cpu, peak, ROOT))
     command = "python -m benchmarks.gpu_check " + shlex.join(argv)
-    records = read_records(records_path)
+    records = read_records(records_path) + read_records(infinity_path)
     shutil.rmtree(os.path.dirname(records_path), ignore_errors=True)  # report.json holds them now
     mode = "rehearsal" if rehearse else "smoke" if args.cpu_smoke else "gpu"
     md, js = report.write(out, describe(ROOT), command, [s.to_json() for s in stages], records,

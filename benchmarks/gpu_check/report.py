@@ -9,7 +9,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from .upstream import Verdict, ratio_or_refusal
 
 MISSING = "—"
-STATUS_CELL = {"deadline": "out of time", "error": "error", "out of memory": "OOM", "refused": "refused"}
+STATUS_CELL = {"deadline": "out of time", "error": "error", "out of memory": "OOM", "refused": "refused",
+               "unavailable": "not in this tree"}
 
 
 def fmt(value: Optional[float], digits: int = 3) -> str:
@@ -197,6 +198,63 @@ def collab_section(records: List[Dict]) -> List[str]:
     return lines
 
 
+def infinity_section(records: List[Dict]) -> List[str]:
+    """The Infinity stage (benchmarks/gpu_check/infinity_bench.py): each backend's loop at each batch size, the
+    fast loop's and upstream's greedy checks."""
+    order, cases, _ = pivot(records, "infinity", ("model", "image", "batch", "dtype"))
+    model = next((r for r in records if r.get("section") == "infinity_model" and r.get("status") == "ok"), None)
+    checks = {r["impl"]: r for r in records if r.get("section") == "infinity_check"}
+    if not order and model is None:
+        return []
+    upstream_check = checks.get("upstream")
+    verdict = None if upstream_check is None else Verdict(upstream_check["status"] == "ok", upstream_check.get("reason", ""))
+    rows = []
+    for key in order:
+        got = cases[key]
+        ref, up = got.get("reference"), got.get("upstream")
+        for backend in ("fast", "reference", "upstream"):
+            r = got.get(backend)
+            if r is None:
+                continue
+            vs_ref = speedup(r, ref, "latency_s") if backend != "reference" else MISSING
+            vs_up = MISSING
+            if backend == "fast" and r.get("status") != "unavailable":
+                vs_up = ratio_or_refusal(r.get("latency_s") if r.get("status") == "ok" else None,
+                                         up.get("latency_s") if up and up.get("status") == "ok" else None, verdict)
+            rows.append([key[0], key[1], key[2], backend, cell(r, "latency_s", 4), cell(r, "images_per_s", 4),
+                         cell(r, "resident_gib"), cell(r, "peak_memory_gib"), cell(r, "estimated_gib"),
+                         cell(r, "floor_fraction", 2), vs_ref, vs_up])
+    lines = []
+    if model is not None:
+        c, s = model["case"], model.get("settings", {})
+        sched = model.get("schedule", [])
+        tokens = sum(h * w for _, h, w in sched)
+        params = model["params"]
+        size = f"{params / 1e9:.3g} B" if params >= 1e8 else f"{params:,}"
+        dtype = c["dtype"] if c["dtype"] == "float32" else \
+            f"{c['dtype']} (the blocks' weights in {c['dtype']}, the rest float32, autocast: upstream's bf16=1)"
+        lines += [f"Infinity (text to image), random weights with {c['model']}'s shapes ({size} parameters), "
+                  f"{c['image']} px ({len(sched)} scales, {tokens:,} tokens), a random prompt of "
+                  f"{model.get('prompt_tokens')} T5 features, cfg {s.get('cfg')} on the logits, tau {s.get('tau')}, "
+                  f"top_k {s.get('top_k')}, top_p {s.get('top_p')}, {dtype}; the sampling loop without the VAE "
+                  f"decode, {fmt(model.get('flops_per_image'))} FLOPs per image; median of the timed runs:", ""]
+    if rows:
+        lines += table(["model", "image", "batch", "backend", "latency (s)", "images/s", "weights before (GiB)",
+                        "peak memory over them (GiB)", "memory.py estimate (GiB)", "FLOP-floor fraction",
+                        "speed-up vs reference", "fast vs upstream"], rows)
+        lines += ["", "Every backend on the same weights (upstream holds var_fast's tensors); \"memory.py estimate\": "
+                  "var_fast.infinity.memory's KV cache + last-scale activations for that backend (fast: its "
+                  "preallocated cache) x batch, with the text's K/V counted at 512 tokens."]
+    unavailable = next((r for r in records if r.get("section") == "infinity" and r.get("status") == "unavailable"), None)
+    if unavailable is not None:
+        lines.append(f"\nFast loop: {unavailable.get('reason')}.")
+    for impl, r in checks.items():
+        what = "passed" if r["status"] == "ok" else "refused"
+        lines.append(f"\nInfinity greedy check, {impl} against the reference sampler (float32, "
+                     f"{r['case'].get('pixels', '?')}, {r['case'].get('batch', '?')} prompts): {what} — {r.get('reason')}.")
+    return lines
+
+
 def _ms(x: float) -> str:
     """150, 96, 9.4, 0.35: short enough for a dozen in one cell."""
     return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
@@ -240,8 +298,8 @@ NOTES = {
              "measurements that only show the script runs; they are not GPU results.",
     "rehearsal": "**REHEARSAL**: the GPU procedure's control flow on the CPU. The build, the CUDA tests' output "
                  "and every compute-sanitizer line are RECORDED outputs played back "
-                 "(benchmarks/gpu_check/rehearsal/recorded/); the sanitize driver and the benchmarks ran on the CPU "
-                 "with tiny shapes (float32). Nothing here is a GPU result.",
+                 "(benchmarks/gpu_check/rehearsal/recorded/); the sanitize driver, the benchmarks and the Infinity "
+                 "stage ran on the CPU with tiny shapes (float32). Nothing here is a GPU result.",
 }
 
 
@@ -275,7 +333,7 @@ def markdown(env: Dict, command: str, stages: List[Dict], records: List[Dict], t
     # the order the benchmarks ran in: the headline sampler cases first, then the op tables
     parts = [stages_section(stages, total_s, budget_s), peak_section(records), sampler_section(records),
              scales_section(records), latency_section(records), sampling_section(records), attention_section(records), quant_section(records),
-             collab_section(records),
+             collab_section(records), infinity_section(records),
              left_out_section(records)]
     for part in parts:
         if part:
