@@ -93,6 +93,28 @@ def _quant(ops, device) -> Iterator[Tuple[str, str, Callable]]:
         yield "quant_encode", label, lambda: ops.quant_encode(f, codebook, weights, biases, index, 0.5, patch_nums)
 
 
+def _infinity(ops, device) -> Iterator[Tuple[str, str, Callable]]:
+    """Infinity's ops: bitwise sampling (Infinity-2B's 32 bits over a 64x64 scale, and an odd D with a partial
+    group of 4 bits) and the BSQ update (the 1M 1:1 schedule's last two scales, an odd d, patchify)."""
+    for label, (B, L, D, k, p) in {"B2 L4096 D32 k900 p0.97": (2, 4096, 32, 900, 0.97),
+                                   "B3 L7 D5 k1": (3, 7, 5, 1, 0.0), "B1 L1 D1": (1, 1, 1, 0, 0.5)}.items():
+        logits = _randn(B, L, 2 * D, device=device, std=3)
+        yield "sample_bits", label, lambda x=logits, k=k, p=p: ops.sample_bits(x, 0.5, k, p, seed=1)
+        doubled = _randn(2 * B, L, 2 * D, device=device, std=3)
+        yield "sample_cfg_bits", label, lambda x=doubled, k=k, p=p: ops.sample_cfg_bits(x, 3.0, 1.0, k, p, seed=2)
+    # (B, d, scale (h, w), final (H, W), next (h, w), patchify)
+    for B, d, (h, w), (H, W), nxt, patchify in ((2, 32, (48, 48), (64, 64), (64, 64), False),
+                                                (2, 32, (64, 64), (64, 64), (0, 0), False),
+                                                (3, 5, (3, 5), (7, 9), (4, 6), False),
+                                                (1, 7, (2, 3), (8, 10), (6, 8), True)):
+        D = 4 * d if patchify else d
+        label = f"B{B} d{d} {h}x{w} -> {H}x{W} next {nxt[0]}x{nxt[1]}" + (" patchify" if patchify else "")
+        bits = torch.randint(0, 2, (B, h, w, D), generator=_randn.gen).to(device)
+        summed = torch.zeros(B, d, H, W, device=device)
+        yield ("bsq_scale_update", label,
+               lambda b=bits, s=summed, n=nxt, p=patchify: ops.bsq_scale_update(b, s, n[0], n[1], p))
+
+
 def _status(ops, device) -> Iterator[Tuple[str, str, Callable]]:
     """The device status word: a NaN row and out-of-range tokens set flags instead of syncing (the
     kernels must stay in bounds); check_status reads a word once."""
@@ -108,12 +130,16 @@ def _status(ops, device) -> Iterator[Tuple[str, str, Callable]]:
     yield "sample_top_k_top_p", "status NaN row", lambda: ops.sample_top_k_top_p(logits, 5, 0.9, seed=1, status=status)
     yield ("quant_sampler_step", "status tokens out of range",
            lambda: ops.quant_sampler_step(bad_tokens, codebook, f_hat, weight, bias, 0.5, 2, status=status))
+    bad_bits = torch.tensor([[[[0, 2, 1]]]], device=device)
+    yield ("bsq_scale_update", "status bits out of range",
+           lambda: ops.bsq_scale_update(bad_bits, torch.zeros(1, 3, 2, 2, device=device), 2, 2, False, status=status))
+    yield "sample_cfg_bits", "status NaN pair", lambda: ops.sample_cfg_bits(logits, 3.0, 1.0, seed=1, status=status)
     yield "check_status", "clean word", lambda: ops.check_status(ops.new_status(device), V)
 
 
 def cases(device: str):
     from var_fast import ops
-    for family in (_sampling, _attention, _quant, _status):
+    for family in (_sampling, _attention, _quant, _infinity, _status):
         yield from family(ops, device)
 
 
