@@ -30,7 +30,7 @@ from . import fast_ops
 from .blocks import MAX_SCALE_MUL, CrossAttnBlock, ada_norm
 from .bsq_vae import BSQVAE
 from .fast_cross_attention import TextKV
-from .reference_sampler import InfinityOutput, _insertion_layers, _per_scale, _validate
+from .reference_sampler import InfinityOutput, _insertion_layers, _per_scale, _validate, pass_text_rows
 from .rope2d import rope_cache
 from .schedules import full_grid_of
 from .text_condition import TextCondition
@@ -218,7 +218,7 @@ class InfinityFastSampler:
         model = self.model
         device = model.pos_start.device
         B = cond.batch_size
-        text, lens = _text_rows(model, cond, negative, any(c != 1 for c in cfgs), device)
+        text, lens = pass_text_rows(model, cond, negative, any(c != 1 for c in cfgs), device)
         N = len(lens)
         cond_BD, mods, head, text_kv = self._condition(text, lens)
         C = model.cfg.embed_dim
@@ -335,27 +335,6 @@ class BlockLinears(torch.nn.Module):
         super().__init__()
         self.qkv, self.sa_proj, self.ca_q, self.ca_proj, self.ffn = b.sa.mat_qkv, b.sa.proj, b.ca.mat_q, b.ca.proj, b.ffn
         self.q_bias, self.v_bias = b.sa.q_bias, b.sa.v_bias
-
-
-def _text_rows(model: Infinity, cond: TextCondition, negative: Optional[TextCondition], uses_cfg: bool, device):
-    """The text features and lengths of the pass's rows: the prompts, then (with CFG) the negative prompts or
-    the learned unconditional embedding's first lens[i] rows (infer_reference's construction)."""
-    text, lens = cond.features.to(device=device, dtype=torch.float32), list(cond.lens)
-    if not uses_cfg:
-        return text, lens
-    B = cond.batch_size
-    if negative is None:
-        un = text.clone()
-        total = 0
-        for le in lens:
-            un[total:total + le] = model.cfg_uncond[:le]
-            total += le
-        un_lens = lens
-    else:
-        if negative.batch_size == 1 and B > 1:
-            negative = TextCondition(negative.features.repeat(B, 1), negative.lens * B)
-        un, un_lens = negative.features.to(device=device, dtype=torch.float32), list(negative.lens)
-    return torch.cat((text, un), dim=0), lens + un_lens
 
 
 def allocate_kv_caches(sampler: InfinityFastSampler, N: int, device, total: int):

@@ -111,6 +111,27 @@ def _validate(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule, negat
     return patchify
 
 
+def pass_text_rows(model: Infinity, cond: TextCondition, negative: Optional[TextCondition], uses_cfg: bool, device):
+    """The text features and lengths of the pass's rows: the prompts, then (with CFG) the negative prompts or
+    the learned unconditional embedding's first lens[i] rows (infer_reference's construction)."""
+    text, lens = cond.features.to(device=device, dtype=torch.float32), list(cond.lens)
+    if not uses_cfg:
+        return text, lens
+    B = cond.batch_size
+    if negative is None:
+        un = text.clone()
+        total = 0
+        for le in lens:
+            un[total:total + le] = model.cfg_uncond[:le]
+            total += le
+        un_lens = lens
+    else:
+        if negative.batch_size == 1 and B > 1:
+            negative = TextCondition(negative.features.repeat(B, 1), negative.lens * B)
+        un, un_lens = negative.features.to(device=device, dtype=torch.float32), list(negative.lens)
+    return torch.cat((text, un), dim=0), lens + un_lens
+
+
 @torch.no_grad()
 def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule: Sequence[Tuple[int, int, int]], *,
                     negative: Optional[TextCondition] = None, cfg_list: Union[float, Sequence[float]] = 3.0,
@@ -153,23 +174,9 @@ def infer_reference(model: Infinity, vae: BSQVAE, cond: TextCondition, schedule:
     vae_sched = vae_schedule(schedule, patchify)
 
     B = cond.batch_size
-    text, lens = cond.features.to(device=device, dtype=torch.float32), list(cond.lens)
-    if any(c != 1 for c in cfgs):
-        bs = 2 * B
-        if negative is None:
-            un = text.clone()
-            total = 0
-            for le in lens:
-                un[total:total + le] = model.cfg_uncond[:le]
-                total += le
-            un_lens = lens
-        else:
-            if negative.batch_size == 1 and B > 1:
-                negative = TextCondition(negative.features.repeat(B, 1), negative.lens * B)
-            un, un_lens = negative.features.to(device=device, dtype=torch.float32), list(negative.lens)
-        text, lens = torch.cat((text, un), dim=0), lens + un_lens
-    else:
-        bs = B
+    uses_cfg = any(c != 1 for c in cfgs)
+    bs = 2 * B if uses_cfg else B
+    text, lens = pass_text_rows(model, cond, negative, uses_cfg, device)
 
     cond_BD, cond_gss, kv_text = model.condition(text, lens)
     blocks = model.all_blocks()

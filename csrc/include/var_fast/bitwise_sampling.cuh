@@ -49,18 +49,11 @@
 namespace var_fast {
 namespace bitwise_sampling {
 
-using sampling::add_rn;
+using rounding::add_rn;
+using rounding::div_rn;
+using rounding::mul_rn;
+using rounding::sub_rn;
 using sampling::exp_nonpositive;
-using sampling::mul_rn;
-using sampling::sub_rn;
-
-VAR_FAST_HOST_DEVICE float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
 
 // The flags of a bad pair, 0 for a good one.
 VAR_FAST_HOST_DEVICE int pair_flags(float x0, float x1) {

@@ -21,6 +21,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "var_fast/float_rounding.h"
+
 // Always inlined: the CPU op's FMA variant is compiled for the FMA instruction set (target attribute), and
 // only code inlined into it gets the instruction instead of a call to libm's fma.
 #if defined(__CUDACC__)
@@ -42,35 +44,11 @@ struct Formula {
   bool fma = true;
 };
 
-// Each operation rounded on its own (no contraction: the host build uses -ffp-contract=off).
-VF_BSQ_INLINE float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-VF_BSQ_INLINE float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-VF_BSQ_INLINE float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-VF_BSQ_INLINE float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+using rounding::add_rn;
+using rounding::div_rn;
+using rounding::mul_rn;
+using rounding::sub_rn;
+
 // a * b + c, fused (one rounding) or not (two).
 VF_BSQ_INLINE float mul_add(float a, float b, float c, bool fused) {
 #if defined(__CUDA_ARCH__)

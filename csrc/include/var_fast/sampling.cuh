@@ -43,6 +43,7 @@
 #include <optional>
 
 #include "var_fast/check.h"
+#include "var_fast/float_rounding.h"
 #include "var_fast/philox.h"
 #include "var_fast/sampling_launch.h"
 #include "var_fast/status_flags.h"
@@ -55,31 +56,10 @@ constexpr int kFlagNaN = status::kSampleNaN;
 constexpr int kFlagPosInf = status::kSamplePosInf;
 constexpr int kFlagAllNegInf = status::kSampleAllNegInf;
 
-// Multiplications whose products nvcc must not fuse into an FMA with a following add (the host build
-// is ISO C++, which does not contract), so that host and device round identically.
-VAR_FAST_HOST_DEVICE float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-VAR_FAST_HOST_DEVICE float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-
-VAR_FAST_HOST_DEVICE float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
+// Products nvcc must not fuse into an FMA with a following add, so that host and device round identically.
+using rounding::add_rn;
+using rounding::mul_rn;
+using rounding::sub_rn;
 
 VAR_FAST_HOST_DEVICE uint32_t float_bits(float x) {
 #if defined(__CUDA_ARCH__)
