@@ -50,6 +50,8 @@ FAMILIES = {
               ["tests/test_adaln_modulate.py", "tests/test_gated_residual.py", "tests/test_adaln_edges.py"]),
     "bitwise_sampling": ([f"{INCLUDE}/bitwise_sampling.cuh", f"{INCLUDE}/bitwise_sampling_launch.h"],
                          ["tests/test_bitwise_sampling.py"]),
+    "bsq": ([f"{INCLUDE}/bsq.cuh", f"{INCLUDE}/bsq_launch.h", f"{INCLUDE}/bsq_interp.h"],
+            ["tests/test_bsq_scale_update.py"]),
 }
 
 
@@ -61,6 +63,7 @@ SANITIZER_CASES = {
     "attention": ["attention", "qkv"],
     "adaln": ["adaln", "gated"],
     "bitwise_sampling": ["bits_"],
+    "bsq": ["bsq_"],
 }
 
 
