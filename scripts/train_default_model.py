@@ -494,7 +494,7 @@ def main(argv=None) -> None:
     p.add_argument("--var-images", type=int, default=20000, help="images encoded to tokens for the VAR")
     p.add_argument("--var-depth", type=int, default=6)
     p.add_argument("--var-width", type=int, default=160)
-    p.add_argument("--var-steps", type=int, default=10000)
+    p.add_argument("--var-steps", type=int, default=8000)
     p.add_argument("--var-batch", type=int, default=64)
     p.add_argument("--var-lr", type=float, default=2e-3)
     p.add_argument("--label-dropout", type=float, default=0.1)

@@ -47,7 +47,9 @@ def test_page_and_info(server):
     assert status == 200
     assert info["class_names"][:3] == ["disk", "ring", "square"] and info["num_classes"] == 10
     assert info["image_size"] == 64 and info["patch_nums"] == [1, 2, 3, 4, 6, 8]
-    assert info["defaults"] == {"cfg": 3.0, "top_k": 0, "top_p": 0.0}  # the bundled model's recommendation
+    from var_fast.default_model import default_model_info  # noqa: PLC0415
+    rec = default_model_info()["sampling"]
+    assert info["defaults"] == {k: rec[k] for k in ("cfg", "top_k", "top_p")}  # the bundled model's recommendation
     assert "127.0.0.1" in server.log()
 
 
@@ -55,7 +57,7 @@ def test_served_images_are_the_samplers_images(fast_server):
     """What the API returns is Sampler.sample's output for the same settings, rounded as the CLI saves it."""
     import var_fast
     from var_fast.serve.batcher import png_bytes
-    pngs, settings = generate(fast_server.url, **{"class": 3, "n": 2, "seed": 11, "cfg": 2.5, "top_k": 20})
+    pngs, settings = generate(fast_server.url, **{"class": 3, "n": 2, "seed": 11, "cfg": 2.5, "top_k": 20, "top_p": 0.0})
     assert settings["seed"] == 11 and settings["label"] == 3 and settings["class_name"] == "triangle"
     assert "var-fast sample --classes 3 --per-class 2 --cfg 2.5 --top-k 20 --top-p 0 --seed 11" in settings["command"]
     images = var_fast.load(backend="fast", device="cpu").sample([3, 3], cfg=2.5, top_k=20, top_p=0.0, seed=11)
