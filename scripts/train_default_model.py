@@ -500,7 +500,7 @@ def main(argv=None) -> None:
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--cfg", type=float, default=3.0, help="recommended guidance, written to the json")
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=0.8, help="recommended top-p, written to the json (chosen by scripts/eval_default_model.py)")
     p.add_argument("--per-class", type=int, default=8, help="images per class `var-fast sample` draws by default")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=0,
