@@ -13,8 +13,12 @@ codes from encoder residuals. Reconstruction loss (--vae-loss edge-lowpass, the 
 an edge term (L1 of the finite differences: corners and straight edges) and a low-pass term (L1 of
 8x8-average-pooled images: the colour jitter and background gradient, which L1 + L2 over all pixels
 barely notices; docs/default_model.md has the diagnosis). Stage 2 encodes a fixed set of
-images to tokens. Stage 3 trains a VAR on them by teacher forcing (cross-entropy over all scales,
-10% of the labels dropped to the unconditional class for classifier-free guidance).
+images to tokens (a cached set made by the same encoder is extended, not recomputed, when
+--var-images asks for more), and --val-images held-out images from another stream. Stage 3 trains a
+VAR on them by teacher forcing (cross-entropy over all scales, 10% of the labels dropped to the
+unconditional class for classifier-free guidance) and logs the held-out loss per scale every
+--val-every steps: a training loss far below it means the VAR memorises its token set (the first
+retrain's did: docs/default_model.md). --var-init fine-tunes a trained VAR instead.
 
 Why width 64 and not the reference's ch_mult (1,1,2,2,4) at width 32: GroupNorm has 32 groups, so
 at width 32 every full-resolution norm is an instance norm that erases each channel's mean and
@@ -42,7 +46,7 @@ import math
 import os
 import sys
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread waits for a
 # descheduled one at every barrier and a step gets several times slower. Must precede `import torch`.
@@ -324,29 +328,67 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
 
 
 # ---- stage 2: tokens -----------------------------------------------------------------------------
+ENCODE_BATCH = 250
+
+
 @torch.no_grad()
-def encode_dataset(vae: VQVAE, args, device: torch.device) -> Tuple[List[torch.Tensor], torch.Tensor]:
+def encode_images(vae: VQVAE, img: torch.Tensor, device: torch.device) -> List[torch.Tensor]:
+    return [idx.cpu() for idx in vae.img_to_idx(img.to(device).mul(2).sub(1))]
+
+
+@torch.no_grad()
+def encode_dataset(vae: VQVAE, args, device: torch.device, cached: Optional[dict] = None,
+                   save=None) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """Tokens of ``args.var_images`` training images (batches of 250 from the seed + 2 generator).
+
+    ``cached`` (tokens and labels of the first images of the same stream, the same encoder) is
+    extended rather than recomputed: its batches are re-rendered only to advance the generator (about
+    0.3 ms an image against 9 ms to encode). ``save(tokens, labels)`` is called every 20 batches, so an
+    interrupted encoding resumes where it stopped."""
     gen = torch.Generator().manual_seed(args.seed + 2)
     S = len(args.patch_nums)
+    batches = math.ceil(args.var_images / ENCODE_BATCH)
+    have = 0 if cached is None else len(cached["labels"]) // ENCODE_BATCH
     tokens: List[List[torch.Tensor]] = [[] for _ in range(S)]
-    labels, err = [], 0.0
-    hit_SV = torch.zeros(S, args.vocab)
-    batches = math.ceil(args.var_images / 250)
+    labels: List[torch.Tensor] = []
+    if have:
+        for si in range(S):
+            tokens[si].append(cached["tokens"][si][:have * ENCODE_BATCH])
+        labels.append(cached["labels"][:have * ENCODE_BATCH])
+        log(f"tokens: {have * ENCODE_BATCH} images from the cache, encoding {max(0, batches - have) * ENCODE_BATCH} more")
+    err = None
     for b in range(batches):
-        img, lab = shapes_batch(250, gen, args.image_size)
-        x = img.to(device).mul(2).sub(1)
-        idx_Bl = vae.img_to_idx(x)
+        img, lab = shapes_batch(ENCODE_BATCH, gen, args.image_size)
+        if b < have:
+            continue
+        idx_Bl = encode_images(vae, img, device)
         for si, idx in enumerate(idx_Bl):
-            tokens[si].append(idx.cpu())
-            hit_SV[si] += torch.bincount(idx.flatten().cpu(), minlength=args.vocab).float()
+            tokens[si].append(idx)
         labels.append(lab)
-        if b == 0:
-            err = (vae.idx_to_img(idx_Bl) - x).abs().mean().item()
+        if err is None:
+            err = (vae.idx_to_img([i.to(device) for i in idx_Bl]) - img.to(device).mul(2).sub(1)).abs().mean().item()
+        if save is not None and (b + 1) % 20 == 0 and b + 1 < batches:
+            tokens = [[torch.cat(t)] for t in tokens]
+            labels = [torch.cat(labels)]
+            save(tokens=[t[0] for t in tokens], labels=labels[0])
+            log(f"tokens: {(b + 1) * ENCODE_BATCH}/{batches * ENCODE_BATCH} images encoded")
+    out_tokens, out_labels = [torch.cat(t) for t in tokens], torch.cat(labels)
     # the quantizer's usage statistics, as the reference keeps them (hits per scale per batch)
+    hit_SV = torch.stack([torch.bincount(t.flatten(), minlength=args.vocab).float() for t in out_tokens])
     vae.quantize.ema_vocab_hit_SV.copy_(hit_SV / batches)
-    log(f"encoded {batches * 250} images to tokens; reconstruction L1 in [-1,1]: {err:.4f}; "
-        f"codes used per scale: {[(h > 0).sum().item() for h in hit_SV]}")
-    return [torch.cat(t) for t in tokens], torch.cat(labels)
+    log(f"encoded {batches * ENCODE_BATCH} images to tokens"
+        + (f"; reconstruction L1 in [-1,1]: {err:.4f}" if err is not None else "")
+        + f"; codes used per scale: {[(h > 0).sum().item() for h in hit_SV]}")
+    return out_tokens, out_labels
+
+
+@torch.no_grad()
+def encode_heldout(vae: VQVAE, args, device: torch.device) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """Tokens of ``args.val_images`` images from another stream (seed + 6), never trained on: the
+    VAR's held-out loss, which tells memorising the token set from learning the shapes."""
+    gen = torch.Generator().manual_seed(args.seed + 6)
+    img, lab = shapes_batch(args.val_images, gen, args.image_size)
+    return encode_images(vae, img, device), lab
 
 
 def encoder_fingerprint(vae: VQVAE) -> torch.Tensor:
@@ -395,7 +437,26 @@ def init_var(var: VAR, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, 
             w[:2 * var.C].mul_(init_adaln_gamma)
 
 
-def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args, device: torch.device) -> VAR:
+@torch.no_grad()
+def heldout_loss(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, patch_nums) -> str:
+    """Teacher-forced cross-entropy on held-out tokens, overall and per scale (the labels kept)."""
+    was_training = var.training
+    var.eval()
+    losses = []
+    for i in range(0, len(labels), 250):
+        logits = var(labels[i:i + 250], x[i:i + 250])
+        losses.append(F.cross_entropy(logits.transpose(1, 2), target[i:i + 250], reduction="none"))
+    var.train(was_training)
+    loss = torch.cat(losses)
+    per_scale, start = [], 0
+    for pn in patch_nums:
+        per_scale.append(f"{loss[:, start:start + pn * pn].mean().item():.3f}")
+        start += pn * pn
+    return f"{loss.mean().item():.4f} (per scale {' '.join(per_scale)})"
+
+
+def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args, device: torch.device,
+              heldout: Optional[Tuple[List[torch.Tensor], torch.Tensor]] = None) -> VAR:
     torch.manual_seed(args.seed + 3)
     cfg = VARConfig(depth=args.var_depth, embed_dim=args.var_width, num_heads=max(1, args.var_width // 64),
                     mlp_hidden=4 * args.var_width, num_classes=NUM_CLASSES, shared_aln=False, attn_l2_norm=True,
@@ -413,6 +474,10 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         x_all = torch.cat([teacher_forcing_input(quant, [t[i:i + 1000].to(device) for t in tokens])
                            for i in range(0, len(labels), 1000)])
     target_all = torch.cat(tokens, dim=1)  # (N, L)
+    if heldout is not None:
+        with torch.no_grad():
+            x_val = teacher_forcing_input(quant, [t.to(device) for t in heldout[0]])
+        target_val, label_val = torch.cat(heldout[0], dim=1).to(device), heldout[1].to(device)
     decay, no_decay = [], []
     for name, p in var.named_parameters():
         (no_decay if p.ndim < 2 or "emb" in name or "pos_" in name or "scale_mul" in name else decay).append(p)
@@ -429,6 +494,8 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         gen.set_state(st["gen"])
         start, loss_avg = st["step"], st["loss_avg"]
         log(f"VAR: resumed from {state_path} at step {start}")
+    if heldout is not None and start == 0 and args.var_init:  # where the fine-tuning starts from
+        log(f"var step     0: held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}")
     t0, done = time.time(), 0
     for step in range(start, args.var_steps):
         set_lr(opt, cosine_lr(step, args.var_steps, args.var_lr, warmup=min(200, args.var_steps // 10 + 1)))
@@ -451,6 +518,8 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         if step % args.log_every == 0 or step == args.var_steps - 1:
             log(f"var step {step:5d}/{args.var_steps} loss {loss_avg:.4f} "
                 f"({(time.time() - t0) / done:.3f} s/step)")
+        if heldout is not None and ((step + 1) % args.val_every == 0 or step == args.var_steps - 1):
+            log(f"var step {step + 1:5d}: held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}")
     var.eval()
     return var
 
@@ -492,6 +561,9 @@ def main(argv=None) -> None:
                    help="weight of the L1 loss between 8x8-average-pooled images (flat colours, gradients)")
     p.add_argument("--var-init", default="", help="start the VAR from these weights (fine-tuning) instead of scratch")
     p.add_argument("--var-images", type=int, default=20000, help="images encoded to tokens for the VAR")
+    p.add_argument("--val-images", type=int, default=1000,
+                   help="held-out images (another stream) whose per-scale VAR loss is logged every --val-every steps")
+    p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--var-depth", type=int, default=6)
     p.add_argument("--var-width", type=int, default=160)
     p.add_argument("--var-steps", type=int, default=8000)
@@ -514,6 +586,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.quick:
         args.vae_ae_steps, args.vae_steps, args.var_images, args.var_steps, args.log_every = 10, 10, 500, 20, 5
+        args.val_images, args.val_every = 100, 10
     args.patch_nums = tuple(args.patch_nums)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -544,19 +617,33 @@ def main(argv=None) -> None:
         log(f"saved {vae_path} ({t_vae - t_start:.0f} s); stopping after the VQVAE as asked")
         return
     tok_path = os.path.join(args.state_dir, "tokens.pt")
+    fingerprint = encoder_fingerprint(vae)
     st = load_state(tok_path) if args.resume and os.path.exists(tok_path) else None
-    if (st is not None and "encoder" in st and torch.equal(st["encoder"], encoder_fingerprint(vae))
-            and len(st["labels"]) >= args.var_images):
+    if st is not None and not ("encoder" in st and torch.equal(st["encoder"], fingerprint)):
+        log(f"tokens: {tok_path} was made by another encoder / codebook; encoding afresh")
+        st = None
+    if st is not None and len(st["labels"]) >= args.var_images and "hits" in st:
         tokens, labels = st["tokens"], st["labels"]
         vae.quantize.ema_vocab_hit_SV.copy_(st["hits"])
-        log(f"tokens: resumed from {tok_path}")
-    else:  # no cache, or one made by another encoder / codebook
-        tokens, labels = encode_dataset(vae, args, device)
+        log(f"tokens: resumed from {tok_path} ({len(labels)} images)")
+    else:  # no cache, a partial one (extended), or one made by another encoder / codebook
+        def save_partial(**part) -> None:
+            save_state(tok_path, encoder=fingerprint, **part)
+        tokens, labels = encode_dataset(vae, args, device, cached=st, save=save_partial)
         save_state(tok_path, tokens=tokens, labels=labels, hits=vae.quantize.ema_vocab_hit_SV.cpu(),
-                   encoder=encoder_fingerprint(vae))
+                   encoder=fingerprint)
+    heldout = None
+    if args.val_images:
+        val_path = os.path.join(args.state_dir, "heldout_tokens.pt")
+        sv = load_state(val_path) if args.resume and os.path.exists(val_path) else None
+        if (sv is not None and torch.equal(sv["encoder"], fingerprint) and len(sv["labels"]) == args.val_images):
+            heldout = sv["tokens"], sv["labels"]
+        else:
+            heldout = encode_heldout(vae, args, device)
+            save_state(val_path, tokens=heldout[0], labels=heldout[1], encoder=fingerprint)
     t_tok = time.time()
     save_reference_format(vae, vae_path)
-    var = train_var(vae, tokens, labels, args, device)
+    var = train_var(vae, tokens, labels, args, device, heldout)
     t_var = time.time()
 
     save_reference_format(vae, vae_path)
