@@ -487,8 +487,13 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
     N = len(labels)
     state_path = os.path.join(args.state_dir, "var_state.pt")
     start, loss_avg = 0, None
-    if args.resume and os.path.exists(state_path):
-        st = load_state(state_path)
+    st = load_state(state_path) if args.resume and os.path.exists(state_path) else None
+    if st is not None and st.get("var_init", "") != args.var_init:
+        # the saved VAR run started from other weights (e.g. the base run before a --var-init
+        # fine-tune in the same --state-dir, whose token cache it extends): start this one afresh
+        log(f"VAR: {state_path} is another run's (from {st.get('var_init', '') or 'scratch'}); starting this one")
+        st = None
+    if st is not None:
         var.load_state_dict(st["var"])
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
@@ -513,7 +518,7 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         done += 1
         if args.save_every and step % args.save_every == args.save_every - 1:  # to resume and to evaluate
             save_state(state_path, var=var.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step + 1,
-                       loss_avg=loss_avg)
+                       loss_avg=loss_avg, var_init=args.var_init)
             save_reference_format(var, os.path.join(args.out_dir, VAR_FILE))
         if step % args.log_every == 0 or step == args.var_steps - 1:
             log(f"var step {step:5d}/{args.var_steps} loss {loss_avg:.4f} "

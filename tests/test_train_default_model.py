@@ -102,3 +102,30 @@ def test_heldout_loss_is_teacher_forced_cross_entropy(script, vae):
         starts.append(starts[-1] + pn * pn)
     got = [float(v) for v in per_scale.rstrip(")").split()]
     assert got == pytest.approx([want[:, a:b].mean().item() for a, b in zip(starts, starts[1:])], abs=1e-3)
+
+
+def test_fine_tune_in_the_base_runs_state_dir_starts_afresh_and_resumes(script, vae, tmp_path, monkeypatch):
+    """The recipe fine-tunes in the base run's --state-dir (to extend its token cache): the base run's
+    saved VAR state must not be taken for the fine-tune's, while the fine-tune's own state resumes."""
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    tokens, labels = script.encode_dataset(vae, args_for(250), torch.device("cpu"))
+    args = argparse.Namespace(seed=0, var_depth=1, var_width=64, patch_nums=PATCH_NUMS, cvae=8, vocab=64,
+                              var_init="", var_lr=1e-3, state_dir=str(tmp_path), out_dir=str(tmp_path), resume=True,
+                              var_steps=2, var_batch=4, label_dropout=0.1, save_every=1, log_every=1, val_every=1)
+    script.train_var(vae, tokens, labels, args, torch.device("cpu"))
+    base = torch.load(tmp_path / "var_state.pt", weights_only=True)
+    assert base["step"] == 2 and base["var_init"] == ""
+    init = tmp_path / "base_var.pth"
+    (tmp_path / script.VAR_FILE).rename(init)
+
+    lines.clear()
+    fine = argparse.Namespace(**{**vars(args), "var_init": str(init), "var_steps": 3})
+    script.train_var(vae, tokens, labels, fine, torch.device("cpu"))
+    assert any("another run's (from scratch)" in line for line in lines), lines
+    assert not any("resumed" in line for line in lines)
+    assert torch.load(tmp_path / "var_state.pt", weights_only=True)["var_init"] == str(init)
+
+    lines.clear()
+    script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(fine), "var_steps": 4}), torch.device("cpu"))
+    assert any("resumed from" in line and "at step 3" in line for line in lines), lines
