@@ -375,7 +375,7 @@ def encode_dataset(vae: VQVAE, args, device: torch.device, cached: Optional[dict
     out_tokens, out_labels = [torch.cat(t) for t in tokens], torch.cat(labels)
     # the quantizer's usage statistics, as the reference keeps them (hits per scale per batch)
     hit_SV = torch.stack([torch.bincount(t.flatten(), minlength=args.vocab).float() for t in out_tokens])
-    vae.quantize.ema_vocab_hit_SV.copy_(hit_SV / batches)
+    vae.quantize.ema_vocab_hit_SV.copy_(hit_SV / (len(out_labels) // ENCODE_BATCH))  # a larger cache: all of it
     log(f"encoded {batches * ENCODE_BATCH} images to tokens"
         + (f"; reconstruction L1 in [-1,1]: {err:.4f}" if err is not None else "")
         + f"; codes used per scale: {[(h > 0).sum().item() for h in hit_SV]}")
