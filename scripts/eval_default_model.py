@@ -74,6 +74,8 @@ def main(argv=None) -> None:
     p.add_argument("--cfg", type=float, default=None, help="default: the model's recommended setting")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--temperature", type=float, nargs="+", default=None,
+                   help="one value or one per scale (var_fast.schedules); default: the model's recommended setting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write the figures here")
     p.add_argument("--vae-only", default="", metavar="FILE",
@@ -133,16 +135,20 @@ def sample_figures(args) -> dict:
     cfg = rec.get("cfg", 3.0) if args.cfg is None else args.cfg
     top_k = rec.get("top_k", 0) if args.top_k is None else args.top_k
     top_p = rec.get("top_p", 0.0) if args.top_p is None else args.top_p
+    temperature = rec.get("temperature", 1.0) if args.temperature is None else args.temperature
+    if isinstance(temperature, list) and len(temperature) == 1:
+        temperature = temperature[0]
     paths = (os.path.join(args.dir, "default_var.pth"), os.path.join(args.dir, "default_vae.pth")) if args.dir else ()
     sampler = var_fast.load(*paths, device="cpu", backend="reference")
     labels = balanced_labels(args.per_class)
     t0 = time.time()
-    images = sampler.sample(labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed).cpu()
+    images = sampler.sample(labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed,
+                            temperature=temperature).cpu()
     t_sample = time.time() - t0
     reference = render(labels, torch.Generator().manual_seed(1000 + args.seed))
     reference2 = render(labels, torch.Generator().manual_seed(2000 + args.seed))
     out = {"checkpoints": args.dir or "bundled", "per_class": args.per_class, "cfg": cfg, "top_k": top_k,
-           "top_p": top_p, "seed": args.seed, "sample_seconds": round(t_sample, 1)}
+           "top_p": top_p, "temperature": temperature, "seed": args.seed, "sample_seconds": round(t_sample, 1)}
     out.update(figures(images, labels, train_classifier(), reference, reference2))
     return out
 

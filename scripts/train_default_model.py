@@ -46,7 +46,7 @@ import math
 import os
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread waits for a
 # descheduled one at every barrier and a step gets several times slower. Must precede `import torch`.
@@ -65,6 +65,7 @@ from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
 from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
 
 VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
+VAR_LAST_FILE = "default_var_last.pth"  # with weight averaging: the VAR after the last step
 VAE_SNAPSHOT = "vae_snapshot.pth"  # in --state-dir: the VQVAE at its last save, reference format
 
 
@@ -493,11 +494,16 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         # fine-tune in the same --state-dir, whose token cache it extends): start this one afresh
         log(f"VAR: {state_path} is another run's (from {st.get('var_init', '') or 'scratch'}); starting this one")
         st = None
+    # weight averaging (--var-average-from): the float64 sum of the weights after every
+    # --var-average-every-th step from that step on; the output is their mean
+    average_from, average_every = getattr(args, "var_average_from", 0), getattr(args, "var_average_every", 100)
+    average_sum, average_steps = None, []
     if st is not None:
         var.load_state_dict(st["var"])
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
         start, loss_avg = st["step"], st["loss_avg"]
+        average_sum, average_steps = st.get("average_sum"), list(st.get("average_steps", []))
         log(f"VAR: resumed from {state_path} at step {start}")
     if heldout is not None and start == 0 and args.var_init:  # where the fine-tuning starts from
         log(f"var step     0: held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}")
@@ -516,17 +522,36 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         opt.step()
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         done += 1
+        if average_from and step + 1 >= average_from and (step + 1) % average_every == 0:
+            average_sum = add_weights(average_sum, var)
+            average_steps.append(step + 1)
         if args.save_every and step % args.save_every == args.save_every - 1:  # to resume and to evaluate
             save_state(state_path, var=var.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step + 1,
-                       loss_avg=loss_avg, var_init=args.var_init)
+                       loss_avg=loss_avg, var_init=args.var_init, average_sum=average_sum,
+                       average_steps=average_steps)
             save_reference_format(var, os.path.join(args.out_dir, VAR_FILE))
         if step % args.log_every == 0 or step == args.var_steps - 1:
             log(f"var step {step:5d}/{args.var_steps} loss {loss_avg:.4f} "
                 f"({(time.time() - t0) / done:.3f} s/step)")
         if heldout is not None and ((step + 1) % args.val_every == 0 or step == args.var_steps - 1):
             log(f"var step {step + 1:5d}: held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}")
+    if average_steps:
+        save_reference_format(var, os.path.join(args.out_dir, VAR_LAST_FILE))
+        mean = {k: v if k not in average_sum else (average_sum[k] / len(average_steps)).to(v.dtype)
+                for k, v in var.state_dict().items()}  # integer buffers (constants) as they are
+        var.load_state_dict(mean)
+        held = f": held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}" if heldout else ""
+        log(f"VAR: the mean of the weights after steps {average_steps[0]}, {average_steps[0] + average_every}, ..., "
+            f"{average_steps[-1]} ({len(average_steps)} sets; the last weights in {VAR_LAST_FILE}){held}")
     var.eval()
     return var
+
+
+def add_weights(total: Optional[Dict[str, torch.Tensor]], module: nn.Module) -> Dict[str, torch.Tensor]:
+    """``total`` + the module's floating-point weights, summed in float64 (so that the mean of many sets
+    does not depend on rounding in a running average); the first call starts the sum."""
+    weights = {k: v.detach().cpu().double() for k, v in module.state_dict().items() if v.is_floating_point()}
+    return weights if total is None else {k: total[k] + v for k, v in weights.items()}
 
 
 def save_reference_format(module: nn.Module, path: str) -> None:
@@ -574,6 +599,10 @@ def main(argv=None) -> None:
     p.add_argument("--var-steps", type=int, default=8000)
     p.add_argument("--var-batch", type=int, default=64)
     p.add_argument("--var-lr", type=float, default=2e-3)
+    p.add_argument("--var-average-from", type=int, default=0, metavar="STEP",
+                   help="write the mean of the VAR weights after every --var-average-every-th step from STEP on "
+                        "(stochastic weight averaging; 0: the last weights)")
+    p.add_argument("--var-average-every", type=int, default=100, metavar="N")
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--cfg", type=float, default=3.0, help="recommended guidance, written to the json")
     p.add_argument("--top-k", type=int, default=0)
@@ -592,6 +621,13 @@ def main(argv=None) -> None:
     if args.quick:
         args.vae_ae_steps, args.vae_steps, args.var_images, args.var_steps, args.log_every = 10, 10, 500, 20, 5
         args.val_images, args.val_every = 100, 10
+    if not 0 <= args.var_average_from <= args.var_steps:
+        p.error(f"--var-average-from must be a step in 0..--var-steps ({args.var_steps}), got {args.var_average_from}")
+    if args.var_average_every < 1:
+        p.error(f"--var-average-every must be >= 1, got {args.var_average_every}")
+    if args.var_average_from and -(-args.var_average_from // args.var_average_every) * args.var_average_every > args.var_steps:
+        p.error(f"no step from --var-average-from {args.var_average_from} to --var-steps {args.var_steps} is a "
+                f"multiple of --var-average-every {args.var_average_every}: nothing to average")
     args.patch_nums = tuple(args.patch_nums)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -666,6 +702,7 @@ def main(argv=None) -> None:
             "command": "python scripts/train_default_model.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
             "seed": args.seed, "vae_ae_steps": args.vae_ae_steps, "vae_steps": args.vae_steps, "vae_batch": args.vae_batch,
             "var_images": args.var_images, "var_steps": args.var_steps, "var_batch": args.var_batch,
+            "var_average_from": args.var_average_from, "var_average_every": args.var_average_every,
             "seconds": {"vae": round(t_vae - t_start), "tokens": round(t_tok - t_vae), "var": round(t_var - t_tok)},
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         },

@@ -129,3 +129,62 @@ def test_fine_tune_in_the_base_runs_state_dir_starts_afresh_and_resumes(script, 
     lines.clear()
     script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(fine), "var_steps": 4}), torch.device("cpu"))
     assert any("resumed from" in line and "at step 3" in line for line in lines), lines
+
+
+def test_weight_average_is_the_mean_of_the_chosen_steps_and_survives_a_resume(script, vae, tmp_path, monkeypatch):
+    """--var-average-from 2 --var-average-every 1 over 4 steps: the output is the float64 mean of the weights
+    after steps 2, 3 and 4 (the last weights go to default_var_last.pth), also when the run stops after
+    step 3 and resumes."""
+    lines, saved = [], {}
+    monkeypatch.setattr(script, "log", lines.append)
+    save_state = script.save_state
+
+    def recording_save_state(path, **state):
+        saved[state["step"]] = {k: v.clone() for k, v in state["var"].items()}
+        save_state(path, **state)
+
+    monkeypatch.setattr(script, "save_state", recording_save_state)
+    tokens, labels = script.encode_dataset(vae, args_for(250), torch.device("cpu"))
+    args = argparse.Namespace(seed=0, var_depth=1, var_width=64, patch_nums=PATCH_NUMS, cvae=8, vocab=64,
+                              var_init="", var_lr=1e-3, state_dir=str(tmp_path / "a"), out_dir=str(tmp_path / "a"),
+                              resume=True, var_steps=4, var_batch=4, label_dropout=0.1, save_every=1, log_every=1,
+                              val_every=1, var_average_from=2, var_average_every=1)
+    (tmp_path / "a").mkdir()
+    averaged = {k: v.clone() for k, v in script.train_var(vae, tokens, labels, args, torch.device("cpu")).state_dict().items()}
+    assert sorted(saved) == [1, 2, 3, 4]
+    for k, v in averaged.items():
+        if v.is_floating_point():
+            want = ((saved[2][k].double() + saved[3][k].double() + saved[4][k].double()) / 3).float()
+            assert torch.equal(v, want), k
+    assert not torch.equal(averaged["head.weight"], saved[4]["head.weight"])  # the average is not the last step
+    last = torch.load(tmp_path / "a" / script.VAR_LAST_FILE, weights_only=True)
+    assert all(torch.equal(last[k], saved[4][k]) for k in last)
+    assert any("mean of the weights after steps 2, 3, ..., 4 (3 sets" in line for line in lines), lines
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_step_3(path, **state):
+        save_state(path, **state)
+        if state["step"] == 3:
+            raise Stop
+
+    (tmp_path / "b").mkdir()
+    resumed = argparse.Namespace(**{**vars(args), "state_dir": str(tmp_path / "b"), "out_dir": str(tmp_path / "b")})
+    monkeypatch.setattr(script, "save_state", stop_after_step_3)
+    with pytest.raises(Stop):
+        script.train_var(vae, tokens, labels, resumed, torch.device("cpu"))
+    again = script.train_var(vae, tokens, labels, resumed, torch.device("cpu")).state_dict()
+    assert all(torch.equal(again[k], averaged[k]) for k in averaged)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--var-steps", "100", "--var-average-from", "101"], "must be a step in 0..--var-steps (100)"),
+    (["--var-steps", "100", "--var-average-from", "50", "--var-average-every", "0"], "must be >= 1"),
+    (["--var-steps", "130", "--var-average-from", "101", "--var-average-every", "100"], "nothing to average"),
+])
+def test_weight_average_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
