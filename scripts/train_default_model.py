@@ -541,8 +541,10 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
                 for k, v in var.state_dict().items()}  # integer buffers (constants) as they are
         var.load_state_dict(mean)
         held = f": held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}" if heldout else ""
-        log(f"VAR: the mean of the weights after steps {average_steps[0]}, {average_steps[0] + average_every}, ..., "
-            f"{average_steps[-1]} ({len(average_steps)} sets; the last weights in {VAR_LAST_FILE}){held}")
+        steps = (f"step {average_steps[0]}" if len(average_steps) == 1 else
+                 f"steps {average_steps[0]}, {average_steps[0] + average_every}, ..., {average_steps[-1]}")
+        log(f"VAR: the mean of the weights after {steps} ({len(average_steps)} sets; the last weights in "
+            f"{VAR_LAST_FILE}){held}")
     var.eval()
     return var
 
