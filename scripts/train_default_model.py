@@ -507,6 +507,8 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         log(f"VAR: resumed from {state_path} at step {start}")
     if heldout is not None and start == 0 and args.var_init:  # where the fine-tuning starts from
         log(f"var step     0: held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}")
+    token_weights = loss_token_weights(args.patch_nums, getattr(args, "var_scale_weighting", "tokens"))
+    token_weights = None if token_weights is None else token_weights.to(device)
     t0, done = time.time(), 0
     for step in range(start, args.var_steps):
         set_lr(opt, cosine_lr(step, args.var_steps, args.var_lr, warmup=min(200, args.var_steps // 10 + 1)))
@@ -515,7 +517,7 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         drop = torch.rand(args.var_batch, generator=gen).to(device) < args.label_dropout
         label = torch.where(drop, torch.full_like(label, NUM_CLASSES), label)
         logits = var(label, x_all[pick].to(device))
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_all[pick].to(device).reshape(-1))
+        loss = token_loss(logits, target_all[pick].to(device), token_weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
@@ -547,6 +549,27 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
             f"{VAR_LAST_FILE}){held}")
     var.eval()
     return var
+
+
+def loss_token_weights(patch_nums, weighting: str) -> Optional[torch.Tensor]:
+    """(L,) weight of every token in the VAR loss, summing to 1, or None for "tokens", the reference's
+    plain mean over all tokens (a scale counts by its pn*pn tokens: the 8x8 scale is half of the loss);
+    "scales" gives every scale the same share (the coarse scales, which place the shape, count as much
+    as the fine ones)."""
+    if weighting == "tokens":
+        return None
+    if weighting == "scales":
+        return torch.cat([torch.full((pn * pn,), 1.0 / (len(patch_nums) * pn * pn)) for pn in patch_nums])
+    raise ValueError(f"scale weighting must be 'tokens' or 'scales', got {weighting!r}")
+
+
+def token_loss(logits: torch.Tensor, target: torch.Tensor, token_weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of (B, L, V) logits against (B, L) tokens: the plain mean (token_weights None), or
+    weighted per token position and averaged over B."""
+    if token_weights is None:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+    ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, L)
+    return (ce * token_weights).sum(dim=1).mean()
 
 
 def add_weights(total: Optional[Dict[str, torch.Tensor]], module: nn.Module) -> Dict[str, torch.Tensor]:
@@ -605,6 +628,8 @@ def main(argv=None) -> None:
                    help="write the mean of the VAR weights after every --var-average-every-th step from STEP on "
                         "(stochastic weight averaging; 0: the last weights)")
     p.add_argument("--var-average-every", type=int, default=100, metavar="N")
+    p.add_argument("--var-scale-weighting", choices=("tokens", "scales"), default="tokens",
+                   help="VAR loss: the mean over all tokens (the reference's) or every scale the same share")
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--cfg", type=float, default=3.0, help="recommended guidance, written to the json")
     p.add_argument("--top-k", type=int, default=0)
@@ -705,6 +730,7 @@ def main(argv=None) -> None:
             "seed": args.seed, "vae_ae_steps": args.vae_ae_steps, "vae_steps": args.vae_steps, "vae_batch": args.vae_batch,
             "var_images": args.var_images, "var_steps": args.var_steps, "var_batch": args.var_batch,
             "var_average_from": args.var_average_from, "var_average_every": args.var_average_every,
+            "var_scale_weighting": args.var_scale_weighting,
             "seconds": {"vae": round(t_vae - t_start), "tokens": round(t_tok - t_vae), "var": round(t_var - t_tok)},
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         },

@@ -188,3 +188,23 @@ def test_weight_average_flags_are_checked_before_any_work(script, flags, message
         script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_token_loss_tokens_is_the_plain_mean_and_scales_weights_every_scale_alike(script):
+    torch.manual_seed(0)
+    L = sum(pn * pn for pn in PATCH_NUMS)
+    logits, target = torch.randn(3, L, 64), torch.randint(64, (3, L))
+    plain = F.cross_entropy(logits.reshape(-1, 64), target.reshape(-1))
+    assert script.loss_token_weights(PATCH_NUMS, "tokens") is None  # the reference's loss, bit for bit
+    assert torch.equal(script.token_loss(logits, target, None), plain)
+    ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+    starts = [0]
+    for pn in PATCH_NUMS:
+        starts.append(starts[-1] + pn * pn)
+    per_scale = torch.stack([ce[:, a:b].mean() for a, b in zip(starts, starts[1:])])
+    scales = script.loss_token_weights(PATCH_NUMS, "scales")
+    assert scales.sum().item() == pytest.approx(1.0)
+    torch.testing.assert_close(script.token_loss(logits, target, scales), per_scale.mean())
+    assert not torch.allclose(per_scale.mean(), plain)
+    with pytest.raises(ValueError, match="'tokens' or 'scales'"):
+        script.loss_token_weights(PATCH_NUMS, "pixels")
