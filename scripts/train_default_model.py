@@ -18,7 +18,8 @@ images to tokens (a cached set made by the same encoder is extended, not recompu
 VAR on them by teacher forcing (cross-entropy over all scales, 10% of the labels dropped to the
 unconditional class for classifier-free guidance) and logs the held-out loss per scale every
 --val-every steps: a training loss far below it means the VAR memorises its token set (the first
-retrain's did: docs/default_model.md). --var-init fine-tunes a trained VAR instead.
+retrain's did: docs/default_model.md). --var-init fine-tunes a trained VAR instead; with --var-deepen
+the trained VAR may have fewer blocks than --var-depth (the new ones start as the identity).
 
 Why width 64 and not the reference's ch_mult (1,1,2,2,4) at width 32: GroupNorm has 32 groups, so
 at width 32 every full-resolution norm is an instance norm that erases each channel's mean and
@@ -438,6 +439,39 @@ def init_var(var: VAR, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, 
             w[:2 * var.C].mul_(init_adaln_gamma)
 
 
+def checkpoint_depth(sd: Dict[str, torch.Tensor]) -> int:
+    """How many transformer blocks a VAR state dict holds."""
+    return 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
+
+
+def deepened_state_dict(sd: Dict[str, torch.Tensor], var: VAR) -> Tuple[Dict[str, torch.Tensor], List[int]]:
+    """A shallower VAR's weights for the deeper ``var`` (same width and scales), computing the same function.
+
+    The old blocks keep their order, spread evenly over the new depth; a new block keeps ``var``'s own
+    (fresh) weights except its AdaLN gates (gamma1, gamma2: the first 2C outputs of ``ada_lin``), which are
+    zeroed, so it adds nothing to the residual stream until training moves the gates. Returns the state
+    dict for ``var`` and the new index of every old block.
+    """
+    old_depth, depth = checkpoint_depth(sd), len(var.blocks)
+    if not 0 < old_depth <= depth:
+        raise ValueError(f"--var-deepen: the init checkpoint has {old_depth} blocks, the VAR {depth}")
+    placed = [round(i * (depth - 1) / max(1, old_depth - 1)) for i in range(old_depth)] if old_depth > 1 else [0]
+    out = {k: v for k, v in var.state_dict().items()}
+    out.update({k: v for k, v in sd.items() if not k.startswith("blocks.")})
+    for b in range(depth):
+        prefix = f"blocks.{b}."
+        if b in placed:
+            src = f"blocks.{placed.index(b)}."
+            out.update({prefix + k[len(src):]: v for k, v in sd.items() if k.startswith(src)})
+        else:
+            C = var.C
+            for name in ("ada_lin.1.weight", "ada_lin.1.bias"):
+                gate = out[prefix + name].clone()
+                gate[:2 * C] = 0
+                out[prefix + name] = gate
+    return out, placed
+
+
 @torch.no_grad()
 def heldout_loss(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, patch_nums) -> str:
     """Teacher-forced cross-entropy on held-out tokens, overall and per scale (the labels kept)."""
@@ -466,7 +500,12 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
     init_var(var)
     if args.var_init:  # fine-tune: the VAR's layout must be the one the args describe
         from var_fast.checkpoint import load_strict, read_state_dict
-        load_strict(var, read_state_dict(args.var_init, "VAR"), args.var_init, "VAR")
+        sd = read_state_dict(args.var_init, "VAR")
+        if getattr(args, "var_deepen", False):
+            sd, placed = deepened_state_dict(sd, var)
+            log(f"VAR: {len(placed)} blocks of {args.var_init} placed at {placed} of {len(var.blocks)}; "
+                f"the others start as the identity")
+        load_strict(var, sd, args.var_init, "VAR")
         log(f"VAR: starting from {args.var_init}")
     var.train()
     log(f"VAR: {sum(p.numel() for p in var.parameters()) / 1e6:.2f} M parameters, {cfg}")
@@ -489,10 +528,17 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
     state_path = os.path.join(args.state_dir, "var_state.pt")
     start, loss_avg = 0, None
     st = load_state(state_path) if args.resume and os.path.exists(state_path) else None
+    run = var_run_identity(args)
     if st is not None and st.get("var_init", "") != args.var_init:
         # the saved VAR run started from other weights (e.g. the base run before a --var-init
         # fine-tune in the same --state-dir, whose token cache it extends): start this one afresh
         log(f"VAR: {state_path} is another run's (from {st.get('var_init', '') or 'scratch'}); starting this one")
+        st = None
+    elif st is not None and saved_run_identity(st) != run:
+        # same starting weights, another run (another depth, width, loss or --var-deepen)
+        differs = {k: (saved_run_identity(st).get(k), v) for k, v in run.items() if saved_run_identity(st).get(k) != v}
+        log(f"VAR: {state_path} is another run's from the same weights ({differs}: saved, this run); "
+            f"starting this one")
         st = None
     # weight averaging (--var-average-from): the float64 sum of the weights after every
     # --var-average-every-th step from that step on; the output is their mean
@@ -529,7 +575,7 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
             average_steps.append(step + 1)
         if args.save_every and step % args.save_every == args.save_every - 1:  # to resume and to evaluate
             save_state(state_path, var=var.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step + 1,
-                       loss_avg=loss_avg, var_init=args.var_init, average_sum=average_sum,
+                       loss_avg=loss_avg, var_init=args.var_init, run=run, average_sum=average_sum,
                        average_steps=average_steps)
             save_reference_format(var, os.path.join(args.out_dir, VAR_FILE))
         if step % args.log_every == 0 or step == args.var_steps - 1:
@@ -549,6 +595,23 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
             f"{VAR_LAST_FILE}){held}")
     var.eval()
     return var
+
+
+def var_run_identity(args) -> dict:
+    """What makes a saved VAR state this run's, besides --var-init (--var-steps and --var-lr may change on
+    a resume: the retrain's schedule did)."""
+    return {"var_depth": args.var_depth, "var_width": args.var_width, "var_deepen": getattr(args, "var_deepen", False),
+            "var_scale_weighting": getattr(args, "var_scale_weighting", "tokens")}
+
+
+def saved_run_identity(st: dict) -> dict:
+    """The identity a saved state was written with; states from before it was saved: read off the weights."""
+    if "run" in st:
+        return dict(st["run"])
+    var = st["var"]
+    return {"var_depth": 1 + max(int(k.split(".")[1]) for k in var if k.startswith("blocks.")),
+            "var_width": var["pos_start"].shape[-1], "var_deepen": False,
+            "var_scale_weighting": st.get("var_scale_weighting", "tokens")}
 
 
 def loss_token_weights(patch_nums, weighting: str) -> Optional[torch.Tensor]:
@@ -615,6 +678,9 @@ def main(argv=None) -> None:
     p.add_argument("--lowpass-weight", type=float, default=2.0,
                    help="weight of the L1 loss between 8x8-average-pooled images (flat colours, gradients)")
     p.add_argument("--var-init", default="", help="start the VAR from these weights (fine-tuning) instead of scratch")
+    p.add_argument("--var-deepen", action="store_true",
+                   help="--var-init may have fewer blocks than --var-depth: its blocks are spread evenly and the "
+                        "new ones start as the identity (zero AdaLN gates), so training starts from the same function")
     p.add_argument("--var-images", type=int, default=20000, help="images encoded to tokens for the VAR")
     p.add_argument("--val-images", type=int, default=1000,
                    help="held-out images (another stream) whose per-scale VAR loss is logged every --val-every steps")
@@ -655,6 +721,14 @@ def main(argv=None) -> None:
     if args.var_average_from and -(-args.var_average_from // args.var_average_every) * args.var_average_every > args.var_steps:
         p.error(f"no step from --var-average-from {args.var_average_from} to --var-steps {args.var_steps} is a "
                 f"multiple of --var-average-every {args.var_average_every}: nothing to average")
+    if args.var_deepen:
+        if not args.var_init:
+            p.error("--var-deepen deepens the --var-init checkpoint: give --var-init")
+        from var_fast.checkpoint import read_state_dict
+        init_depth = checkpoint_depth(read_state_dict(args.var_init, "VAR"))
+        if not 0 < init_depth <= args.var_depth:
+            p.error(f"--var-deepen: --var-init {args.var_init!r} has {init_depth} blocks, more than --var-depth "
+                    f"{args.var_depth}" if init_depth else f"--var-deepen: --var-init {args.var_init!r} has no blocks")
     args.patch_nums = tuple(args.patch_nums)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -208,3 +208,93 @@ def test_token_loss_tokens_is_the_plain_mean_and_scales_weights_every_scale_alik
     assert not torch.allclose(per_scale.mean(), plain)
     with pytest.raises(ValueError, match="'tokens' or 'scales'"):
         script.loss_token_weights(PATCH_NUMS, "pixels")
+
+
+def tiny_var(depth: int) -> VAR:
+    return VAR(VARConfig(depth=depth, embed_dim=64, num_heads=1, mlp_hidden=256, num_classes=NUM_CLASSES,
+                         shared_aln=False, attn_l2_norm=True, patch_nums=PATCH_NUMS, Cvae=8, vocab_size=64))
+
+
+@pytest.mark.parametrize("old_depth, depth, placed", [(2, 5, [0, 4]), (3, 5, [0, 2, 4]), (3, 3, [0, 1, 2]),
+                                                      (1, 3, [0])])
+def test_deepened_var_computes_what_the_shallower_one_did(script, old_depth, depth, placed):
+    """--var-deepen: the old blocks keep their order and weights, spread evenly; the new ones (fresh
+    weights, zero AdaLN gates) add nothing, so the deeper VAR's logits are the shallower one's."""
+    torch.manual_seed(0)
+    small, big = tiny_var(old_depth), tiny_var(depth)
+    script.init_var(small)
+    script.init_var(big)
+    with torch.no_grad():  # gates far from zero, so an old block that was dropped or moved would show
+        for block in small.blocks:
+            block.ada_lin[-1].weight.normal_(0, 0.1)
+            block.ada_lin[-1].bias.normal_(0, 0.1)
+    sd, where = script.deepened_state_dict(small.state_dict(), big)
+    assert where == placed
+    big.load_state_dict(sd, strict=True)
+    for i, b in enumerate(placed):
+        assert torch.equal(big.blocks[b].attn.mat_qkv.weight, small.blocks[i].attn.mat_qkv.weight)
+    new = [b for b in range(depth) if b not in placed]
+    for b in new:
+        gates = big.blocks[b].ada_lin[-1]
+        assert not gates.weight[:2 * 64].any() and not gates.bias[:2 * 64].any()
+        assert gates.weight[2 * 64:].any() and big.blocks[b].ffn.fc1.weight.any()  # the rest is trainable
+    small.eval(), big.eval()
+    x, label = torch.randn(3, small.L - 1, 8), torch.tensor([0, 4, NUM_CLASSES])
+    with torch.no_grad():
+        assert torch.equal(big(label, x), small(label, x))
+    # and the new blocks do learn: one step moves their gates off zero
+    if new:
+        big.train()
+        F.cross_entropy(big(label, x).transpose(1, 2), torch.randint(64, (3, small.L))).backward()
+        assert big.blocks[new[0]].ada_lin[-1].weight.grad[:2 * 64].abs().sum() > 0
+
+
+def test_deepen_refuses_a_deeper_checkpoint(script):
+    with pytest.raises(ValueError, match="has 3 blocks, the VAR 2"):
+        script.deepened_state_dict(tiny_var(3).state_dict(), tiny_var(2))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--var-deepen"], "give --var-init"),
+    (["--var-deepen", "--var-depth", "2", "--var-init", "INIT"], "has 3 blocks, more than --var-depth 2"),
+])
+def test_deepen_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+    init = tmp_path / "init.pth"
+    torch.save(tiny_var(3).state_dict(), init)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(out), "--state-dir", str(out)] + [str(init) if f == "INIT" else f for f in flags])
+    assert message in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_state(script, vae, tmp_path,
+                                                                                      monkeypatch):
+    """Two runs from the same --var-init in one --state-dir (a plain fine-tune, then a --var-deepen one):
+    the second must start afresh, not load the first's state into a model of another depth; states saved
+    before the run identity was (no "run" key) are judged by their weights."""
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    tokens, labels = script.encode_dataset(vae, args_for(250), torch.device("cpu"))
+    init = tmp_path / "init.pth"
+    torch.save(tiny_var(1).state_dict(), init)
+    args = argparse.Namespace(seed=0, var_depth=1, var_width=64, patch_nums=PATCH_NUMS, cvae=8, vocab=64,
+                              var_init=str(init), var_lr=1e-3, state_dir=str(tmp_path), out_dir=str(tmp_path),
+                              resume=True, var_steps=2, var_batch=4, label_dropout=0.1, save_every=1, log_every=1,
+                              val_every=1)
+    script.train_var(vae, tokens, labels, args, torch.device("cpu"))
+    state = torch.load(tmp_path / "var_state.pt", weights_only=True)
+    assert state["run"] == {"var_depth": 1, "var_width": 64, "var_deepen": False, "var_scale_weighting": "tokens"}
+    del state["run"]  # as a state from before the identity was saved
+    torch.save(state, tmp_path / "var_state.pt")
+
+    lines.clear()
+    deeper = argparse.Namespace(**{**vars(args), "var_depth": 2, "var_deepen": True, "var_steps": 3})
+    assert len(script.train_var(vae, tokens, labels, deeper, torch.device("cpu")).blocks) == 2
+    assert any("another run's from the same weights" in line and "'var_depth': (1, 2)" in line for line in lines), lines
+    assert not any("resumed" in line for line in lines)
+
+    lines.clear()  # the deeper run's own state resumes
+    script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(deeper), "var_steps": 4}), torch.device("cpu"))
+    assert any("resumed from" in line and "at step 3" in line for line in lines), lines
