@@ -456,7 +456,7 @@ def deepened_state_dict(sd: Dict[str, torch.Tensor], var: VAR) -> Tuple[Dict[str
     if not 0 < old_depth <= depth:
         raise ValueError(f"--var-deepen: the init checkpoint has {old_depth} blocks, the VAR {depth}")
     placed = [round(i * (depth - 1) / max(1, old_depth - 1)) for i in range(old_depth)] if old_depth > 1 else [0]
-    out = {k: v for k, v in var.state_dict().items()}
+    out, C = dict(var.state_dict()), var.C
     out.update({k: v for k, v in sd.items() if not k.startswith("blocks.")})
     for b in range(depth):
         prefix = f"blocks.{b}."
@@ -464,7 +464,6 @@ def deepened_state_dict(sd: Dict[str, torch.Tensor], var: VAR) -> Tuple[Dict[str
             src = f"blocks.{placed.index(b)}."
             out.update({prefix + k[len(src):]: v for k, v in sd.items() if k.startswith(src)})
         else:
-            C = var.C
             for name in ("ada_lin.1.weight", "ada_lin.1.bias"):
                 gate = out[prefix + name].clone()
                 gate[:2 * C] = 0
@@ -536,7 +535,8 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         st = None
     elif st is not None and saved_run_identity(st) != run:
         # same starting weights, another run (another depth, width, loss or --var-deepen)
-        differs = {k: (saved_run_identity(st).get(k), v) for k, v in run.items() if saved_run_identity(st).get(k) != v}
+        saved = saved_run_identity(st)
+        differs = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
         log(f"VAR: {state_path} is another run's from the same weights ({differs}: saved, this run); "
             f"starting this one")
         st = None
@@ -609,7 +609,7 @@ def saved_run_identity(st: dict) -> dict:
     if "run" in st:
         return dict(st["run"])
     var = st["var"]
-    return {"var_depth": 1 + max(int(k.split(".")[1]) for k in var if k.startswith("blocks.")),
+    return {"var_depth": checkpoint_depth(var),
             "var_width": var["pos_start"].shape[-1], "var_deepen": False,
             "var_scale_weighting": st.get("var_scale_weighting", "tokens")}
 
