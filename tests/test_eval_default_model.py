@@ -1,22 +1,17 @@
 """scripts/eval_default_model.py passes its sampling options (one temperature or one per scale) to the sampler."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from repo_scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def eval_script():
-    spec = importlib.util.spec_from_file_location("eval_default_model", ROOT / "scripts" / "eval_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("eval_default_model")
 
 
 @pytest.mark.parametrize("flags, want", [([], 1.0), (["--temperature", "0.5"], 0.5),

@@ -2,8 +2,6 @@
 scale forced the sample must be the VQVAE's reconstruction of the render, with none an ordinary sample."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,17 +9,13 @@ import torch
 import var_fast
 from var_fast.datasets import CLASS_NAMES, render
 from var_fast.reference.autoregressive import autoregressive_infer_cfg
+from repo_scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def probe_script():
-    spec = importlib.util.spec_from_file_location("probe_default_model_scales",
-                                                  ROOT / "scripts" / "probe_default_model_scales.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_default_model_scales")
 
 
 @pytest.fixture(scope="module")

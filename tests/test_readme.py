@@ -3,7 +3,6 @@ first command, `make sample`, has run), or is listed with the reason it cannot r
 an install); a snippet that is neither fails. The edit commands are the ones the README picture shows.
 
 `make sample ...` runs the Makefile's recipe for the target (with its ARGS), not the install step before it."""
-import importlib.util
 import os
 import re
 import shlex
@@ -19,6 +18,7 @@ from PIL import Image
 
 import var_fast
 from var_fast.cli import build_parser, main
+from repo_scripts import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(var_fast.__file__)))
 README = open(os.path.join(REPO, "README.md")).read()
@@ -207,11 +207,7 @@ def test_snippet_runs_as_written(snippet, request):
 
 # ---- the edit picture shows README's edit commands ----------------------------------------------------------
 def readme_image_script():
-    spec = importlib.util.spec_from_file_location("make_readme_images",
-                                                  os.path.join(REPO, "scripts", "make_readme_images.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_readme_images")
 
 
 def test_edit_picture_is_made_by_readme_commands():

@@ -7,9 +7,7 @@ go. A small random VQVAE (width 16) keeps this to seconds."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,17 +15,14 @@ import torch.nn.functional as F
 
 from var_fast.datasets import NUM_CLASSES
 from var_fast.models import VAR, VARConfig, VQVAE, VQVAEConfig
+from repo_scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 PATCH_NUMS = (1, 2, 3, 4, 6, 8)
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("train_default_model", ROOT / "scripts" / "train_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_default_model")
 
 
 @pytest.fixture(scope="module")
