@@ -555,10 +555,14 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         log(f"var step     0: held-out loss {heldout_loss(var, x_val, target_val, label_val, args.patch_nums)}")
     token_weights = loss_token_weights(args.patch_nums, getattr(args, "var_scale_weighting", "tokens"))
     token_weights = None if token_weights is None else token_weights.to(device)
+    image_weights = class_sampling_weights(labels, getattr(args, "var_class_weights", None))
     t0, done = time.time(), 0
     for step in range(start, args.var_steps):
         set_lr(opt, cosine_lr(step, args.var_steps, args.var_lr, warmup=min(200, args.var_steps // 10 + 1)))
-        pick = torch.randint(N, (args.var_batch,), generator=gen)
+        if image_weights is None:  # every image alike (the reference's uniform sampling)
+            pick = torch.randint(N, (args.var_batch,), generator=gen)
+        else:
+            pick = torch.multinomial(image_weights, args.var_batch, replacement=True, generator=gen)
         label = labels[pick].to(device)
         drop = torch.rand(args.var_batch, generator=gen).to(device) < args.label_dropout
         label = torch.where(drop, torch.full_like(label, NUM_CLASSES), label)
@@ -597,20 +601,41 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
     return var
 
 
+def class_sampling_weights(labels: torch.Tensor, class_weights: Optional[List[float]]) -> Optional[torch.Tensor]:
+    """(N,) probability weight of every training image for the VAR's batches: its class's weight
+    (--var-class-weights, one per class), or None for uniform sampling. Training draws the images of a
+    class with weight 2 twice as often; the model stays class-conditional, so this moves training steps
+    to the classes whose tokens are hardest, not the classes a sample shows."""
+    if class_weights is None:
+        return None
+    w = torch.as_tensor(class_weights, dtype=torch.float64)
+    if w.shape != (NUM_CLASSES,) or not bool(torch.isfinite(w).all()) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"class weights must be {NUM_CLASSES} finite numbers >= 0, not all zero; got {class_weights}")
+    image_weights = w[labels.long()]
+    if image_weights.sum() <= 0:
+        raise ValueError("class weights give every training image weight 0: no image to train on")
+    return image_weights
+
+
 def var_run_identity(args) -> dict:
     """What makes a saved VAR state this run's, besides --var-init (--var-steps and --var-lr may change on
     a resume: the retrain's schedule did)."""
+    class_weights = getattr(args, "var_class_weights", None)
     return {"var_depth": args.var_depth, "var_width": args.var_width, "var_deepen": getattr(args, "var_deepen", False),
-            "var_scale_weighting": getattr(args, "var_scale_weighting", "tokens")}
+            "var_scale_weighting": getattr(args, "var_scale_weighting", "tokens"),
+            "var_class_weights": None if class_weights is None else [float(w) for w in class_weights]}
+
+
+# what a state saved before an entry of the run identity existed had: that entry's default
+IDENTITY_DEFAULTS = {"var_deepen": False, "var_scale_weighting": "tokens", "var_class_weights": None}
 
 
 def saved_run_identity(st: dict) -> dict:
     """The identity a saved state was written with; states from before it was saved: read off the weights."""
     if "run" in st:
-        return dict(st["run"])
+        return {**IDENTITY_DEFAULTS, **st["run"]}
     var = st["var"]
-    return {"var_depth": checkpoint_depth(var),
-            "var_width": var["pos_start"].shape[-1], "var_deepen": False,
+    return {**IDENTITY_DEFAULTS, "var_depth": checkpoint_depth(var), "var_width": var["pos_start"].shape[-1],
             "var_scale_weighting": st.get("var_scale_weighting", "tokens")}
 
 
@@ -696,6 +721,9 @@ def main(argv=None) -> None:
     p.add_argument("--var-average-every", type=int, default=100, metavar="N")
     p.add_argument("--var-scale-weighting", choices=("tokens", "scales"), default="tokens",
                    help="VAR loss: the mean over all tokens (the reference's) or every scale the same share")
+    p.add_argument("--var-class-weights", type=float, nargs=NUM_CLASSES, default=None, metavar="W",
+                   help=f"draw the VAR's training images of each class ({', '.join(CLASS_NAMES)}) with these "
+                        "relative weights (default: every image alike)")
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--cfg", type=float, default=3.0, help="recommended guidance, written to the json")
     p.add_argument("--top-k", type=int, default=0)
@@ -721,6 +749,10 @@ def main(argv=None) -> None:
     if args.var_average_from and -(-args.var_average_from // args.var_average_every) * args.var_average_every > args.var_steps:
         p.error(f"no step from --var-average-from {args.var_average_from} to --var-steps {args.var_steps} is a "
                 f"multiple of --var-average-every {args.var_average_every}: nothing to average")
+    if args.var_class_weights is not None:
+        w = args.var_class_weights
+        if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+            p.error(f"--var-class-weights must be {NUM_CLASSES} finite numbers >= 0, not all zero; got {w}")
     if args.var_deepen:
         if not args.var_init:
             p.error("--var-deepen deepens the --var-init checkpoint: give --var-init")
@@ -804,7 +836,7 @@ def main(argv=None) -> None:
             "seed": args.seed, "vae_ae_steps": args.vae_ae_steps, "vae_steps": args.vae_steps, "vae_batch": args.vae_batch,
             "var_images": args.var_images, "var_steps": args.var_steps, "var_batch": args.var_batch,
             "var_average_from": args.var_average_from, "var_average_every": args.var_average_every,
-            "var_scale_weighting": args.var_scale_weighting,
+            "var_scale_weighting": args.var_scale_weighting, "var_class_weights": args.var_class_weights,
             "seconds": {"vae": round(t_vae - t_start), "tokens": round(t_tok - t_vae), "var": round(t_var - t_tok)},
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         },

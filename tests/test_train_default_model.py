@@ -280,7 +280,8 @@ def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_s
                               val_every=1)
     script.train_var(vae, tokens, labels, args, torch.device("cpu"))
     state = torch.load(tmp_path / "var_state.pt", weights_only=True)
-    assert state["run"] == {"var_depth": 1, "var_width": 64, "var_deepen": False, "var_scale_weighting": "tokens"}
+    assert state["run"] == {"var_depth": 1, "var_width": 64, "var_deepen": False, "var_scale_weighting": "tokens",
+                            "var_class_weights": None}
     del state["run"]  # as a state from before the identity was saved
     torch.save(state, tmp_path / "var_state.pt")
 
@@ -293,3 +294,84 @@ def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_s
     lines.clear()  # the deeper run's own state resumes
     script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(deeper), "var_steps": 4}), torch.device("cpu"))
     assert any("resumed from" in line and "at step 3" in line for line in lines), lines
+
+
+def test_class_weights_draw_each_class_as_often_as_its_weight_says(script):
+    labels = torch.arange(NUM_CLASSES).repeat(100)  # every class 100 times
+    assert script.class_sampling_weights(labels, None) is None  # uniform: the reference's torch.randint
+    weights = [1.0] * NUM_CLASSES
+    weights[4], weights[9] = 2.0, 4.0
+    image_weights = script.class_sampling_weights(labels, weights)
+    assert image_weights.tolist() == [weights[k] for k in labels.tolist()]
+    picks = torch.multinomial(image_weights, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    share = torch.bincount(labels[picks], minlength=NUM_CLASSES).double() / len(picks)
+    torch.testing.assert_close(share, torch.tensor(weights, dtype=torch.float64) / sum(weights), atol=3e-3, rtol=0)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([1.0] * (NUM_CLASSES - 1), f"{NUM_CLASSES} finite numbers"),
+    ([1.0] * (NUM_CLASSES - 1) + [-1.0], ">= 0"),
+    ([0.0] * NUM_CLASSES, "not all zero"),
+    ([1.0] * (NUM_CLASSES - 1) + [math.nan], "finite"),
+])
+def test_class_weights_refuse_what_is_not_a_weight_per_class(script, weights, message):
+    with pytest.raises(ValueError, match=message):
+        script.class_sampling_weights(torch.arange(NUM_CLASSES), weights)
+
+
+def test_class_weights_of_classes_absent_from_the_set_are_refused(script):
+    weights = [0.0] * NUM_CLASSES
+    weights[3] = 1.0
+    with pytest.raises(ValueError, match="every training image weight 0"):
+        script.class_sampling_weights(torch.tensor([0, 1, 2]), weights)
+
+
+@pytest.mark.parametrize("values, message", [
+    (["1"] * (NUM_CLASSES - 1) + ["-1"], ">= 0"),
+    (["0"] * NUM_CLASSES, "not all zero"),
+    (["1"] * (NUM_CLASSES - 1) + ["inf"], "finite"),
+    (["1"] * (NUM_CLASSES - 1), "expected 10 arguments"),
+])
+def test_class_weight_flags_are_checked_before_any_work(script, values, message, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path), "--var-class-weights"] + values)
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_class_weighted_run_trains_on_the_weighted_classes_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    """With every weight but one zero, every training batch holds that class only (or the dropped label);
+    the weights are part of the saved run identity, so a run with other weights does not resume it."""
+    lines, seen = [], []
+    monkeypatch.setattr(script, "log", lines.append)
+
+    class RecordingVAR(VAR):
+        def forward(self, label_B, x_BLCv):
+            seen.append(label_B.clone())
+            return super().forward(label_B, x_BLCv)
+
+    monkeypatch.setattr(script, "VAR", RecordingVAR)
+    tokens, labels = script.encode_dataset(vae, args_for(250), torch.device("cpu"))
+    weights = [0.0] * NUM_CLASSES
+    weights[7] = 1.0
+    args = argparse.Namespace(seed=0, var_depth=1, var_width=64, patch_nums=PATCH_NUMS, cvae=8, vocab=64,
+                              var_init="", var_lr=1e-3, state_dir=str(tmp_path), out_dir=str(tmp_path), resume=True,
+                              var_steps=3, var_batch=16, label_dropout=0.1, save_every=1, log_every=1, val_every=1,
+                              var_class_weights=weights)
+    script.train_var(vae, tokens, labels, args, torch.device("cpu"))
+    fed = torch.cat(seen)
+    assert set(fed.tolist()) <= {7, NUM_CLASSES} and (fed == 7).any()
+    state = torch.load(tmp_path / "var_state.pt", weights_only=True)
+    assert state["run"]["var_class_weights"] == weights
+
+    lines.clear()
+    uniform = argparse.Namespace(**{**vars(args), "var_class_weights": None, "var_steps": 4})
+    script.train_var(vae, tokens, labels, uniform, torch.device("cpu"))
+    assert any("another run's from the same weights" in line and "var_class_weights" in line for line in lines), lines
+
+    lines.clear()  # a state saved before the class weights were part of the identity reads as uniform
+    state = torch.load(tmp_path / "var_state.pt", weights_only=True)
+    del state["run"]["var_class_weights"]
+    torch.save(state, tmp_path / "var_state.pt")
+    script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(uniform), "var_steps": 5}), torch.device("cpu"))
+    assert any("resumed from" in line and "at step 4" in line for line in lines), lines
