@@ -472,8 +472,9 @@ def deepened_state_dict(sd: Dict[str, torch.Tensor], var: VAR) -> Tuple[Dict[str
 
 
 @torch.no_grad()
-def heldout_loss(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, patch_nums) -> str:
-    """Teacher-forced cross-entropy on held-out tokens, overall and per scale (the labels kept)."""
+@torch.no_grad()
+def heldout_token_losses(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, L) teacher-forced cross-entropy of every held-out token (the labels kept, eval mode)."""
     was_training = var.training
     var.eval()
     losses = []
@@ -481,12 +482,23 @@ def heldout_loss(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.
         logits = var(labels[i:i + 250], x[i:i + 250])
         losses.append(F.cross_entropy(logits.transpose(1, 2), target[i:i + 250], reduction="none"))
     var.train(was_training)
-    loss = torch.cat(losses)
-    per_scale, start = [], 0
+    return torch.cat(losses)
+
+
+def scale_means(loss: torch.Tensor, patch_nums) -> List[float]:
+    """The mean of (N, L) token losses over each scale's tokens."""
+    means, start = [], 0
     for pn in patch_nums:
-        per_scale.append(f"{loss[:, start:start + pn * pn].mean().item():.3f}")
+        means.append(loss[:, start:start + pn * pn].mean().item())
         start += pn * pn
-    return f"{loss.mean().item():.4f} (per scale {' '.join(per_scale)})"
+    return means
+
+
+def heldout_loss(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, patch_nums) -> str:
+    """Teacher-forced cross-entropy on held-out tokens, overall and per scale (the labels kept)."""
+    loss = heldout_token_losses(var, x, target, labels)
+    per_scale = " ".join(f"{v:.3f}" for v in scale_means(loss, patch_nums))
+    return f"{loss.mean().item():.4f} (per scale {per_scale})"
 
 
 def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args, device: torch.device,
