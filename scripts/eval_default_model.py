@@ -3,6 +3,7 @@
 
     PYTHONPATH=. python scripts/eval_default_model.py                         # the bundled files
     PYTHONPATH=. python scripts/eval_default_model.py --dir build/run --cfg 2 # another pair / setting
+    PYTHONPATH=. python scripts/eval_default_model.py --seed 0 1 2 3 --backend fast  # four draws, pooled
 
 1. class accuracy: the share of samples that a classifier trained on the generator's own images
    (var_fast.datasets.shape_classifier, never on samples) recognises as the class they were drawn for;
@@ -76,7 +77,10 @@ def main(argv=None) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--temperature", type=float, nargs="+", default=None,
                    help="one value or one per scale (var_fast.schedules); default: the model's recommended setting")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="one draw per seed (one classifier for all); several: each draw's figures and the pooled accuracy")
+    p.add_argument("--backend", choices=("reference", "fast"), default="reference",
+                   help="the sampler (the fast one draws from its own random stream: other draws of the same model)")
     p.add_argument("--json", default="", help="also write the figures here")
     p.add_argument("--vae-only", default="", metavar="FILE",
                    help="measure this VQVAE's reconstructions of training renders instead of samples")
@@ -84,8 +88,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.no_quant and not args.vae_only:
         p.error("--no-quant needs --vae-only FILE")
+    if args.vae_only and len(args.seed) > 1:
+        p.error("--vae-only measures one set of renders: give one --seed")
     if args.vae_only:
-        out = reconstruction_figures(args.vae_only, args.per_class, args.seed, args.no_quant)
+        out = reconstruction_figures(args.vae_only, args.per_class, args.seed[0], args.no_quant)
     else:
         out = sample_figures(args)
     print(json.dumps(out, indent=2))
@@ -131,6 +137,8 @@ def reconstruction_figures(path: str, per_class: int, seed: int, no_quant: bool)
 
 
 def sample_figures(args) -> dict:
+    """The figures of one draw per ``args.seed``: flat for one seed; for several, each draw's under
+    "draws" and the accuracy of all samples together under "pooled_class_accuracy"."""
     rec = default_model_info().get("sampling", {})
     cfg = rec.get("cfg", 3.0) if args.cfg is None else args.cfg
     top_k = rec.get("top_k", 0) if args.top_k is None else args.top_k
@@ -139,18 +147,27 @@ def sample_figures(args) -> dict:
     if isinstance(temperature, list) and len(temperature) == 1:
         temperature = temperature[0]
     paths = (os.path.join(args.dir, "default_var.pth"), os.path.join(args.dir, "default_vae.pth")) if args.dir else ()
-    sampler = var_fast.load(*paths, device="cpu", backend="reference")
+    sampler = var_fast.load(*paths, device="cpu", backend=args.backend)
     labels = balanced_labels(args.per_class)
-    t0 = time.time()
-    images = sampler.sample(labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=args.seed,
-                            temperature=temperature).cpu()
-    t_sample = time.time() - t0
-    reference = render(labels, torch.Generator().manual_seed(1000 + args.seed))
-    reference2 = render(labels, torch.Generator().manual_seed(2000 + args.seed))
-    out = {"checkpoints": args.dir or "bundled", "per_class": args.per_class, "cfg": cfg, "top_k": top_k,
-           "top_p": top_p, "temperature": temperature, "seed": args.seed, "sample_seconds": round(t_sample, 1)}
-    out.update(figures(images, labels, train_classifier(), reference, reference2))
-    return out
+    classifier = train_classifier()
+    draws = []
+    for seed in args.seed:
+        t0 = time.time()
+        images = sampler.sample(labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
+                                temperature=temperature).cpu()
+        t_sample = time.time() - t0
+        reference = render(labels, torch.Generator().manual_seed(1000 + seed))
+        reference2 = render(labels, torch.Generator().manual_seed(2000 + seed))
+        draw = {"checkpoints": args.dir or "bundled", "backend": args.backend, "per_class": args.per_class,
+                "cfg": cfg, "top_k": top_k, "top_p": top_p, "temperature": temperature, "seed": seed,
+                "sample_seconds": round(t_sample, 1)}
+        draw.update(figures(images, labels, classifier, reference, reference2))
+        draws.append(draw)
+    if len(draws) == 1:
+        return draws[0]
+    return {"draws": draws, "seeds": list(args.seed), "samples": len(labels) * len(draws),
+            "pooled_class_accuracy": sum(d["class_accuracy"] for d in draws) / len(draws),
+            "class_accuracy_range": [min(d["class_accuracy"] for d in draws), max(d["class_accuracy"] for d in draws)]}
 
 
 if __name__ == "__main__":

@@ -30,3 +30,47 @@ def test_temperature_reaches_the_sampler(eval_script, monkeypatch, flags, want, 
     eval_script.main(["--per-class", "1", "--cfg", "2", "--top-p", "0.7"] + flags)
     assert seen["temperature"] == want and seen["cfg"] == 2 and seen["top_p"] == 0.7
     assert json.loads(capsys.readouterr().out)["temperature"] == want  # and it is reported
+
+
+def test_several_seeds_are_several_draws_with_one_classifier_and_a_pooled_accuracy(eval_script, monkeypatch, capsys):
+    seeds, classifiers, backends = [], [], []
+
+    class Sampler:
+        def sample(self, labels, seed, **kwargs):
+            seeds.append(seed)
+            return torch.full((len(labels), 3, 64, 64), float(seed))
+
+    def load(*a, backend, **k):
+        backends.append(backend)
+        return Sampler()
+
+    monkeypatch.setattr(eval_script.var_fast, "load", load)
+    monkeypatch.setattr(eval_script, "train_classifier", lambda: classifiers.append(1) or "clf")
+    # a draw's accuracy here: its seed / 10 (read back off the images, so every draw is figured on its own)
+    monkeypatch.setattr(eval_script, "figures",
+                        lambda images, labels, clf, *refs: {"class_accuracy": images[0, 0, 0, 0].item() / 10})
+    eval_script.main(["--per-class", "1", "--seed", "2", "5", "8", "--backend", "fast"])
+    out = json.loads(capsys.readouterr().out)
+    assert seeds == [2, 5, 8] and classifiers == [1] and backends == ["fast"]
+    assert [d["seed"] for d in out["draws"]] == [2, 5, 8] and all(d["backend"] == "fast" for d in out["draws"])
+    assert out["pooled_class_accuracy"] == pytest.approx(0.5) and out["class_accuracy_range"] == [0.2, 0.8]
+    assert out["samples"] == 30
+
+
+def test_one_seed_keeps_the_flat_figures(eval_script, monkeypatch, capsys):
+    class Sampler:
+        def sample(self, labels, **kwargs):
+            return torch.zeros(len(labels), 3, 64, 64)
+
+    monkeypatch.setattr(eval_script.var_fast, "load", lambda *a, **k: Sampler())
+    monkeypatch.setattr(eval_script, "train_classifier", lambda: None)
+    monkeypatch.setattr(eval_script, "figures", lambda *a: {"class_accuracy": 1.0})
+    eval_script.main(["--per-class", "1", "--seed", "4"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["seed"] == 4 and out["backend"] == "reference" and "draws" not in out
+
+
+def test_vae_only_takes_one_seed(eval_script, capsys):
+    with pytest.raises(SystemExit):
+        eval_script.main(["--vae-only", "x.pth", "--seed", "0", "1"])
+    assert "give one --seed" in capsys.readouterr().err
