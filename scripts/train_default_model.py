@@ -472,7 +472,6 @@ def deepened_state_dict(sd: Dict[str, torch.Tensor], var: VAR) -> Tuple[Dict[str
 
 
 @torch.no_grad()
-@torch.no_grad()
 def heldout_token_losses(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(N, L) teacher-forced cross-entropy of every held-out token (the labels kept, eval mode)."""
     was_training = var.training
@@ -613,6 +612,14 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
     return var
 
 
+def class_weights_problem(class_weights: List[float]) -> str:
+    """What is wrong with per-class sampling weights ("" when nothing is)."""
+    if len(class_weights) != NUM_CLASSES or not all(math.isfinite(w) and w >= 0 for w in class_weights) \
+            or sum(class_weights) <= 0:
+        return f"class weights must be {NUM_CLASSES} finite numbers >= 0, not all zero; got {list(class_weights)}"
+    return ""
+
+
 def class_sampling_weights(labels: torch.Tensor, class_weights: Optional[List[float]]) -> Optional[torch.Tensor]:
     """(N,) probability weight of every training image for the VAR's batches: its class's weight
     (--var-class-weights, one per class), or None for uniform sampling. Training draws the images of a
@@ -620,10 +627,10 @@ def class_sampling_weights(labels: torch.Tensor, class_weights: Optional[List[fl
     to the classes whose tokens are hardest, not the classes a sample shows."""
     if class_weights is None:
         return None
-    w = torch.as_tensor(class_weights, dtype=torch.float64)
-    if w.shape != (NUM_CLASSES,) or not bool(torch.isfinite(w).all()) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"class weights must be {NUM_CLASSES} finite numbers >= 0, not all zero; got {class_weights}")
-    image_weights = w[labels.long()]
+    problem = class_weights_problem(class_weights)
+    if problem:
+        raise ValueError(problem)
+    image_weights = torch.as_tensor(class_weights, dtype=torch.float64)[labels.long()]
     if image_weights.sum() <= 0:
         raise ValueError("class weights give every training image weight 0: no image to train on")
     return image_weights
@@ -761,10 +768,8 @@ def main(argv=None) -> None:
     if args.var_average_from and -(-args.var_average_from // args.var_average_every) * args.var_average_every > args.var_steps:
         p.error(f"no step from --var-average-from {args.var_average_from} to --var-steps {args.var_steps} is a "
                 f"multiple of --var-average-every {args.var_average_every}: nothing to average")
-    if args.var_class_weights is not None:
-        w = args.var_class_weights
-        if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
-            p.error(f"--var-class-weights must be {NUM_CLASSES} finite numbers >= 0, not all zero; got {w}")
+    if args.var_class_weights is not None and class_weights_problem(args.var_class_weights):
+        p.error(f"--var-class-weights: {class_weights_problem(args.var_class_weights)}")
     if args.var_deepen:
         if not args.var_init:
             p.error("--var-deepen deepens the --var-init checkpoint: give --var-init")
