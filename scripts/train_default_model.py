@@ -416,6 +416,49 @@ def teacher_forcing_input(quant: MultiScaleQuantizer, idx_Bl: List[torch.Tensor]
     return torch.cat(out, dim=1)
 
 
+def self_correction_batch(quant: MultiScaleQuantizer, var: VAR, label: torch.Tensor, x: torch.Tensor,
+                          target: torch.Tensor, p_max: float, gen: torch.Generator, return_fed: bool = False):
+    """Self-correction (Infinity's bitwise self-correction, for index tokens): the VAR input and targets of a
+    batch in which every image's non-final scales have a share p ~ U(0, p_max) of their tokens replaced by
+    the VAR's own samples (drawn from its teacher-forced logits, as sampling would draw them), and every
+    later scale's target re-quantized from what is left of the image's f_hat after those tokens. Teacher
+    forcing only ever shows the VAR coarse tokens that agree with each other; sampling does not, and the
+    fine scales then have to draw from inputs they never saw. Images left uncorrupted keep their tokens.
+    Returns (input, targets), and with ``return_fed`` the tokens fed per non-final scale too."""
+    pns = quant.v_patch_nums
+    B, S, C, HW = label.shape[0], len(pns), quant.Cvae, pns[-1]
+    lens = [pn * pn for pn in pns]
+    with torch.no_grad():
+        logits = var(label, x).float()
+        sampled = torch.multinomial(logits.softmax(-1).reshape(-1, logits.shape[-1]).cpu(), 1,
+                                    generator=gen).view(B, -1).to(target.device).split(lens, dim=1)
+        true = target.split(lens, dim=1)
+        f_goal = quant.idx_to_fhat(list(true))
+        f_hat = torch.zeros_like(f_goal)
+        share = (torch.rand(B, 1, generator=gen) * p_max).to(target.device)
+        corrupted = torch.zeros(B, dtype=torch.bool, device=target.device)
+        inputs, targets = [], []
+        for si, pn in enumerate(pns):
+            if si == 0:
+                tgt = true[0]
+            else:
+                rest = f_goal - f_hat
+                z = F.interpolate(rest, size=(pn, pn), mode="area") if si < S - 1 else rest
+                requant = quant.nearest_code(z.permute(0, 2, 3, 1).reshape(-1, C)).view(B, pn * pn)
+                tgt = torch.where(corrupted[:, None], requant, true[si])
+            targets.append(tgt)
+            if si == S - 1:
+                break
+            flip = (torch.rand(B, pn * pn, generator=gen).to(target.device) < share)
+            inp = torch.where(flip, sampled[si], tgt)
+            corrupted |= (inp != tgt).any(dim=1)
+            inputs.append(inp)
+            h = quant.embedding(inp).transpose(1, 2).reshape(B, C, pn, pn)
+            f_hat = f_hat + quant.phi(si, S)(F.interpolate(h, size=(HW, HW), mode="bicubic"))
+        x_new, target_new = teacher_forcing_input(quant, inputs + [targets[-1]]), torch.cat(targets, dim=1)
+    return (x_new, target_new, inputs) if return_fed else (x_new, target_new)
+
+
 # ---- stage 3: VAR --------------------------------------------------------------------------------
 def init_var(var: VAR, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02) -> None:
     """Initialisation in the spirit of the reference: small truncated normals, near-identity blocks."""
@@ -567,6 +610,7 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
     token_weights = loss_token_weights(args.patch_nums, getattr(args, "var_scale_weighting", "tokens"))
     token_weights = None if token_weights is None else token_weights.to(device)
     image_weights = class_sampling_weights(labels, getattr(args, "var_class_weights", None))
+    self_correction = getattr(args, "var_self_correction", 0.0)
     t0, done = time.time(), 0
     for step in range(start, args.var_steps):
         set_lr(opt, cosine_lr(step, args.var_steps, args.var_lr, warmup=min(200, args.var_steps // 10 + 1)))
@@ -577,8 +621,11 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         label = labels[pick].to(device)
         drop = torch.rand(args.var_batch, generator=gen).to(device) < args.label_dropout
         label = torch.where(drop, torch.full_like(label, NUM_CLASSES), label)
-        logits = var(label, x_all[pick].to(device))
-        loss = token_loss(logits, target_all[pick].to(device), token_weights)
+        x, target = x_all[pick].to(device), target_all[pick].to(device)
+        if self_correction:
+            x, target = self_correction_batch(quant, var, label, x, target, self_correction, gen)
+        logits = var(label, x)
+        loss = token_loss(logits, target, token_weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
@@ -642,11 +689,13 @@ def var_run_identity(args) -> dict:
     class_weights = getattr(args, "var_class_weights", None)
     return {"var_depth": args.var_depth, "var_width": args.var_width, "var_deepen": getattr(args, "var_deepen", False),
             "var_scale_weighting": getattr(args, "var_scale_weighting", "tokens"),
-            "var_class_weights": None if class_weights is None else [float(w) for w in class_weights]}
+            "var_class_weights": None if class_weights is None else [float(w) for w in class_weights],
+            "var_self_correction": float(getattr(args, "var_self_correction", 0.0))}
 
 
 # what a state saved before an entry of the run identity existed had: that entry's default
-IDENTITY_DEFAULTS = {"var_deepen": False, "var_scale_weighting": "tokens", "var_class_weights": None}
+IDENTITY_DEFAULTS = {"var_deepen": False, "var_scale_weighting": "tokens", "var_class_weights": None,
+                     "var_self_correction": 0.0}
 
 
 def saved_run_identity(st: dict) -> dict:
@@ -743,6 +792,10 @@ def main(argv=None) -> None:
     p.add_argument("--var-class-weights", type=float, nargs=NUM_CLASSES, default=None, metavar="W",
                    help=f"draw the VAR's training images of each class ({', '.join(CLASS_NAMES)}) with these "
                         "relative weights (default: every image alike)")
+    p.add_argument("--var-self-correction", type=float, default=0.0, metavar="P_MAX",
+                   help="self-correction training: every image's coarse scales get a share U(0, P_MAX) of their tokens "
+                        "replaced by the VAR's own samples and the later scales' targets re-quantized (0: off, plain "
+                        "teacher forcing)")
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--cfg", type=float, default=3.0, help="recommended guidance, written to the json")
     p.add_argument("--top-k", type=int, default=0)
@@ -768,6 +821,8 @@ def main(argv=None) -> None:
     if args.var_average_from and -(-args.var_average_from // args.var_average_every) * args.var_average_every > args.var_steps:
         p.error(f"no step from --var-average-from {args.var_average_from} to --var-steps {args.var_steps} is a "
                 f"multiple of --var-average-every {args.var_average_every}: nothing to average")
+    if not 0.0 <= args.var_self_correction <= 1.0:
+        p.error(f"--var-self-correction must be a share in [0, 1], got {args.var_self_correction}")
     if args.var_class_weights is not None and class_weights_problem(args.var_class_weights):
         p.error(f"--var-class-weights: {class_weights_problem(args.var_class_weights)}")
     if args.var_deepen:
@@ -854,6 +909,7 @@ def main(argv=None) -> None:
             "var_images": args.var_images, "var_steps": args.var_steps, "var_batch": args.var_batch,
             "var_average_from": args.var_average_from, "var_average_every": args.var_average_every,
             "var_scale_weighting": args.var_scale_weighting, "var_class_weights": args.var_class_weights,
+            "var_self_correction": args.var_self_correction,
             "seconds": {"vae": round(t_vae - t_start), "tokens": round(t_tok - t_vae), "var": round(t_var - t_tok)},
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         },

@@ -375,3 +375,103 @@ def test_a_class_weighted_run_trains_on_the_weighted_classes_and_is_its_own_run(
     torch.save(state, tmp_path / "var_state.pt")
     script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(uniform), "var_steps": 5}), torch.device("cpu"))
     assert any("resumed from" in line and "at step 4" in line for line in lines), lines
+
+
+class ConstantSampleVAR(torch.nn.Module):
+    """Logits putting all mass on one code: the self-correction's samples are that code, always."""
+
+    def __init__(self, code: int, vocab: int):
+        super().__init__()
+        self.code, self.vocab = code, vocab
+
+    def forward(self, label_B, x_BLCv):
+        L = x_BLCv.shape[1] + 1  # the first scale's single token is not part of the input
+        logits = torch.full((label_B.shape[0], L, self.vocab), -1e4)
+        logits[..., self.code] = 0.0
+        return logits
+
+
+def requantized_targets(quant, inputs, true):
+    """Plain reference: from the first scale whose input differs from its target on, each scale's target is
+    the nearest code of the area-downsampled rest of the true tokens' f_hat after the inputs so far."""
+    pns, S, C, HW = quant.v_patch_nums, len(quant.v_patch_nums), quant.Cvae, quant.v_patch_nums[-1]
+    f_goal = quant.idx_to_fhat(true)
+    targets, f_hat, corrupted = [true[0]], torch.zeros_like(f_goal), False
+    for si in range(1, S):
+        h = quant.embedding(inputs[si - 1]).transpose(1, 2).reshape(1, C, pns[si - 1], pns[si - 1])
+        f_hat = f_hat + quant.phi(si - 1, S)(F.interpolate(h, size=(HW, HW), mode="bicubic"))
+        corrupted = corrupted or not torch.equal(inputs[si - 1], targets[si - 1])
+        rest = f_goal - f_hat
+        if si < S - 1:
+            rest = F.interpolate(rest, size=(pns[si], pns[si]), mode="area")
+        requant = quant.nearest_code(rest.permute(0, 2, 3, 1).reshape(-1, C)).view(1, -1)
+        targets.append(requant if corrupted else true[si])
+    return targets
+
+
+def test_self_correction_off_is_plain_teacher_forcing(script, vae):
+    tokens, labels = script.encode_dataset(vae, args_for(24), torch.device("cpu"))
+    x = script.teacher_forcing_input(vae.quantize, tokens)
+    target = torch.cat(tokens, dim=1)
+    x2, target2 = script.self_correction_batch(vae.quantize, ConstantSampleVAR(5, 64), labels, x, target, 0.0,
+                                               torch.Generator().manual_seed(0))
+    assert torch.equal(x2, x) and torch.equal(target2, target)
+
+
+def test_self_correction_replaces_tokens_by_samples_and_requantizes_the_later_targets(script, vae):
+    """p_max 1: every non-final scale's fed tokens are the targets or the VAR's sample (code 5 here); an
+    image whose fed tokens all equal its targets keeps its true tokens; the others' targets from their
+    first changed scale on are the re-quantized rest (the plain reference above); the input is the
+    teacher-forcing input of the tokens fed."""
+    quant, lens = vae.quantize, [pn * pn for pn in PATCH_NUMS]
+    tokens, labels = script.encode_dataset(vae, args_for(48), torch.device("cpu"))
+    x = script.teacher_forcing_input(quant, tokens)
+    target = torch.cat(tokens, dim=1)
+    x2, target2, fed = script.self_correction_batch(quant, ConstantSampleVAR(5, 64), labels, x, target, 1.0,
+                                                    torch.Generator().manual_seed(1), return_fed=True)
+    new_targets = target2.split(lens, dim=1)
+    assert len(fed) == len(PATCH_NUMS) - 1
+    assert torch.equal(x2, script.teacher_forcing_input(quant, fed + [new_targets[-1]]))
+    requantized_images = 0
+    for b in range(len(labels)):
+        true = [t[b:b + 1] for t in tokens]
+        fed_b = [f[b:b + 1] for f in fed]
+        targets_b = [t[b:b + 1] for t in new_targets]
+        for f, t in zip(fed_b, targets_b):
+            assert ((f == t) | (f == 5)).all()
+        assert all(torch.equal(a, r) for a, r in zip(targets_b, requantized_targets(quant, fed_b, true)))
+        requantized_images += not torch.equal(target2[b], target[b])
+    assert requantized_images > 0  # the case is not vacuous: some images were corrupted and re-targeted
+
+
+def test_self_correction_flag_is_checked_before_any_work(script, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path), "--var-self-correction", "1.5"])
+    assert "--var-self-correction must be a share in [0, 1]" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_self_correcting_run_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    """The self-correction share is part of the saved run identity; a state saved before it was reads as 0."""
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    tokens, labels = script.encode_dataset(vae, args_for(100), torch.device("cpu"))
+    args = argparse.Namespace(seed=0, var_depth=1, var_width=64, patch_nums=PATCH_NUMS, cvae=8, vocab=64,
+                              var_init="", var_lr=1e-3, state_dir=str(tmp_path), out_dir=str(tmp_path), resume=True,
+                              var_steps=2, var_batch=8, label_dropout=0.1, save_every=1, log_every=1, val_every=1,
+                              var_self_correction=0.5)
+    script.train_var(vae, tokens, labels, args, torch.device("cpu"))
+    state = torch.load(tmp_path / "var_state.pt", weights_only=True)
+    assert state["run"]["var_self_correction"] == 0.5
+
+    lines.clear()
+    plain = argparse.Namespace(**{**vars(args), "var_self_correction": 0.0, "var_steps": 3})
+    script.train_var(vae, tokens, labels, plain, torch.device("cpu"))
+    assert any("another run's from the same weights" in line and "var_self_correction" in line for line in lines), lines
+
+    lines.clear()
+    state = torch.load(tmp_path / "var_state.pt", weights_only=True)
+    del state["run"]["var_self_correction"]
+    torch.save(state, tmp_path / "var_state.pt")
+    script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(plain), "var_steps": 4}), torch.device("cpu"))
+    assert any("resumed from" in line and "at step 3" in line for line in lines), lines
