@@ -19,7 +19,9 @@ VAR on them by teacher forcing (cross-entropy over all scales, 10% of the labels
 unconditional class for classifier-free guidance) and logs the held-out loss per scale every
 --val-every steps: a training loss far below it means the VAR memorises its token set (the first
 retrain's did: docs/default_model.md). --var-init fine-tunes a trained VAR instead; with --var-deepen
-the trained VAR may have fewer blocks than --var-depth (the new ones start as the identity).
+the trained VAR may have fewer blocks than --var-depth (the new ones start as the identity). With
+--var-self-correction the VAR also learns to carry on from coarse tokens it drew itself (Infinity's
+bitwise self-correction, for index tokens: ``self_correction_batch``).
 
 Why width 64 and not the reference's ch_mult (1,1,2,2,4) at width 32: GroupNorm has 32 groups, so
 at width 32 every full-resolution norm is an instance norm that erases each channel's mean and
@@ -426,7 +428,7 @@ def self_correction_batch(quant: MultiScaleQuantizer, var: VAR, label: torch.Ten
     fine scales then have to draw from inputs they never saw. Images left uncorrupted keep their tokens.
     Returns (input, targets), and with ``return_fed`` the tokens fed per non-final scale too."""
     pns = quant.v_patch_nums
-    B, S, C, HW = label.shape[0], len(pns), quant.Cvae, pns[-1]
+    B, S, C = label.shape[0], len(pns), quant.Cvae
     lens = [pn * pn for pn in pns]
     with torch.no_grad():
         logits = var(label, x).float()
@@ -454,7 +456,7 @@ def self_correction_batch(quant: MultiScaleQuantizer, var: VAR, label: torch.Ten
             corrupted |= (inp != tgt).any(dim=1)
             inputs.append(inp)
             h = quant.embedding(inp).transpose(1, 2).reshape(B, C, pn, pn)
-            f_hat = f_hat + quant.phi(si, S)(F.interpolate(h, size=(HW, HW), mode="bicubic"))
+            f_hat, _ = quant.next_autoregressive_input(si, f_hat, h)
         x_new, target_new = teacher_forcing_input(quant, inputs + [targets[-1]]), torch.cat(targets, dim=1)
     return (x_new, target_new, inputs) if return_fed else (x_new, target_new)
 
