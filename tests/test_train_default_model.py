@@ -281,7 +281,7 @@ def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_s
     script.train_var(vae, tokens, labels, args, torch.device("cpu"))
     state = torch.load(tmp_path / "var_state.pt", weights_only=True)
     assert state["run"] == {"var_depth": 1, "var_width": 64, "var_deepen": False, "var_scale_weighting": "tokens",
-                            "var_class_weights": None}
+                            "var_class_weights": None, "var_self_correction": 0.0}
     del state["run"]  # as a state from before the identity was saved
     torch.save(state, tmp_path / "var_state.pt")
 
