@@ -36,7 +36,10 @@ SAMPLING = INFO["sampling"]
 PER_CLASS = 30  # 300 samples: one misrecognised image moves the accuracy by 0.33 points
 SEED = 0
 # measured on the bundled model (scripts/eval_default_model.py, same seed and count; docs/default_model.md):
-MIN_SAMPLE_ACCURACY = 0.97  # measured 0.987 reference, 0.973 fast; 16 draws of 300 (seeds 0-7, both backends): 0.973-0.993, pooled 0.986
+# measured 0.987 reference, 0.973 fast; 16 draws of 300 (seeds 0-7, both backends): 0.973-0.993, pooled 0.986.
+# The classifier trained here varies with the CPU and the thread count (float rounding in its training):
+# on another VM (AMD EPYC, 2026-12-06) the same fast seed-0 samples scored 0.977 with one thread, 0.967 with two.
+MIN_SAMPLE_ACCURACY = 0.965
 MIN_EDGE_RATIO = 0.40  # measured minimum 0.416 (checkerboard; seeds 0-3: 0.402-0.492)
 MAX_COLOUR_FRECHET = 2.6  # measured 2.52 (seeds 0-3: 2.20-2.52)
 MIN_CLASSIFIER_ACCURACY = 0.95
