@@ -149,3 +149,49 @@ def vae_input(record: dict) -> torch.Tensor:
 
 def aspect_ratios() -> Sequence[float]:
     return sorted({c["h_div_w_template"] for c in load_golden()["cases"]})
+
+
+# ---- image bytes across machines ------------------------------------------------------------------------------
+# The bits and summed codes are discrete and must match upstream's exactly everywhere. The image bytes are the
+# float decoder's output cut to uint8: another CPU's float kernels (another vector width, another GEMM path)
+# round a few values to the neighbouring level (an AMD EPYC VM, 2026-12-06: 0.007% of the values, never more
+# than 1 level). So an image must equal upstream's bytes on a machine whose decoder reproduces the stored
+# images exactly, and elsewhere be within 1 level of a stored image on all but MAX_ROUNDED_SHARE of its values.
+MAX_ROUNDED_SHARE = 1e-3
+
+
+def _decoded_stored_images(c: dict) -> torch.Tensor:
+    """Our BSQ VAE's uint8 RGB decoding of a case's stored summed codes (what the samplers do)."""
+    from var_fast.infinity.loading import bsq_vae_from_state_dict
+
+    vae = bsq_vae_from_state_dict(vae_state_dict(c["model"]), f"golden {c['model']} VAE")
+    with torch.no_grad():
+        img = (vae.decode(c["summed_codes"]) + 1) / 2
+    return img.permute(0, 2, 3, 1).mul_(255).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def decoder_rounds_like_golden() -> bool:
+    """Whether this machine's decoder gives upstream's stored image bytes exactly, for every stored image."""
+    return all(torch.equal(_decoded_stored_images(c), images_rgb(c)) for c in cases() if c["image_bgr"] is not None)
+
+
+def assert_close_bytes(ours: torch.Tensor, theirs: torch.Tensor, what: str = "image") -> None:
+    """uint8 arrays equal but for float rounding: within 1 level, on all but MAX_ROUNDED_SHARE of the values."""
+    assert ours.shape == theirs.shape, f"{what}: shape {list(ours.shape)} vs {list(theirs.shape)}"
+    diff = (ours.int() - theirs.int()).abs()
+    share = (diff > 0).float().mean().item()
+    assert diff.max().item() <= 1 and share <= MAX_ROUNDED_SHARE, (
+        f"{what}: {share:.4%} of the values differ, by up to {diff.max().item()} levels")
+
+
+def assert_images_are_upstreams(images: torch.Tensor, c: dict, *, rgb: bool = True) -> None:
+    """uint8 [B, H, W, 3] images against a case: its digests on a machine that rounds like the one that made the
+    golden; elsewhere within rounding of its stored image (if it stores one; its bits and summed codes, checked
+    exactly by the caller, fix the decoder's input, and the decoder is checked on the stored images)."""
+    if image_digests(images, rgb=rgb) == list(c["image_sha256"]):
+        return
+    assert not decoder_rounds_like_golden(), (
+        f"{c['name']}: the image bytes differ from upstream's on a machine whose decoder reproduces them")
+    if c["image_bgr"] is not None:
+        assert_close_bytes(images if rgb else images.flip(dims=(3,)), images_rgb(c), c["name"])

@@ -16,6 +16,7 @@ pytest.importorskip("transformers")
 
 import var_fast  # noqa: E402
 from infinity_factory import make_models, save_state_dict  # noqa: E402
+import infinity_golden as ig  # noqa: E402
 from var_fast.cli import main  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -208,7 +209,9 @@ def test_sample_fid_backend_fast(files, tmp_path, prompt_file, capsys):
     assert json.loads((out / "sample-fid.json").read_text())["settings"]["backend"] == "fast"
     sampler = var_fast.load(transformer=files[0], vae=files[1], text_encoder=TINY_T5, device="cpu", backend="fast")
     image = sampler.sample([PROMPTS[2]], seed=4, image_offset=5, pixels="0.06M", top_k=2)[0]
-    assert np.array_equal(pixels(out / "000005.png"), image.mul(255).round().byte().permute(1, 2, 0).numpy())
+    # the same tokens; the batched and the single run's float kernels may round a pixel to the next level
+    ig.assert_close_bytes(torch.from_numpy(pixels(out / "000005.png")),
+                          image.mul(255).round().byte().permute(1, 2, 0), "image 5, batched vs alone")
     capsys.readouterr()
     assert main(fid_args(files, out, prompt_file)) == 2
     assert "backend" in capsys.readouterr().err

@@ -26,7 +26,8 @@ def test_text_encoder_gives_upstreams_stored_features():
             continue  # upstream encodes an empty prompt; var_fast refuses it (a prompt needs text)
         cond = encoder.encode(record["prompts"])
         assert cond.lens == list(record["lens"])
-        assert torch.equal(cond.features, record["kv_compact"])
+        # float: equal up to another CPU's rounding (the T5 GEMMs; an AMD EPYC VM differs by ~1e-6)
+        torch.testing.assert_close(cond.features, record["kv_compact"], rtol=1e-5, atol=1e-5)
         assert torch.equal(cond.cu_seqlens, record["cu_seqlens_k"])
 
 
@@ -61,7 +62,7 @@ def test_prompt_to_image_is_upstreams(samplers, name):
     pixels = images.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
     assert [tuple(pixels.shape)] == [tuple(c["image_shape"])]
     assert all(torch.equal(ours, theirs.to(ours.dtype)) for ours, theirs in zip(bits, c["bits"]))
-    assert ig.image_digests(pixels) == list(c["image_sha256"])
+    ig.assert_images_are_upstreams(pixels, c)
 
 
 def test_command_line_writes_upstreams_image(golden_files, tmp_path):

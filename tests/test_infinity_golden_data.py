@@ -237,3 +237,31 @@ def test_tiny_t5_loads_and_gives_the_stored_features():
         assert lens == r["lens"] and ltext == r["Ltext"] and torch.equal(cu, r["cu_seqlens_k"])
         # float32 GEMMs may round differently on another CPU; on the machine that made the file they are equal
         torch.testing.assert_close(kv, r["kv_compact"], rtol=1e-5, atol=1e-5)
+
+
+def test_image_bytes_allow_float_rounding_only():
+    """Within rounding: 1 level, on at most MAX_ROUNDED_SHARE of the values; 2 levels or more values fail."""
+    image = torch.randint(1, 254, (2, 64, 64, 3), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    ig.assert_close_bytes(image, image.clone())
+    rounded = image.clone()
+    rounded.view(-1)[:int(image.numel() * ig.MAX_ROUNDED_SHARE)] += 1
+    ig.assert_close_bytes(rounded, image)
+    two_levels = image.clone()
+    two_levels.view(-1)[0] += 2
+    with pytest.raises(AssertionError, match="by up to 2 levels"):
+        ig.assert_close_bytes(two_levels, image)
+    many = image.clone()
+    many.view(-1)[:int(image.numel() * ig.MAX_ROUNDED_SHARE * 2)] += 1
+    with pytest.raises(AssertionError, match="differ"):
+        ig.assert_close_bytes(many, image)
+
+
+def test_stored_images_decode_from_their_summed_codes():
+    """The stored images are the decoder's output of the stored summed codes, within rounding here (and exactly
+    where decoder_rounds_like_golden() holds): what lets the digest-only cases lean on the bits and codes."""
+    for c in ig.cases():
+        if c["image_bgr"] is not None:
+            ours = ig._decoded_stored_images(c)
+            if ig.decoder_rounds_like_golden():
+                assert torch.equal(ours, ig.images_rgb(c))
+            ig.assert_close_bytes(ours, ig.images_rgb(c), c["name"])
