@@ -160,7 +160,7 @@ def aspect_ratios() -> Sequence[float]:
 MAX_ROUNDED_SHARE = 1e-3
 
 
-def _decoded_stored_images(c: dict) -> torch.Tensor:
+def decoded_stored_images(c: dict) -> torch.Tensor:
     """Our BSQ VAE's uint8 RGB decoding of a case's stored summed codes (what the samplers do)."""
     from var_fast.infinity.loading import bsq_vae_from_state_dict
 
@@ -173,7 +173,7 @@ def _decoded_stored_images(c: dict) -> torch.Tensor:
 @functools.lru_cache(maxsize=None)
 def decoder_rounds_like_golden() -> bool:
     """Whether this machine's decoder gives upstream's stored image bytes exactly, for every stored image."""
-    return all(torch.equal(_decoded_stored_images(c), images_rgb(c)) for c in cases() if c["image_bgr"] is not None)
+    return all(torch.equal(decoded_stored_images(c), images_rgb(c)) for c in cases() if c["image_bgr"] is not None)
 
 
 def assert_close_bytes(ours: torch.Tensor, theirs: torch.Tensor, what: str = "image") -> None:
@@ -185,13 +185,13 @@ def assert_close_bytes(ours: torch.Tensor, theirs: torch.Tensor, what: str = "im
         f"{what}: {share:.4%} of the values differ, by up to {diff.max().item()} levels")
 
 
-def assert_images_are_upstreams(images: torch.Tensor, c: dict, *, rgb: bool = True) -> None:
-    """uint8 [B, H, W, 3] images against a case: its digests on a machine that rounds like the one that made the
+def assert_images_are_upstreams(images: torch.Tensor, c: dict) -> None:
+    """uint8 RGB [B, H, W, 3] images against a case: its digests on a machine that rounds like the one that made the
     golden; elsewhere within rounding of its stored image (if it stores one; its bits and summed codes, checked
     exactly by the caller, fix the decoder's input, and the decoder is checked on the stored images)."""
-    if image_digests(images, rgb=rgb) == list(c["image_sha256"]):
+    if image_digests(images) == list(c["image_sha256"]):
         return
     assert not decoder_rounds_like_golden(), (
         f"{c['name']}: the image bytes differ from upstream's on a machine whose decoder reproduces them")
     if c["image_bgr"] is not None:
-        assert_close_bytes(images if rgb else images.flip(dims=(3,)), images_rgb(c), c["name"])
+        assert_close_bytes(images, images_rgb(c), c["name"])

@@ -261,7 +261,7 @@ def test_stored_images_decode_from_their_summed_codes():
     where decoder_rounds_like_golden() holds): what lets the digest-only cases lean on the bits and codes."""
     for c in ig.cases():
         if c["image_bgr"] is not None:
-            ours = ig._decoded_stored_images(c)
+            ours = ig.decoded_stored_images(c)
             if ig.decoder_rounds_like_golden():
                 assert torch.equal(ours, ig.images_rgb(c))
             ig.assert_close_bytes(ours, ig.images_rgb(c), c["name"])
