@@ -66,6 +66,8 @@ from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, shapes_batch  # noqa: E4
 from var_fast.models import VAR, VARConfig, VQVAE, VQVAEConfig  # noqa: E402
 from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
 from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
+from var_fast.reference.autoregressive import autoregressive_infer_cfg  # noqa: E402
+from var_fast.reference.edit import TeacherForcing  # noqa: E402
 
 VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
 VAR_LAST_FILE = "default_var_last.pth"  # with weight averaging: the VAR after the last step
@@ -278,12 +280,42 @@ def decoder_side(vae: VQVAE) -> dict:
     return {k: v for k, v in vae.state_dict().items() if k.startswith(("post_quant_conv.", "decoder."))}
 
 
+def load_var_for_decoder(args, device: torch.device) -> VAR:
+    """The --var-init VAR (its layout read off the weights, frozen) whose samples stage 1b decodes."""
+    from var_fast.checkpoint import check_pair, load_strict, read_state_dict, var_config_from_state_dict
+    sd = read_state_dict(args.var_init, "VAR")
+    var = VAR(var_config_from_state_dict(sd, args.var_init, patch_nums=args.patch_nums)).to(device)
+    load_strict(var, sd, args.var_init, "VAR")
+    log(f"decoder: decoding samples of the VAR {args.var_init}")
+    return var.eval().requires_grad_(False)
+
+
+def sampled_fine_scales_fhat(vae: VQVAE, var: VAR, tokens: List[torch.Tensor], labels: torch.Tensor, k: int,
+                             gen: torch.Generator, args) -> torch.Tensor:
+    """f_hat whose first k scales are the image's own tokens and the rest the VAR's draws (cfg, top-k, top-p as
+    recommended: --cfg, --top-k, --top-p); k = all scales gives the image's own f_hat."""
+    S = len(tokens)
+    if k >= S:
+        return vae.quantize.idx_to_fhat(tokens)
+    keep = [torch.full_like(t, si < k, dtype=torch.bool) for si, t in enumerate(tokens)]
+    forcing = TeacherForcing(tokens, keep, vae.quantize.embedding.weight)
+    f_hat, _ = autoregressive_infer_cfg(var, vae, labels, gen, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
+                                        teacher_force=forcing)
+    return f_hat
+
+
 def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     """Stage 1b: train only the decoder side (post_quant_conv + decoder) of a trained VQVAE on its own
     quantized latents. The encoder, codebook and Phi stay frozen, so every image keeps its tokens: a
     VAR trained on them stays valid, while the decoder learns to draw sharper edges and the background
-    gradient from the same tokens. Resumable (``--resume``): the state is saved every --save-every steps."""
+    gradient from the same tokens. Resumable (``--resume``): the state is saved every --save-every steps.
+
+    With --dec-sampled-scales K ..., every step draws one K: the first K scales of the batch are its own
+    tokens and the rest the --var-init VAR's samples, and the decoder is taught to draw the training image
+    from that f_hat (a decoder that straightens what the VAR's independently drawn fine tokens bend)."""
     state_path = os.path.join(args.state_dir, "decoder_state.pt")
+    sampled_scales = list(args.dec_sampled_scales or [])
+    var = load_var_for_decoder(args, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
     for p_ in params:
@@ -291,8 +323,12 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     opt = torch.optim.Adam(params, lr=args.dec_lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(args.seed + 5)
     start = 0
-    if args.resume and os.path.exists(state_path):
-        st = load_state(state_path)
+    st = load_state(state_path) if args.resume and os.path.exists(state_path) else None
+    if st is not None and st.get("sampled_scales", []) != sampled_scales:
+        log(f"decoder: {state_path} was saved by a run with --dec-sampled-scales {st.get('sampled_scales', [])}, "
+            f"not {sampled_scales}; starting afresh")
+        st = None
+    if st is not None:
         vae.load_state_dict({**vae.state_dict(), **st["decoder_side"]})  # the encoder side is the given one
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
@@ -303,10 +339,15 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     rec_avg = edge_avg = lp_avg = None
     for step in range(start, args.dec_steps):
         set_lr(opt, cosine_lr(step, args.dec_steps, args.dec_lr, warmup=min(100, args.dec_steps // 10 + 1)))
-        img, _ = shapes_batch(args.dec_batch, gen, args.image_size)
+        img, labels = shapes_batch(args.dec_batch, gen, args.image_size)
         x = img.to(device).mul(2).sub(1)
         with torch.no_grad():
-            f_hat = vae.quantize.idx_to_fhat(vae.img_to_idx(x))
+            tokens = vae.img_to_idx(x)
+            if sampled_scales:
+                k = sampled_scales[int(torch.randint(len(sampled_scales), (1,), generator=gen))]
+                f_hat = sampled_fine_scales_fhat(vae, var, tokens, labels.to(device), k, gen, args)
+            else:
+                f_hat = vae.quantize.idx_to_fhat(tokens)
         rec = vae.decoder(vae.post_quant_conv(f_hat))
         rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         e_loss = edge_loss(rec, x)
@@ -320,13 +361,13 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         lp_avg = lp_loss.item() if lp_avg is None else 0.95 * lp_avg + 0.05 * lp_loss.item()
         if args.save_every and (step + 1) % args.save_every == 0:
             save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
-                       step=step + 1)
+                       step=step + 1, sampled_scales=sampled_scales)
         if step % args.log_every == 0 or step == args.dec_steps - 1:
             log(f"decoder step {step:5d}/{args.dec_steps} rec {rec_avg:.4f} edge {edge_avg:.4f} low-pass {lp_avg:.4f} "
                 f"({(time.time() - t0) / done:.2f} s/step)")
     if args.save_every and start < args.dec_steps:
         save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
-                   step=args.dec_steps)
+                   step=args.dec_steps, sampled_scales=sampled_scales)
     vae.requires_grad_(True)
     return vae
 
@@ -766,6 +807,10 @@ def main(argv=None) -> None:
                         "--edge-weight, --lowpass-weight), or L1 + L2 alone (the first bundled model's)")
     p.add_argument("--dec-steps", type=int, default=0,
                    help="stage 1b: decoder-only fine-tuning steps of the (trained or loaded) VQVAE; tokens unchanged")
+    p.add_argument("--dec-sampled-scales", type=int, nargs="+", default=None, metavar="K",
+                   help="stage 1b: each step keeps the first K scales (one K of these, drawn per step) of the batch's "
+                        "own tokens and lets the --var-init VAR sample the rest; the decoder learns to draw the "
+                        "training image from that (K = the number of scales: the image's own tokens)")
     p.add_argument("--dec-batch", type=int, default=8)
     p.add_argument("--dec-lr", type=float, default=3e-4)
     p.add_argument("--edge-weight", type=float, default=1.0,
@@ -835,6 +880,14 @@ def main(argv=None) -> None:
         if not 0 < init_depth <= args.var_depth:
             p.error(f"--var-deepen: --var-init {args.var_init!r} has {init_depth} blocks, more than --var-depth "
                     f"{args.var_depth}" if init_depth else f"--var-deepen: --var-init {args.var_init!r} has no blocks")
+    if args.dec_sampled_scales is not None:
+        bad = [k for k in args.dec_sampled_scales if not 0 <= k <= len(args.patch_nums)]
+        if bad:
+            p.error(f"--dec-sampled-scales: {bad} not in 0..{len(args.patch_nums)} (the number of scales)")
+        if not args.var_init:
+            p.error("--dec-sampled-scales decodes the samples of a VAR: give --var-init")
+        if not args.dec_steps:
+            p.error("--dec-sampled-scales belongs to the decoder stage: give --dec-steps")
     args.patch_nums = tuple(args.patch_nums)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -475,3 +475,70 @@ def test_a_self_correcting_run_is_its_own_run(script, vae, tmp_path, monkeypatch
     torch.save(state, tmp_path / "var_state.pt")
     script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(plain), "var_steps": 4}), torch.device("cpu"))
     assert any("resumed from" in line and "at step 3" in line for line in lines), lines
+
+
+# ---- stage 1b with --dec-sampled-scales: the decoder learns from f_hat whose fine scales the VAR drew ----
+def tiny_var_for(vae_: VQVAE) -> VAR:
+    torch.manual_seed(1)
+    return VAR(VARConfig(depth=1, embed_dim=64, num_heads=1, mlp_hidden=128, num_classes=NUM_CLASSES, shared_aln=False,
+                         attn_l2_norm=True, patch_nums=PATCH_NUMS, Cvae=8, vocab_size=64)).eval()
+
+
+@torch.no_grad()
+def test_sampled_fine_scales_keep_the_first_k_scales_and_draw_the_rest(script, vae):
+    from var_fast.datasets import shapes_batch
+    from var_fast.reference.autoregressive import autoregressive_infer_cfg
+    var = tiny_var_for(vae)
+    img, labels = shapes_batch(3, torch.Generator().manual_seed(4), 64)
+    tokens = vae.img_to_idx(img.mul(2).sub(1))
+    args = argparse.Namespace(cfg=3.0, top_k=0, top_p=0.8)
+    S = len(PATCH_NUMS)
+    own = script.sampled_fine_scales_fhat(vae, var, tokens, labels, S, torch.Generator().manual_seed(0), args)
+    torch.testing.assert_close(own, vae.quantize.idx_to_fhat(tokens), rtol=0, atol=0)
+    none = script.sampled_fine_scales_fhat(vae, var, tokens, labels, 0, torch.Generator().manual_seed(0), args)
+    plain, _ = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(0), cfg=3.0, top_p=0.8)
+    torch.testing.assert_close(none, plain, rtol=0, atol=0)
+    # k = 3: the first three scales are the image's, so f_hat minus their part is what the VAR drew after them
+    three = script.sampled_fine_scales_fhat(vae, var, tokens, labels, 3, torch.Generator().manual_seed(0), args)
+    _, drawn = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(0), cfg=3.0, top_p=0.8,
+                                        teacher_force=script.TeacherForcing(
+                                            tokens, [torch.full_like(t, si < 3, dtype=torch.bool)
+                                                     for si, t in enumerate(tokens)], vae.quantize.embedding.weight))
+    assert all(torch.equal(drawn[si], tokens[si]) for si in range(3))
+    assert not all(torch.equal(drawn[si], tokens[si]) for si in range(3, S))
+    torch.testing.assert_close(three, vae.quantize.idx_to_fhat(drawn))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dec-steps", "2", "--dec-sampled-scales", "4", "7"], "--dec-sampled-scales: [7] not in 0..6"),
+    (["--dec-steps", "2", "--dec-sampled-scales", "4"], "--dec-sampled-scales decodes the samples of a VAR"),
+    (["--dec-sampled-scales", "4", "--var-init", "x.pth"], "--dec-sampled-scales belongs to the decoder stage"),
+])
+def test_dec_sampled_scales_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_own_run(script, vae, tmp_path,
+                                                                                      monkeypatch):
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    var = tiny_var_for(vae)
+    monkeypatch.setattr(script, "load_var_for_decoder", lambda args, device: var)
+    model = copy.deepcopy(vae)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
+                              lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
+                              dec_sampled_scales=[3, 6], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8)
+    script.finetune_decoder(model, args, torch.device("cpu"))
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), changed
+    assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["sampled_scales"] == [3, 6]
+    lines.clear()
+    script.finetune_decoder(model, argparse.Namespace(**{**vars(args), "dec_sampled_scales": None, "dec_steps": 3}),
+                            torch.device("cpu"))
+    assert any("--dec-sampled-scales [3, 6], not []; starting afresh" in line for line in lines), lines
