@@ -68,14 +68,24 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
     rec = default_model_info().get("sampling", {})
-    paths = (os.path.join(args.dir, "default_var.pth"), os.path.join(args.dir, "default_vae.pth")) if args.dir else ()
-    sampler = var_fast.load(*paths, device="cpu", backend="reference")
+    sampler = load_sampler(args.dir)
     rows = [probe(sampler, c, args.per_class, rec.get("cfg", 3.0), rec.get("top_k", 0), rec.get("top_p", 0.0),
                   args.seed) for c in args.classes]
+    report(rows, args.json)
+
+
+def load_sampler(folder: str):
+    """The reference sampler of default_var.pth / default_vae.pth in ``folder`` (the bundled model if empty)."""
+    paths = (os.path.join(folder, "default_var.pth"), os.path.join(folder, "default_vae.pth")) if folder else ()
+    return var_fast.load(*paths, device="cpu", backend="reference")
+
+
+def report(rows, json_path: str) -> None:
+    """One JSON line per row on stdout; all rows into ``json_path`` too if given."""
     for row in rows:
         print(json.dumps(row))
-    if args.json:
-        with open(args.json, "w") as fh:
+    if json_path:
+        with open(json_path, "w") as fh:
             json.dump(rows, fh, indent=2)
             fh.write("\n")
 

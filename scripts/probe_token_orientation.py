@@ -17,7 +17,6 @@ image_r2 column is the share of the variance of the 16x16-pooled render the same
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -28,12 +27,13 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-import var_fast  # noqa: E402
 from var_fast.datasets import CLASS_NAMES, render  # noqa: E402
 from var_fast.datasets.shape_stats import EDGE_SYMMETRY  # noqa: E402
 from var_fast.default_model import default_model_info  # noqa: E402
 from var_fast.reference.autoregressive import autoregressive_infer_cfg  # noqa: E402
+from probe_default_model_scales import load_sampler, report  # noqa: E402
 
 RIDGE_PENALTIES = (1e-1, 1e1, 1e3)
 
@@ -116,15 +116,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     rec = default_model_info().get("sampling", {})
     sampling = dict(cfg=rec.get("cfg", 3.0), top_k=rec.get("top_k", 0), top_p=rec.get("top_p", 0.0))
-    paths = (os.path.join(args.dir, "default_var.pth"), os.path.join(args.dir, "default_vae.pth")) if args.dir else ()
-    sampler = var_fast.load(*paths, device="cpu", backend="reference")
-    rows = [probe(sampler, c, args.fit, args.test, args.samples, sampling, args.seed) for c in args.classes]
-    for row in rows:
-        print(json.dumps(row))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
-            fh.write("\n")
+    sampler = load_sampler(args.dir)
+    report([probe(sampler, c, args.fit, args.test, args.samples, sampling, args.seed) for c in args.classes], args.json)
 
 
 if __name__ == "__main__":

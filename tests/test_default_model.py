@@ -36,12 +36,13 @@ SAMPLING = INFO["sampling"]
 PER_CLASS = 30  # 300 samples: one misrecognised image moves the accuracy by 0.33 points
 SEED = 0
 # measured on the bundled model (scripts/eval_default_model.py, same seed and count; docs/default_model.md):
-# measured 0.987 reference, 0.973 fast; 16 draws of 300 (seeds 0-7, both backends): 0.973-0.993, pooled 0.986.
-# The classifier trained here varies with the CPU and the thread count (float rounding in its training):
-# on another VM (AMD EPYC, 2026-12-06) the same fast seed-0 samples scored 0.977 with one thread, 0.967 with two.
+# 0.977 reference, 0.977 fast; 8 draws of 300 (seeds 0-3, both backends): 0.977-1.000, pooled 0.983.
+# The classifier trained here varies with the CPU and the thread count (float rounding in its training): the
+# fixture trains it with one thread, as the documented figures were measured (with torch's two threads the same
+# fast seed-0 samples scored 0.963 on the AMD EPYC VM, 2026-12-06); other CPUs still move a figure by about a point.
 MIN_SAMPLE_ACCURACY = 0.965
-MIN_EDGE_RATIO = 0.40  # measured minimum 0.416 (checkerboard; seeds 0-3: 0.402-0.492)
-MAX_COLOUR_FRECHET = 2.6  # measured 2.52 (seeds 0-3: 2.20-2.52)
+MIN_EDGE_RATIO = 0.45  # measured minimum 0.510 (checkerboard; seeds 0-3: 0.497-0.592)
+MAX_COLOUR_FRECHET = 2.6  # measured 2.50 (seeds 0-3: 2.18-2.50)
 MIN_CLASSIFIER_ACCURACY = 0.95
 MAX_SHUFFLED_AGREEMENT = 0.30  # chance is 1/10
 
@@ -56,7 +57,14 @@ RUNS = [pytest.param(("reference", "cpu", None), id="reference-cpu"),
 
 @pytest.fixture(scope="module")
 def classifier() -> nn.Module:
-    return train_classifier()
+    # one thread, as scripts/eval_default_model.py is run for the documented figures: the classifier's training
+    # rounds differently with torch's thread count, which moves a 300-sample figure by about a point
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_classifier()
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- sampling --------------------------------------------------------------------------------------
