@@ -38,8 +38,8 @@ SEED = 0
 # measured on the bundled model (scripts/eval_default_model.py, same seed and count; docs/default_model.md):
 # 0.977 reference, 0.977 fast; 8 draws of 300 (seeds 0-3, both backends): 0.977-1.000, pooled 0.983.
 # The classifier trained here varies with the CPU and the thread count (float rounding in its training): the
-# fixture trains it with one thread, as the documented figures were measured (with torch's two threads the same
-# fast seed-0 samples scored 0.963 on the AMD EPYC VM, 2026-12-06); other CPUs still move a figure by about a point.
+# fixture trains it with one thread, as the documented figures were measured (trained with torch's two threads it
+# gave the fast seed-0 samples 0.963 on the AMD EPYC VM, 2026-12-06); other CPUs still move a figure by about a point.
 MIN_SAMPLE_ACCURACY = 0.965
 MIN_EDGE_RATIO = 0.45  # measured minimum 0.510 (checkerboard; seeds 0-3: 0.497-0.592)
 MAX_COLOUR_FRECHET = 2.6  # measured 2.50 (seeds 0-3: 2.18-2.50)
