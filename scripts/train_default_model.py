@@ -280,11 +280,14 @@ def decoder_side(vae: VQVAE) -> dict:
     return {k: v for k, v in vae.state_dict().items() if k.startswith(("post_quant_conv.", "decoder."))}
 
 
-def load_var_for_decoder(args, device: torch.device) -> VAR:
-    """The --var-init VAR (its layout read off the weights, frozen) whose samples stage 1b decodes."""
+def load_var_for_decoder(args, vae: VQVAE, device: torch.device) -> VAR:
+    """The --var-init VAR (its layout read off the weights, checked against the VQVAE, frozen) whose samples
+    stage 1b decodes."""
     from var_fast.checkpoint import check_pair, load_strict, read_state_dict, var_config_from_state_dict
     sd = read_state_dict(args.var_init, "VAR")
-    var = VAR(var_config_from_state_dict(sd, args.var_init, patch_nums=args.patch_nums)).to(device)
+    var_cfg = var_config_from_state_dict(sd, args.var_init, patch_nums=args.patch_nums)
+    check_pair(var_cfg, vae.config, args.var_init, args.vae_checkpoint or "the VQVAE trained here")
+    var = VAR(var_cfg).to(device)
     load_strict(var, sd, args.var_init, "VAR")
     log(f"decoder: decoding samples of the VAR {args.var_init}")
     return var.eval().requires_grad_(False)
@@ -315,7 +318,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     from that f_hat (a decoder that straightens what the VAR's independently drawn fine tokens bend)."""
     state_path = os.path.join(args.state_dir, "decoder_state.pt")
     sampled_scales = list(args.dec_sampled_scales or [])
-    var = load_var_for_decoder(args, device) if sampled_scales else None
+    var = load_var_for_decoder(args, vae, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
     for p_ in params:

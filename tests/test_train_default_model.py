@@ -527,7 +527,7 @@ def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_ow
     lines = []
     monkeypatch.setattr(script, "log", lines.append)
     var = tiny_var_for(vae)
-    monkeypatch.setattr(script, "load_var_for_decoder", lambda args, device: var)
+    monkeypatch.setattr(script, "load_var_for_decoder", lambda args, vae_, device: var)
     model = copy.deepcopy(vae)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
@@ -542,3 +542,15 @@ def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_ow
     script.finetune_decoder(model, argparse.Namespace(**{**vars(args), "dec_sampled_scales": None, "dec_steps": 3}),
                             torch.device("cpu"))
     assert any("--dec-sampled-scales [3, 6], not []; starting afresh" in line for line in lines), lines
+
+
+def test_decoder_stage_refuses_a_var_of_another_vqvae(script, vae, tmp_path):
+    """A --var-init VAR whose codebook does not fit the VQVAE is named before the stage starts."""
+    from var_fast.checkpoint import CheckpointError
+    var = VAR(VARConfig(depth=1, embed_dim=64, num_heads=1, mlp_hidden=128, num_classes=NUM_CLASSES, shared_aln=False,
+                        attn_l2_norm=True, patch_nums=PATCH_NUMS, Cvae=8, vocab_size=128))
+    path = tmp_path / "var.pth"
+    torch.save(var.state_dict(), path)
+    args = argparse.Namespace(var_init=str(path), patch_nums=PATCH_NUMS, vae_checkpoint="vae.pth")
+    with pytest.raises(CheckpointError, match=r"vocab=128\) does not match VQVAE .vae.pth. \(Cvae=8, vocab=64"):
+        script.load_var_for_decoder(args, vae, torch.device("cpu"))
