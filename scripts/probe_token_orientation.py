@@ -29,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from var_fast.datasets import CLASS_NAMES, render  # noqa: E402
+from var_fast.datasets import CLASS_NAMES  # noqa: E402
+from var_fast.datasets.shapes import render_with_params  # noqa: E402
 from var_fast.datasets.shape_stats import EDGE_SYMMETRY  # noqa: E402
 from var_fast.default_model import default_model_info  # noqa: E402
 from var_fast.reference.autoregressive import autoregressive_infer_cfg  # noqa: E402
@@ -38,17 +39,10 @@ from probe_default_model_scales import load_sampler, report  # noqa: E402
 RIDGE_PENALTIES = (1e-1, 1e1, 1e3)
 
 
-def drawn_angles(n: int, seed: int) -> torch.Tensor:
-    """The rotation angles ``render(labels, Generator().manual_seed(seed))`` draws for n images (its fifth draw)."""
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(4):  # cx, cy, radius, period
-        torch.rand(n, generator=g)
-    return torch.rand(n, generator=g) * 2 * math.pi - math.pi
-
-
 def renders_and_angles(class_name: str, n: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     labels = torch.full((n,), CLASS_NAMES.index(class_name))
-    return render(labels, torch.Generator().manual_seed(seed)), drawn_angles(n, seed)
+    images, params = render_with_params(labels, torch.Generator().manual_seed(seed))
+    return images, params["angle"]
 
 
 @torch.no_grad()

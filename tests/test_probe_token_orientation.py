@@ -1,4 +1,4 @@
-"""scripts/probe_token_orientation.py reads the renders' drawn angle back from their tokens: the angles it replays
+"""scripts/probe_token_orientation.py reads the renders' drawn angle back from their tokens: the angles it uses
 must be the ones the generator drew, and the tokens of every scale together must give the angle while the 1x1
 token alone (a mean over the whole image) cannot."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 import var_fast
 from var_fast.datasets import CLASS_NAMES, render
-from var_fast.datasets.shapes import _MASKS
+from var_fast.datasets.shapes import _MASKS, render_with_params
 from repo_scripts import load_script
 
 
@@ -20,14 +20,14 @@ def probe_script():
 
 
 @pytest.mark.parametrize("class_name, seed", [("square", 3), ("cross", 11)])
-def test_drawn_angles_are_the_angles_render_used(probe_script, class_name, seed):
-    """Undo the replayed rotation: the shape's mask in its own frame must then match the render's coverage;
-    a wrong replay (another draw, or the angle of the next image) does not."""
+def test_the_angles_are_the_ones_render_drew(probe_script, class_name, seed):
+    """The images are render's for that seed, and undoing the returned rotation puts the shape's mask on the
+    render's coverage; another image's angle does not."""
     n = 6
     img, angle = probe_script.renders_and_angles(class_name, n, seed)
-    g = torch.Generator().manual_seed(seed)
-    cx, cy, radius = (torch.rand(n, generator=g) * 0.4 - 0.2, torch.rand(n, generator=g) * 0.4 - 0.2,
-                      torch.rand(n, generator=g) * 0.15 + 0.6)
+    assert torch.equal(img, render(torch.full((n,), CLASS_NAMES.index(class_name)), torch.Generator().manual_seed(seed)))
+    _, params = render_with_params(torch.full((n,), CLASS_NAMES.index(class_name)), torch.Generator().manual_seed(seed))
+    cx, cy, radius = params["cx"], params["cy"], params["radius"]
     px = (torch.arange(64, dtype=torch.float32) + 0.5) / 64 * 2 - 1
 
     def mask_for(a):

@@ -122,6 +122,13 @@ def _colours(n: int, g: Optional[torch.Generator]) -> Tuple[Tensor, Tensor, Tens
 
 def render(labels: Tensor, generator: Optional[torch.Generator] = None, size: int = 64) -> Tensor:
     """Images (B, 3, size, size) in [0, 1] of the classes ``labels`` (B,), drawn from ``generator``."""
+    return render_with_params(labels, generator, size)[0]
+
+
+def render_with_params(labels: Tensor, generator: Optional[torch.Generator] = None, size: int = 64
+                       ) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """``render``'s images and the per-image parameters it drew (B,) each: centre ``cx``, ``cy``, ``radius``,
+    ``period`` (patterns) and the rotation ``angle`` it used (for upright classes already limited)."""
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
     if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise ValueError(f"labels must lie in [0, {NUM_CLASSES}), got {labels.min().item()}..{labels.max().item()}")
@@ -157,7 +164,8 @@ def render(labels: Tensor, generator: Optional[torch.Generator] = None, size: in
     t = (torch.cos(grad_angle)[:, None, None] * px[None, None, :]
          + torch.sin(grad_angle)[:, None, None] * px[None, :, None]) * 0.5 + 0.5
     bg = bg0[:, :, None, None] + (bg1 - bg0)[:, :, None, None] * t[:, None]
-    return (bg + (fg[:, :, None, None] - bg) * alpha).clamp_(0, 1)
+    params = {"cx": cx, "cy": cy, "radius": radius, "period": period, "angle": angle}
+    return (bg + (fg[:, :, None, None] - bg) * alpha).clamp_(0, 1), params
 
 
 def _pixel_centres(n: int) -> Tensor:
