@@ -24,11 +24,13 @@ def run_in_process_group(device: torch.device, cpu_threads: int, out: str, npz: 
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads)  # the same numerics whatever the process count
     group = ProcessGroup(device)
+    clean = False
     try:
         sampler, job, manifest = prepare(group)
         summary = run_fid_job(sampler, job, out, group, manifest, npz=npz)
+        clean = True
     finally:
-        group.close()
+        group.close(clean)
         torch.set_num_threads(threads_before)
     if group.is_main:
         print(summary.line(), file=sys.stderr)

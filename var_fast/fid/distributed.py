@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any, List, Sequence
 
 import torch
@@ -17,6 +18,9 @@ def torchrun_ranks() -> tuple[int, int, int]:
     if not launched_by_torchrun():
         return 0, 1, 0
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+
+
+_CLOSINGS = 0  # process groups this process has closed
 
 
 class ProcessGroup:
@@ -55,7 +59,37 @@ class ProcessGroup:
         dist.all_reduce(t)
         return t.tolist()
 
-    def close(self) -> None:
-        if self.active:
+    def close(self, clean: bool = True, timeout: timedelta = timedelta(minutes=10)) -> None:
+        """Tear the group down on every rank together. A two-process gloo run sometimes lost rank 1 to
+        ``terminate called without an active exception`` just after rank 0, which finishes last (it packs the
+        .npz), closed its connections (3 of the first 45 runs on a 2-core machine, and once in CI): gloo does
+        not survive a peer closing while this process still handles the last collective's traffic or is already
+        exiting. So two barriers on the rendezvous store, which outlives the group: no rank closes before every
+        rank is past its last collective, and none exits before every rank has closed. ``clean=False`` (this
+        rank is failing): no barriers, since a peer may be blocked in a collective waiting for this rank;
+        closing at once makes that collective fail now instead of after the barrier's timeout."""
+        if not self.active:
+            return
+        if not clean:
             dist.destroy_process_group()
             self.active = False
+            return
+        store = dist.distributed_c10d._get_default_store()
+        global _CLOSINGS
+        _CLOSINGS += 1  # every rank closes its groups in the same order: the same keys, never a stale one
+        prefix = f"var_fast/close/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_CLOSINGS}"
+        store_barrier(store, f"{prefix}/before", self.rank, self.world, timeout)
+        dist.destroy_process_group()
+        self.active = False
+        store_barrier(store, f"{prefix}/after", self.rank, self.world, timeout)
+
+
+def store_barrier(store: "dist.Store", name: str, rank: int, world: int, timeout: timedelta) -> None:
+    """Every rank sets its key ``name/<rank>`` and waits for all ``world`` of them (a RuntimeError after
+    ``timeout`` names the barrier)."""
+    store.set(f"{name}/{rank}", b"1")
+    try:
+        store.wait([f"{name}/{r}" for r in range(world)], timeout)
+    except Exception as err:  # the store's own timeout error type differs between torch versions
+        raise RuntimeError(f"rank {rank}: not every one of the {world} processes reached {name!r} within "
+                           f"{timeout} ({err})") from err
