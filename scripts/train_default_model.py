@@ -19,7 +19,9 @@ VAR on them by teacher forcing (cross-entropy over all scales, 10% of the labels
 unconditional class for classifier-free guidance) and logs the held-out loss per scale every
 --val-every steps: a training loss far below it means the VAR memorises its token set (the first
 retrain's did: docs/default_model.md). --var-init fine-tunes a trained VAR instead; with --var-deepen
-the trained VAR may have fewer blocks than --var-depth (the new ones start as the identity). With
+the trained VAR may have fewer blocks than --var-depth (the new ones start as the identity); with
+--var-rescale it may have been trained with other --patch-nums (its position and level embeddings are carried
+over to the new scales: ``rescaled_state_dict``; the token cache is re-encoded for the new scales). With
 --var-self-correction the VAR also learns to carry on from coarse tokens it drew itself (Infinity's
 bitwise self-correction, for index tokens: ``self_correction_batch``).
 
@@ -49,7 +51,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread waits for a
 # descheduled one at every barrier and a step gets several times slower. Must precede `import torch`.
@@ -447,6 +449,11 @@ def encoder_fingerprint(vae: VQVAE) -> torch.Tensor:
                         for m in mods for p in m.parameters()]).cpu()
 
 
+def cached_patch_nums(st: dict) -> List[int]:
+    """The scales of a token cache (its per-scale token maps are (N, pn * pn))."""
+    return [round(t.shape[1] ** 0.5) for t in st["tokens"]]
+
+
 def teacher_forcing_input(quant: MultiScaleQuantizer, idx_Bl: List[torch.Tensor]) -> torch.Tensor:
     """(B, L - first_l, Cvae) VAR input: for every scale after the first, the accumulated f_hat of the
     previous scales, area-downsampled to this scale and flattened (the reference ``idxBl_to_var_input``)."""
@@ -560,6 +567,61 @@ def deepened_state_dict(sd: Dict[str, torch.Tensor], var: VAR) -> Tuple[Dict[str
     return out, placed
 
 
+def checkpoint_patch_nums(sd: Dict[str, torch.Tensor], path: str) -> Tuple[int, ...]:
+    """The scale schedule a VAR state dict was trained with (read off its weights)."""
+    from var_fast.checkpoint import detect_patch_nums
+    return detect_patch_nums(sd, path)
+
+
+def rescaled_state_dict(sd: Dict[str, torch.Tensor], old_patch_nums: Sequence[int],
+                        var: VAR) -> Tuple[Dict[str, torch.Tensor], Dict[int, str]]:
+    """A VAR's weights trained with ``old_patch_nums`` for ``var`` with another scale schedule (same depth,
+    width and vocabulary; the first scale the same size).
+
+    Only two weights depend on the schedule: the per-token position embeddings ``pos_1LC`` and the per-scale
+    ``lvl_embed``. A scale the old schedule has keeps both; a new scale gets the position grid of the nearest
+    old scale at least as large, bilinearly resized to its size, and the level embedding interpolated
+    linearly (in side length) between its two old neighbours. The blocks, embeddings and head are copied; the
+    masks (``lvl_1L``, ``attn_bias_for_masking``) are ``var``'s own. Returns the state dict and, for every new
+    scale index, where its weights came from.
+    """
+    old, new = tuple(int(p) for p in old_patch_nums), tuple(var.patch_nums)
+    if old[0] != new[0]:
+        raise ValueError(f"--var-rescale: the first scale must stay {old[0]}x{old[0]}, got {new[0]}x{new[0]}")
+    if list(new) != sorted(set(new)) or new[-1] != old[-1]:
+        raise ValueError(f"--var-rescale: {new} must be increasing and end at the old last scale {old[-1]}")
+    C = sd["pos_1LC"].shape[-1]
+    old_pos, old_lvl = sd["pos_1LC"][0], sd["lvl_embed.weight"]
+    starts = [sum(p * p for p in old[:i]) for i in range(len(old))]
+
+    def old_grid(i: int) -> torch.Tensor:  # (1, C, pn, pn) position grid of old scale i
+        pn = old[i]
+        return old_pos[starts[i]:starts[i] + pn * pn].T.reshape(1, C, pn, pn)
+
+    pos, lvl, origin = [], [], {}
+    for j, pn in enumerate(new):
+        if pn in old:
+            i = old.index(pn)
+            pos.append(old_grid(i).reshape(C, pn * pn).T)
+            lvl.append(old_lvl[i])
+            origin[j] = f"old scale {i} ({pn}x{pn})"
+            continue
+        hi = next(i for i, q in enumerate(old) if q > pn)
+        lo = hi - 1
+        grid = F.interpolate(old_grid(hi).float(), size=(pn, pn), mode="bilinear", align_corners=False)
+        pos.append(grid.to(old_pos.dtype).reshape(C, pn * pn).T)
+        t = (pn - old[lo]) / (old[hi] - old[lo])
+        lvl.append((1 - t) * old_lvl[lo] + t * old_lvl[hi])
+        origin[j] = (f"new: positions of old scale {hi} ({old[hi]}x{old[hi]}) resized, level embedding "
+                     f"{1 - t:.2f} x old {lo} + {t:.2f} x old {hi}")
+    out = dict(var.state_dict())
+    out.update({k: v for k, v in sd.items() if k not in ("pos_1LC", "lvl_embed.weight", "lvl_1L",
+                                                            "attn_bias_for_masking")})
+    out["pos_1LC"] = torch.cat(pos).unsqueeze(0).contiguous()
+    out["lvl_embed.weight"] = torch.stack(lvl).contiguous()
+    return out, origin
+
+
 @torch.no_grad()
 def heldout_token_losses(var: VAR, x: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(N, L) teacher-forced cross-entropy of every held-out token (the labels kept, eval mode)."""
@@ -604,6 +666,11 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
             sd, placed = deepened_state_dict(sd, var)
             log(f"VAR: {len(placed)} blocks of {args.var_init} placed at {placed} of {len(var.blocks)}; "
                 f"the others start as the identity")
+        if getattr(args, "var_rescale", False):
+            old_pns = checkpoint_patch_nums(sd, args.var_init)
+            sd, origin = rescaled_state_dict(sd, old_pns, var)
+            log(f"VAR: {args.var_init}'s scales {old_pns} -> {tuple(var.patch_nums)}; "
+                + "; ".join(f"scale {j}: {o}" for j, o in origin.items()))
         load_strict(var, sd, args.var_init, "VAR")
         log(f"VAR: starting from {args.var_init}")
     var.train()
@@ -734,6 +801,7 @@ def var_run_identity(args) -> dict:
     a resume: the retrain's schedule did)."""
     class_weights = getattr(args, "var_class_weights", None)
     return {"var_depth": args.var_depth, "var_width": args.var_width, "var_deepen": getattr(args, "var_deepen", False),
+            "var_rescale": getattr(args, "var_rescale", False), "patch_nums": [int(p) for p in args.patch_nums],
             "var_scale_weighting": getattr(args, "var_scale_weighting", "tokens"),
             "var_class_weights": None if class_weights is None else [float(w) for w in class_weights],
             "var_self_correction": float(getattr(args, "var_self_correction", 0.0))}
@@ -741,7 +809,7 @@ def var_run_identity(args) -> dict:
 
 # what a state saved before an entry of the run identity existed had: that entry's default
 IDENTITY_DEFAULTS = {"var_deepen": False, "var_scale_weighting": "tokens", "var_class_weights": None,
-                     "var_self_correction": 0.0}
+                     "var_self_correction": 0.0, "var_rescale": False, "patch_nums": [1, 2, 3, 4, 6, 8]}
 
 
 def saved_run_identity(st: dict) -> dict:
@@ -824,6 +892,9 @@ def main(argv=None) -> None:
     p.add_argument("--var-deepen", action="store_true",
                    help="--var-init may have fewer blocks than --var-depth: its blocks are spread evenly and the "
                         "new ones start as the identity (zero AdaLN gates), so training starts from the same function")
+    p.add_argument("--var-rescale", action="store_true",
+                   help="--var-init was trained with other --patch-nums (same first and last scale): its position "
+                        "and level embeddings are carried over to the new scales (resized, interpolated)")
     p.add_argument("--var-images", type=int, default=20000, help="images encoded to tokens for the VAR")
     p.add_argument("--val-images", type=int, default=1000,
                    help="held-out images (another stream) whose per-scale VAR loss is logged every --val-every steps")
@@ -883,6 +954,18 @@ def main(argv=None) -> None:
         if not 0 < init_depth <= args.var_depth:
             p.error(f"--var-deepen: --var-init {args.var_init!r} has {init_depth} blocks, more than --var-depth "
                     f"{args.var_depth}" if init_depth else f"--var-deepen: --var-init {args.var_init!r} has no blocks")
+    if args.var_rescale:
+        if not args.var_init:
+            p.error("--var-rescale changes the scales of the --var-init checkpoint: give --var-init")
+        from var_fast.checkpoint import CheckpointError, read_state_dict
+        try:
+            init_pns = checkpoint_patch_nums(read_state_dict(args.var_init, "VAR"), args.var_init)
+        except CheckpointError as err:
+            p.error(f"--var-rescale: {err}")
+        pns = list(args.patch_nums)
+        if init_pns[0] != pns[0] or init_pns[-1] != pns[-1] or pns != sorted(set(pns)):
+            p.error(f"--var-rescale: --patch-nums {pns} must increase and start and end as --var-init's "
+                    f"{list(init_pns)} do")
     if args.dec_sampled_scales is not None:
         bad = [k for k in args.dec_sampled_scales if not 0 <= k <= len(args.patch_nums)]
         if bad:
@@ -926,6 +1009,9 @@ def main(argv=None) -> None:
     if st is not None and not ("encoder" in st and torch.equal(st["encoder"], fingerprint)):
         log(f"tokens: {tok_path} was made by another encoder / codebook; encoding afresh")
         st = None
+    elif st is not None and cached_patch_nums(st) != list(args.patch_nums):
+        log(f"tokens: {tok_path} holds the scales {cached_patch_nums(st)}, not {list(args.patch_nums)}; encoding afresh")
+        st = None
     if st is not None and len(st["labels"]) >= args.var_images and "hits" in st:
         tokens, labels = st["tokens"], st["labels"]
         vae.quantize.ema_vocab_hit_SV.copy_(st["hits"])
@@ -940,7 +1026,8 @@ def main(argv=None) -> None:
     if args.val_images:
         val_path = os.path.join(args.state_dir, "heldout_tokens.pt")
         sv = load_state(val_path) if args.resume and os.path.exists(val_path) else None
-        if (sv is not None and torch.equal(sv["encoder"], fingerprint) and len(sv["labels"]) == args.val_images):
+        if (sv is not None and torch.equal(sv["encoder"], fingerprint) and len(sv["labels"]) == args.val_images
+                and cached_patch_nums(sv) == list(args.patch_nums)):
             heldout = sv["tokens"], sv["labels"]
         else:
             heldout = encode_heldout(vae, args, device)

@@ -281,7 +281,8 @@ def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_s
     script.train_var(vae, tokens, labels, args, torch.device("cpu"))
     state = torch.load(tmp_path / "var_state.pt", weights_only=True)
     assert state["run"] == {"var_depth": 1, "var_width": 64, "var_deepen": False, "var_scale_weighting": "tokens",
-                            "var_class_weights": None, "var_self_correction": 0.0}
+                            "var_class_weights": None, "var_self_correction": 0.0, "var_rescale": False,
+                            "patch_nums": list(PATCH_NUMS)}
     del state["run"]  # as a state from before the identity was saved
     torch.save(state, tmp_path / "var_state.pt")
 
@@ -294,6 +295,87 @@ def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_s
     lines.clear()  # the deeper run's own state resumes
     script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(deeper), "var_steps": 4}), torch.device("cpu"))
     assert any("resumed from" in line and "at step 3" in line for line in lines), lines
+
+
+def tiny_var_with(patch_nums, depth: int = 1) -> VAR:
+    return VAR(VARConfig(depth=depth, embed_dim=64, num_heads=1, mlp_hidden=256, num_classes=NUM_CLASSES,
+                         shared_aln=False, attn_l2_norm=True, patch_nums=tuple(patch_nums), Cvae=8, vocab_size=64))
+
+
+def scale_rows(pos: torch.Tensor, patch_nums, si: int) -> torch.Tensor:
+    start = sum(p * p for p in patch_nums[:si])
+    return pos[0, start:start + patch_nums[si] ** 2]
+
+
+@pytest.mark.parametrize("new_pns", [(1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 3, 4, 5, 6, 8), (1, 2, 4, 8), PATCH_NUMS])
+def test_rescaled_var_keeps_every_weight_of_the_old_scales(script, new_pns):
+    """--var-rescale: a scale both schedules have keeps its position rows and level embedding; a new one gets the
+    next larger old scale's position grid resized and its neighbours' level embeddings interpolated; every
+    other weight is copied, the masks are the new VAR's; the result loads strictly and runs."""
+    torch.manual_seed(0)
+    old, new = tiny_var_with(PATCH_NUMS), tiny_var_with(new_pns)
+    with torch.no_grad():
+        old.pos_1LC.normal_()
+        old.lvl_embed.weight.normal_()
+    sd, origin = script.rescaled_state_dict(old.state_dict(), PATCH_NUMS, new)
+    new.load_state_dict(sd, strict=True)
+    assert sorted(origin) == list(range(len(new_pns)))
+    for j, pn in enumerate(new_pns):
+        if pn in PATCH_NUMS:
+            i = PATCH_NUMS.index(pn)
+            assert origin[j] == f"old scale {i} ({pn}x{pn})"
+            assert torch.equal(scale_rows(new.pos_1LC, new_pns, j), scale_rows(old.pos_1LC, PATCH_NUMS, i))
+            assert torch.equal(new.lvl_embed.weight[j], old.lvl_embed.weight[i])
+        else:
+            hi = next(i for i, q in enumerate(PATCH_NUMS) if q > pn)
+            lo = hi - 1
+            assert origin[j].startswith(f"new: positions of old scale {hi}")
+            grid = scale_rows(old.pos_1LC, PATCH_NUMS, hi).T.reshape(1, 64, PATCH_NUMS[hi], PATCH_NUMS[hi])
+            want = F.interpolate(grid, size=(pn, pn), mode="bilinear", align_corners=False).reshape(64, -1).T
+            assert torch.allclose(scale_rows(new.pos_1LC, new_pns, j), want)
+            t = (pn - PATCH_NUMS[lo]) / (PATCH_NUMS[hi] - PATCH_NUMS[lo])
+            assert torch.allclose(new.lvl_embed.weight[j],
+                                  (1 - t) * old.lvl_embed.weight[lo] + t * old.lvl_embed.weight[hi])
+    assert torch.equal(new.blocks[0].attn.mat_qkv.weight, old.blocks[0].attn.mat_qkv.weight)
+    assert torch.equal(new.head.weight, old.head.weight) and torch.equal(new.class_emb.weight, old.class_emb.weight)
+    assert new.attn_bias_for_masking.shape[-1] == new.L == sum(p * p for p in new_pns)
+    new.eval()
+    with torch.no_grad():
+        logits = new(torch.tensor([0, NUM_CLASSES]), torch.randn(2, new.L - 1, 8))
+    assert logits.shape == (2, new.L, 64) and torch.isfinite(logits).all()
+    if new_pns == PATCH_NUMS:  # the same schedule: the same model
+        assert all(torch.equal(v, old.state_dict()[k]) for k, v in new.state_dict().items())
+
+
+@pytest.mark.parametrize("new_pns, message", [((2, 3, 4, 6, 8), "first scale must stay 1x1"),
+                                              ((1, 2, 3, 4, 6), "end at the old last scale 8")])
+def test_rescale_refuses_another_first_or_last_scale(script, new_pns, message):
+    with pytest.raises(ValueError, match=message):
+        script.rescaled_state_dict(tiny_var_with(PATCH_NUMS).state_dict(), PATCH_NUMS, tiny_var_with(new_pns))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--var-rescale"], "give --var-init"),
+    (["--var-rescale", "--var-init", "INIT", "--patch-nums", "1", "2", "4"], "must increase and start and end"),
+    (["--var-rescale", "--var-init", "INIT", "--patch-nums", "1", "3", "2", "8"], "must increase and start and end"),
+])
+def test_rescale_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+    init = tmp_path / "init.pth"
+    torch.save(tiny_var_with(PATCH_NUMS).state_dict(), init)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(out), "--state-dir", str(out)] + [str(init) if f == "INIT" else f for f in flags])
+    assert message in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_token_cache_of_other_scales_is_not_reused(script):
+    """The cache's scales are read off its token maps; main re-encodes when they are not --patch-nums."""
+    st = {"tokens": [torch.zeros(5, pn * pn, dtype=torch.long) for pn in PATCH_NUMS]}
+    assert script.cached_patch_nums(st) == list(PATCH_NUMS)
+    st = {"tokens": [torch.zeros(5, pn * pn, dtype=torch.long) for pn in (1, 2, 3, 4, 5, 6, 8)]}
+    assert script.cached_patch_nums(st) != list(PATCH_NUMS)
 
 
 def test_class_weights_draw_each_class_as_often_as_its_weight_says(script):
