@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional, Sequence
 
 import torch
 
@@ -85,13 +86,17 @@ def main(argv=None) -> None:
     p.add_argument("--vae-only", default="", metavar="FILE",
                    help="measure this VQVAE's reconstructions of training renders instead of samples")
     p.add_argument("--no-quant", action="store_true", help="with --vae-only: without the quantizer")
+    p.add_argument("--patch-nums", type=int, nargs="+", default=None,
+                   help="with --vae-only: the quantizer's scales (default: the bundled model's)")
     args = p.parse_args(argv)
+    if args.patch_nums and not args.vae_only:
+        p.error("--patch-nums needs --vae-only FILE (a VAR's scales are read off its weights)")
     if args.no_quant and not args.vae_only:
         p.error("--no-quant needs --vae-only FILE")
     if args.vae_only and len(args.seed) > 1:
         p.error("--vae-only measures one set of renders: give one --seed")
     if args.vae_only:
-        out = reconstruction_figures(args.vae_only, args.per_class, args.seed[0], args.no_quant)
+        out = reconstruction_figures(args.vae_only, args.per_class, args.seed[0], args.no_quant, args.patch_nums)
     else:
         out = sample_figures(args)
     print(json.dumps(out, indent=2))
@@ -101,14 +106,15 @@ def main(argv=None) -> None:
             fh.write("\n")
 
 
-def reconstruction_figures(path: str, per_class: int, seed: int, no_quant: bool) -> dict:
+def reconstruction_figures(path: str, per_class: int, seed: int, no_quant: bool,
+                           patch_nums: Optional[Sequence[int]] = None) -> dict:
     """The three figures of a VQVAE's reconstructions of ``per_class`` renders of every class (a third
     independent set of renders, seed 3000 + seed) against the usual training references."""
     from var_fast.checkpoint import read_state_dict, vae_config_from_state_dict
     from var_fast.models import VQVAE
 
     sd = read_state_dict(path, "VQVAE")
-    patch_nums = default_model_info().get("patch_nums", (1, 2, 3, 4, 6, 8))
+    patch_nums = patch_nums or default_model_info().get("patch_nums", (1, 2, 3, 4, 6, 8))
     vae = VQVAE(vae_config_from_state_dict(sd, path, patch_nums=patch_nums)).eval()
     vae.load_state_dict(sd)
     labels = balanced_labels(per_class)
@@ -122,7 +128,7 @@ def reconstruction_figures(path: str, per_class: int, seed: int, no_quant: bool)
             else:
                 recs.append(vae.idx_to_img(vae.img_to_idx(chunk)))
         rec = torch.cat(recs)
-    out = {"vae": path, "quantizer": not no_quant, "per_class": per_class, "seed": seed,
+    out = {"vae": path, "quantizer": not no_quant, "patch_nums": list(patch_nums), "per_class": per_class, "seed": seed,
            "seconds": round(time.time() - t0, 1), "l1_01": round((rec - x).abs().mean().item() / 2, 4)}
     images = rec.add(1).div(2)
     reference = render(labels, torch.Generator().manual_seed(1000 + seed))

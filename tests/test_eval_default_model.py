@@ -74,3 +74,31 @@ def test_vae_only_takes_one_seed(eval_script, capsys):
     with pytest.raises(SystemExit):
         eval_script.main(["--vae-only", "x.pth", "--seed", "0", "1"])
     assert "give one --seed" in capsys.readouterr().err
+
+
+def test_patch_nums_belong_to_vae_only(eval_script, capsys):
+    with pytest.raises(SystemExit):
+        eval_script.main(["--patch-nums", "1", "2", "4"])
+    assert "--patch-nums needs --vae-only" in capsys.readouterr().err
+
+
+def test_vae_only_quantizes_over_the_given_scales(eval_script, monkeypatch, tmp_path):
+    """--vae-only --patch-nums: the VQVAE is built with those scales (a VAR trained on another schedule
+    is judged by the reconstructions its own token maps allow)."""
+    from var_fast.models import VQVAE, VQVAEConfig
+    cfg = VQVAEConfig(vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1,
+                      using_sa=False, using_mid_sa=False, patch_nums=(1, 2, 3, 4, 6, 8))
+    path = tmp_path / "vae.pth"
+    torch.save(VQVAE(cfg).state_dict(), path)
+    seen = []
+    real_img_to_idx = VQVAE.img_to_idx
+
+    def img_to_idx(self, x):
+        seen.append(tuple(self.quantize.v_patch_nums))
+        return real_img_to_idx(self, x)
+
+    monkeypatch.setattr(VQVAE, "img_to_idx", img_to_idx)
+    monkeypatch.setattr(eval_script, "train_classifier", lambda: None)
+    monkeypatch.setattr(eval_script, "figures", lambda *a: {})
+    out = eval_script.reconstruction_figures(str(path), 1, 0, False, (1, 2, 3, 4, 5, 6, 7, 8))
+    assert out["patch_nums"] == [1, 2, 3, 4, 5, 6, 7, 8] and seen and set(seen) == {(1, 2, 3, 4, 5, 6, 7, 8)}
