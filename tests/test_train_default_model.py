@@ -252,8 +252,11 @@ def test_deepen_refuses_a_deeper_checkpoint(script):
 @pytest.mark.parametrize("flags, message", [
     (["--var-deepen"], "give --var-init"),
     (["--var-deepen", "--var-depth", "2", "--var-init", "INIT"], "has 3 blocks, more than --var-depth 2"),
+    (["--var-rescale"], "give --var-init"),
+    (["--var-rescale", "--var-init", "INIT", "--patch-nums", "1", "2", "4"], "must increase and start and end"),
+    (["--var-rescale", "--var-init", "INIT", "--patch-nums", "1", "3", "2", "8"], "must increase and start and end"),
 ])
-def test_deepen_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+def test_deepen_and_rescale_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
     init = tmp_path / "init.pth"
     torch.save(tiny_var(3).state_dict(), init)
     out = tmp_path / "out"
@@ -352,22 +355,6 @@ def test_rescaled_var_keeps_every_weight_of_the_old_scales(script, new_pns):
 def test_rescale_refuses_another_first_or_last_scale(script, new_pns, message):
     with pytest.raises(ValueError, match=message):
         script.rescaled_state_dict(tiny_var_with(PATCH_NUMS).state_dict(), PATCH_NUMS, tiny_var_with(new_pns))
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--var-rescale"], "give --var-init"),
-    (["--var-rescale", "--var-init", "INIT", "--patch-nums", "1", "2", "4"], "must increase and start and end"),
-    (["--var-rescale", "--var-init", "INIT", "--patch-nums", "1", "3", "2", "8"], "must increase and start and end"),
-])
-def test_rescale_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
-    init = tmp_path / "init.pth"
-    torch.save(tiny_var_with(PATCH_NUMS).state_dict(), init)
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(out), "--state-dir", str(out)] + [str(init) if f == "INIT" else f for f in flags])
-    assert message in capsys.readouterr().err
-    assert list(out.iterdir()) == []
 
 
 def test_token_cache_of_other_scales_is_not_reused(script):
