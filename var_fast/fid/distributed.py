@@ -62,12 +62,13 @@ class ProcessGroup:
     def close(self, clean: bool = True, timeout: timedelta = timedelta(minutes=10)) -> None:
         """Tear the group down on every rank together. A two-process gloo run sometimes lost rank 1 to
         ``terminate called without an active exception`` just after rank 0, which finishes last (it packs the
-        .npz), closed its connections (3 of the first 45 runs on a 2-core machine, and once in CI): gloo does
-        not survive a peer closing while this process still handles the last collective's traffic or is already
-        exiting. So two barriers on the rendezvous store, which outlives the group: no rank closes before every
+        .npz), closed its connections (3 of the first 45 runs on a 2-core machine, and once in CI; no backtrace was
+        caught, so the cause is inferred): gloo apparently does not survive a peer closing while this process
+        still handles the last collective's traffic or is already exiting. So two barriers on the rendezvous store, which outlives the group: no rank closes before every
         rank is past its last collective, and none exits before every rank has closed. ``clean=False`` (this
         rank is failing): no barriers, since a peer may be blocked in a collective waiting for this rank;
-        closing at once makes that collective fail now instead of after the barrier's timeout."""
+        closing at once makes that collective fail now instead of after the barrier's timeout (and torchrun stops
+        the other ranks when one fails, so a clean rank is not left waiting at a barrier)."""
         if not self.active:
             return
         if not clean:
