@@ -68,8 +68,10 @@ def test_served_images_are_the_samplers_images(fast_server):
 def test_preview_streams_every_scale_then_the_image(fast_server):
     events = post_stream(fast_server.url + "/api/generate", {"class": 1, "n": 2, "seed": 4, "preview": True})
     scales = [e for e in events if e["event"] == "scale"]
-    assert [e["scale"] for e in scales] == [0, 1, 2, 3, 4]
-    for e, pn in zip(scales, [1, 2, 3, 4, 6]):  # the first image on each scale's grid
+    from var_fast.default_model import default_model_info  # noqa: PLC0415
+    patch_nums = default_model_info()["patch_nums"]
+    assert [e["scale"] for e in scales] == list(range(len(patch_nums) - 1))  # every scale before the last
+    for e, pn in zip(scales, patch_nums[:-1], strict=True):  # the first image on each scale's grid
         assert len(e["images"]) == 1 and decode_png(e["images"][0]).shape == (pn, pn, 3)
     assert events[-1]["event"] == "done" and len(events[-1]["images"]) == 2
     alone, _ = generate(fast_server.url, **{"class": 1, "n": 2, "seed": 4})
