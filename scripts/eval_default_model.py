@@ -36,8 +36,8 @@ sys.path.insert(0, ROOT)
 import var_fast  # noqa: E402
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, render  # noqa: E402
 from var_fast.datasets.shape_classifier import predict, train_classifier  # noqa: E402
-from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, EDGE_SYMMETRY, colour_features,  # noqa: E402
-                                           edge_orientation_concentration, frechet_distance)
+from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, EDGE_SYMMETRY, colour_feature_shifts,  # noqa: E402
+                                           colour_features, edge_orientation_concentration, frechet_distance)
 from var_fast.default_model import default_model_info  # noqa: E402
 
 
@@ -65,6 +65,7 @@ def figures(images: torch.Tensor, labels: torch.Tensor, classifier, reference: t
         "edge_concentration": edges,
         "edge_ratio_min": min(e["ratio"] for e in edges.values()),
         "colour_frechet": frechet_distance(colour_features(images), f_ref),
+        "colour_feature_shifts": colour_feature_shifts(colour_features(images), f_ref),
         "colour_frechet_noise_floor": frechet_distance(colour_features(reference2), f_ref),
     }
 

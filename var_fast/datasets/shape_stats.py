@@ -101,5 +101,16 @@ def frechet_distance(features: Tensor, reference: Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
 
 
+def colour_feature_shifts(features: Tensor, reference: Tensor) -> dict:
+    """Which colour features make a Frechet distance: per feature of (N, 7) ``features`` against (M, 7)
+    ``reference``, the shift of the mean and the ratio of the standard deviations, both in the reference's
+    standard deviations (what ``frechet_distance`` divides by). A ratio well below 1 is variety lost."""
+    scale = reference.double().std(dim=0).clamp_min(1e-8)
+    shift = (features.double().mean(dim=0) - reference.double().mean(dim=0)) / scale
+    ratio = features.double().std(dim=0) / scale
+    return {name: {"mean_shift": round(float(m), 3), "std_ratio": round(float(r), 3)}
+            for name, m, r in zip(COLOUR_FEATURE_NAMES, shift, ratio)}
+
+
 def per_class_mean(values: Tensor, labels: Tensor, num_classes: int) -> Tuple[float, ...]:
     return tuple(values[labels == k].float().mean().item() for k in range(num_classes))
