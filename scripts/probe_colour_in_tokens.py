@@ -12,7 +12,7 @@ and the script prints each input's R^2 per feature on other renders. A feature t
 is lost in the tokenizer (encoder and quantizer), so no decoder or VAR trained on these tokens can bring it back.
 ``decoder_correlation`` is each feature's correlation between the held-out renders and their reconstructions.
 
-    PYTHONPATH=. python scripts/probe_colour_in_tokens.py --json probe.json     # about 4 minutes on 2 cores
+    PYTHONPATH=. python scripts/probe_colour_in_tokens.py --json probe.json     # about 8 minutes on 2 cores
 """
 from __future__ import annotations
 

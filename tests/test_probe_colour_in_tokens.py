@@ -11,7 +11,6 @@ def probe():
 
 
 def test_probe_reads_what_the_input_carries_and_nothing_else(probe):
-    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1200, 4, 8, 8, generator=g)
     carried = x[:, 0, 2:6, 2:6].mean((1, 2)) + 0.5 * x[:, 2, :4].mean((1, 2))  # a masked mean, as a colour feature
