@@ -115,6 +115,25 @@ def lowpass_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
 
 
+def colour_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between the mean RGB of the foreground and of the background of ``rec`` and of ``x``, both areas
+    read off the training image ``x`` as ``colour_features`` reads them (pixels whose brightness, the
+    channels' max, is above / below the 75% / 25% point between its 5% and 95% quantiles). The low-pass
+    term weighs these colours mixed with the shape's edges; this weighs the colour jitter of the two areas
+    alone, a few hundredths that a decoder drawing every shape in one mean colour would otherwise keep."""
+    with torch.no_grad():
+        v = x.amax(dim=1, keepdim=True).flatten(1)
+        lo = torch.quantile(v, 0.05, dim=1, keepdim=True)
+        hi = torch.quantile(v, 0.95, dim=1, keepdim=True)
+        areas = [(v > lo + 0.75 * (hi - lo)), (v < lo + 0.25 * (hi - lo))]
+    loss = rec.new_zeros(())
+    for area in areas:  # (B, HW) bool
+        w = area.to(rec.dtype).unsqueeze(1)  # (B, 1, HW)
+        n = w.sum(dim=2).clamp_min(1)
+        loss = loss + F.l1_loss((rec.flatten(2) * w).sum(dim=2) / n, (x.flatten(2) * w).sum(dim=2) / n)
+    return loss
+
+
 def reconstruction_terms(rec: torch.Tensor, x: torch.Tensor, args) -> dict:
     """name -> (weight, loss) of the VQVAE stage's reconstruction objective (--vae-loss)."""
     terms = {"rec": (1.0, F.l1_loss(rec, x) + F.mse_loss(rec, x))}
@@ -333,6 +352,10 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         log(f"decoder: {state_path} was saved by a run with --dec-sampled-scales {st.get('sampled_scales', [])}, "
             f"not {sampled_scales}; starting afresh")
         st = None
+    if st is not None and st.get("colour_weight", 0.0) != args.colour_weight:
+        log(f"decoder: {state_path} was saved by a run with --colour-weight {st.get('colour_weight', 0.0)}, "
+            f"not {args.colour_weight}; starting afresh")
+        st = None
     if st is not None:
         vae.load_state_dict({**vae.state_dict(), **st["decoder_side"]})  # the encoder side is the given one
         opt.load_state_dict(st["opt"])
@@ -341,7 +364,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         log(f"decoder: resumed from {state_path} at step {start}")
     vae.eval()  # no dropout / batch statistics anywhere in the VQVAE; eval keeps the encoder frozen
     t0, done = time.time(), 0
-    rec_avg = edge_avg = lp_avg = None
+    rec_avg = edge_avg = lp_avg = col_avg = None
     for step in range(start, args.dec_steps):
         set_lr(opt, cosine_lr(step, args.dec_steps, args.dec_lr, warmup=min(100, args.dec_steps // 10 + 1)))
         img, labels = shapes_batch(args.dec_batch, gen, args.image_size)
@@ -357,22 +380,24 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         e_loss = edge_loss(rec, x)
         lp_loss = lowpass_loss(rec, x)
+        col_loss = colour_loss(rec, x) if args.colour_weight else rec.new_zeros(())
         opt.zero_grad(set_to_none=True)
-        (rec_loss + args.edge_weight * e_loss + args.lowpass_weight * lp_loss).backward()
+        (rec_loss + args.edge_weight * e_loss + args.lowpass_weight * lp_loss + args.colour_weight * col_loss).backward()
         opt.step()
         done += 1
         rec_avg = rec_loss.item() if rec_avg is None else 0.95 * rec_avg + 0.05 * rec_loss.item()
         edge_avg = e_loss.item() if edge_avg is None else 0.95 * edge_avg + 0.05 * e_loss.item()
         lp_avg = lp_loss.item() if lp_avg is None else 0.95 * lp_avg + 0.05 * lp_loss.item()
+        col_avg = col_loss.item() if col_avg is None else 0.95 * col_avg + 0.05 * col_loss.item()
         if args.save_every and (step + 1) % args.save_every == 0:
             save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
-                       step=step + 1, sampled_scales=sampled_scales)
+                       step=step + 1, sampled_scales=sampled_scales, colour_weight=args.colour_weight)
         if step % args.log_every == 0 or step == args.dec_steps - 1:
             log(f"decoder step {step:5d}/{args.dec_steps} rec {rec_avg:.4f} edge {edge_avg:.4f} low-pass {lp_avg:.4f} "
-                f"({(time.time() - t0) / done:.2f} s/step)")
+                + (f"colour {col_avg:.4f} " if args.colour_weight else "") + f"({(time.time() - t0) / done:.2f} s/step)")
     if args.save_every and start < args.dec_steps:
         save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
-                   step=args.dec_steps, sampled_scales=sampled_scales)
+                   step=args.dec_steps, sampled_scales=sampled_scales, colour_weight=args.colour_weight)
     vae.requires_grad_(True)
     return vae
 
@@ -888,6 +913,9 @@ def main(argv=None) -> None:
                    help="weight of the edge (finite-difference L1) loss, in the VQVAE and the decoder stage")
     p.add_argument("--lowpass-weight", type=float, default=2.0,
                    help="weight of the L1 loss between 8x8-average-pooled images (flat colours, gradients)")
+    p.add_argument("--colour-weight", type=float, default=0.0,
+                   help="decoder stage: weight of the L1 loss between the foreground's and the background's mean "
+                        "colours of the reconstruction and the training image (0: off)")
     p.add_argument("--var-init", default="", help="start the VAR from these weights (fine-tuning) instead of scratch")
     p.add_argument("--var-deepen", action="store_true",
                    help="--var-init may have fewer blocks than --var-depth: its blocks are spread evenly and the "
@@ -974,6 +1002,10 @@ def main(argv=None) -> None:
             p.error("--dec-sampled-scales decodes the samples of a VAR: give --var-init")
         if not args.dec_steps:
             p.error("--dec-sampled-scales belongs to the decoder stage: give --dec-steps")
+    if args.colour_weight < 0:
+        p.error(f"--colour-weight must be >= 0, got {args.colour_weight}")
+    if args.colour_weight and not args.dec_steps:
+        p.error("--colour-weight belongs to the decoder stage: give --dec-steps")
     args.patch_nums = tuple(args.patch_nums)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -601,7 +601,8 @@ def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_ow
     before = {k: v.clone() for k, v in model.state_dict().items()}
     args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
                               lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
-                              dec_sampled_scales=[3, 6], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8)
+                              dec_sampled_scales=[3, 6], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8,
+                              colour_weight=0.0)
     script.finetune_decoder(model, args, torch.device("cpu"))
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
@@ -623,3 +624,69 @@ def test_decoder_stage_refuses_a_var_of_another_vqvae(script, vae, tmp_path):
     args = argparse.Namespace(var_init=str(path), patch_nums=PATCH_NUMS, vae_checkpoint="vae.pth")
     with pytest.raises(CheckpointError, match=r"vocab=128\) does not match VQVAE .vae.pth. \(Cvae=8, vocab=64"):
         script.load_var_for_decoder(args, vae, torch.device("cpu"))
+
+
+# ---- stage 1b with --colour-weight: the decoder is asked for the foreground's and background's colours ----
+def two_area_image(fg_rgb, bg_rgb, size: int = 16) -> torch.Tensor:
+    """(1, 3, size, size) in [-1, 1]: a centred square of fg_rgb on bg_rgb."""
+    img = torch.tensor(bg_rgb).view(1, 3, 1, 1).repeat(1, 1, size, size)
+    q = size // 4
+    img[..., q:size - q, q:size - q] = torch.tensor(fg_rgb).view(1, 3, 1, 1)
+    return img
+
+
+def test_colour_loss_is_the_l1_of_the_two_areas_mean_colours(script):
+    x = two_area_image([0.8, 0.6, -0.2], [-0.8, -0.7, -0.5])
+    assert script.colour_loss(x, x).item() == 0.0
+    # brighter foreground (0.1 in red): only the foreground's mean moves, by 0.1 in one of 3 channels
+    fg_brighter = x.clone()
+    fg_brighter[0, 0, 4:12, 4:12] += 0.1
+    torch.testing.assert_close(script.colour_loss(fg_brighter, x), torch.tensor(0.1 / 3))
+    # the areas are the training image's: a reconstruction that moves only the pixels between them is not charged
+    x_ramp = x.clone()
+    x_ramp[..., 3, :] = 0.0  # a mid-brightness row, in neither area
+    moved = x_ramp.clone()
+    moved[..., 3, :] = 0.7  # as bright as the foreground nearly
+    assert script.colour_loss(moved, x_ramp).item() == 0.0
+    assert script.colour_loss(x_ramp, moved).item() > 0.0  # read off the other image, the row is foreground
+
+
+def test_colour_loss_moves_only_the_pixels_of_the_two_areas(script):
+    x = two_area_image([0.8, 0.6, -0.2], [-0.8, -0.7, -0.5])
+    x[..., 3, :] = 0.0  # a mid-brightness row, in neither area
+    rec = (x + 0.05).requires_grad_(True)
+    script.colour_loss(rec, x).backward()
+    assert rec.grad[..., 3, :].abs().sum() == 0
+    assert (rec.grad[..., :3, :] > 0).all() and (rec.grad[..., 4:, :] > 0).all()  # too bright: pushed down
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dec-steps", "2", "--colour-weight", "-1"], "--colour-weight must be >= 0, got -1.0"),
+    (["--colour-weight", "2"], "--colour-weight belongs to the decoder stage"),
+])
+def test_colour_weight_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
+                              lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
+                              dec_sampled_scales=None, colour_weight=3.0)
+    model = copy.deepcopy(vae)
+    script.finetune_decoder(model, args, torch.device("cpu"))
+    assert any(" colour " in line for line in lines), lines
+    assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["colour_weight"] == 3.0
+    lines.clear()
+    script.finetune_decoder(model, argparse.Namespace(**{**vars(args), "dec_steps": 3}), torch.device("cpu"))
+    assert any("resumed from" in line and "at step 2" in line for line in lines), lines
+    lines.clear()
+    script.finetune_decoder(model, argparse.Namespace(**{**vars(args), "colour_weight": 0.0, "dec_steps": 3}),
+                            torch.device("cpu"))
+    assert any("--colour-weight 3.0, not 0.0; starting afresh" in line for line in lines), lines
+    assert not any(" colour " in line for line in lines), lines
