@@ -65,6 +65,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, shapes_batch  # noqa: E402
+from var_fast.datasets.shape_stats import foreground_background  # noqa: E402
 from var_fast.models import VAR, VARConfig, VQVAE, VQVAEConfig  # noqa: E402
 from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
 from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
@@ -122,15 +123,12 @@ def colour_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     term weighs these colours mixed with the shape's edges; this weighs the colour jitter of the two areas
     alone, a few hundredths that a decoder drawing every shape in one mean colour would otherwise keep."""
     with torch.no_grad():
-        v = x.amax(dim=1, keepdim=True).flatten(1)
-        lo = torch.quantile(v, 0.05, dim=1, keepdim=True)
-        hi = torch.quantile(v, 0.95, dim=1, keepdim=True)
-        areas = [(v > lo + 0.75 * (hi - lo)), (v < lo + 0.25 * (hi - lo))]
+        areas = foreground_background(x)  # (B, 1, H, W) each
     loss = rec.new_zeros(())
-    for area in areas:  # (B, HW) bool
-        w = area.to(rec.dtype).unsqueeze(1)  # (B, 1, HW)
-        n = w.sum(dim=2).clamp_min(1)
-        loss = loss + F.l1_loss((rec.flatten(2) * w).sum(dim=2) / n, (x.flatten(2) * w).sum(dim=2) / n)
+    for area in areas:
+        w = area.to(rec.dtype)
+        n = w.sum(dim=(2, 3)).clamp_min(1)
+        loss = loss + F.l1_loss((rec * w).sum(dim=(2, 3)) / n, (x * w).sum(dim=(2, 3)) / n)
     return loss
 
 

@@ -64,15 +64,21 @@ def edge_orientation_concentration(images: Tensor, order: Tensor) -> Tensor:
     return torch.sqrt(c * c + s * s) / w.sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
 
+def foreground_background(images: Tensor) -> Tuple[Tensor, Tensor]:
+    """(B, 3, H, W) -> two (B, 1, H, W) float masks: the pixels whose brightness (the channels' max) is above
+    the 75% / below the 25% point between the image's 5% and 95% brightness quantiles. Any increasing affine
+    map of the pixel values ([0, 1] or [-1, 1]) gives the same masks."""
+    v = _brightness(images)
+    lo = torch.quantile(v.flatten(1), 0.05, dim=1)[:, None, None, None]
+    hi = torch.quantile(v.flatten(1), 0.95, dim=1)[:, None, None, None]
+    return (v > lo + 0.75 * (hi - lo)).float(), (v < lo + 0.25 * (hi - lo)).float()
+
+
 def colour_features(images: Tensor) -> Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, 7): foreground mean RGB, background mean RGB, background gradient."""
     images = images.float()
     B, _, H, W = images.shape
-    v = _brightness(images)
-    lo = torch.quantile(v.flatten(1), 0.05, dim=1)[:, None, None, None]
-    hi = torch.quantile(v.flatten(1), 0.95, dim=1)[:, None, None, None]
-    fg = (v > lo + 0.75 * (hi - lo)).float()
-    bg = (v < lo + 0.25 * (hi - lo)).float()
+    fg, bg = foreground_background(images)
     fg_rgb = (images * fg).sum(dim=(2, 3)) / fg.sum(dim=(2, 3)).clamp_min(1)
     bg_rgb = (images * bg).sum(dim=(2, 3)) / bg.sum(dim=(2, 3)).clamp_min(1)
     # least-squares plane a + b x + c y through the background's brightness, x and y in [-1, 1]
