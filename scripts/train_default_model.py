@@ -63,6 +63,7 @@ import torch.nn.functional as F  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, shapes_batch  # noqa: E402
 from var_fast.datasets.shape_stats import foreground_background  # noqa: E402
@@ -71,6 +72,7 @@ from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
 from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
 from var_fast.reference.autoregressive import autoregressive_infer_cfg  # noqa: E402
 from var_fast.reference.edit import TeacherForcing  # noqa: E402
+from patch_discriminator import PatchDiscriminator, discriminator_hinge_loss, generator_hinge_loss  # noqa: E402
 
 VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
 VAR_LAST_FILE = "default_var_last.pth"  # with weight averaging: the VAR after the last step
@@ -334,37 +336,56 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
 
     With --dec-sampled-scales K ..., every step draws one K: the first K scales of the batch are its own
     tokens and the rest the --var-init VAR's samples, and the decoder is taught to draw the training image
-    from that f_hat (a decoder that straightens what the VAR's independently drawn fine tokens bend)."""
+    from that f_hat (a decoder that straightens what the VAR's independently drawn fine tokens bend).
+    --colour-weight adds ``colour_loss`` (the two areas' mean colours); --disc-weight an adversarial loss: a
+    patch discriminator (scripts/patch_discriminator.py), trained beside the decoder on the renders against
+    the decoder's drawings, judges the decoder from --disc-start on."""
     state_path = os.path.join(args.state_dir, "decoder_state.pt")
     sampled_scales = list(args.dec_sampled_scales or [])
+    # what makes a saved state this run's: (key, flag, this run's value, the value of a state saved without it)
+    identity = [("sampled_scales", "--dec-sampled-scales", sampled_scales, []),
+                ("colour_weight", "--colour-weight", args.colour_weight, 0.0),
+                ("disc_weight", "--disc-weight", args.disc_weight, 0.0)]
     var = load_var_for_decoder(args, vae, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
     for p_ in params:
         p_.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=args.dec_lr, betas=(0.9, 0.99))
+    disc = disc_opt = None
+    if args.disc_weight:
+        torch.manual_seed(args.seed + 6)
+        disc = PatchDiscriminator().to(device)
+        disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
     gen = torch.Generator().manual_seed(args.seed + 5)
     start = 0
     st = load_state(state_path) if args.resume and os.path.exists(state_path) else None
-    if st is not None and st.get("sampled_scales", []) != sampled_scales:
-        log(f"decoder: {state_path} was saved by a run with --dec-sampled-scales {st.get('sampled_scales', [])}, "
-            f"not {sampled_scales}; starting afresh")
-        st = None
-    if st is not None and st.get("colour_weight", 0.0) != args.colour_weight:
-        log(f"decoder: {state_path} was saved by a run with --colour-weight {st.get('colour_weight', 0.0)}, "
-            f"not {args.colour_weight}; starting afresh")
-        st = None
+    for key, flag, value, absent in identity:
+        if st is not None and st.get(key, absent) != value:
+            log(f"decoder: {state_path} was saved by a run with {flag} {st.get(key, absent)}, not {value}; "
+                "starting afresh")
+            st = None
     if st is not None:
         vae.load_state_dict({**vae.state_dict(), **st["decoder_side"]})  # the encoder side is the given one
         opt.load_state_dict(st["opt"])
+        if disc is not None:
+            disc.load_state_dict(st["disc"])
+            disc_opt.load_state_dict(st["disc_opt"])
         gen.set_state(st["gen"])
         start = st["step"]
         log(f"decoder: resumed from {state_path} at step {start}")
+
+    def checkpoint(done_steps: int) -> None:
+        extra = {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()} if disc is not None else {}
+        save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
+                   step=done_steps, **{key: value for key, _, value, _ in identity}, **extra)
+
     vae.eval()  # no dropout / batch statistics anywhere in the VQVAE; eval keeps the encoder frozen
     t0, done = time.time(), 0
-    rec_avg = edge_avg = lp_avg = col_avg = None
+    avg: Dict[str, float] = {}
     for step in range(start, args.dec_steps):
-        set_lr(opt, cosine_lr(step, args.dec_steps, args.dec_lr, warmup=min(100, args.dec_steps // 10 + 1)))
+        lr_scale = cosine_lr(step, args.dec_steps, 1.0, warmup=min(100, args.dec_steps // 10 + 1))
+        set_lr(opt, args.dec_lr * lr_scale)
         img, labels = shapes_batch(args.dec_batch, gen, args.image_size)
         x = img.to(device).mul(2).sub(1)
         with torch.no_grad():
@@ -375,27 +396,36 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
             else:
                 f_hat = vae.quantize.idx_to_fhat(tokens)
         rec = vae.decoder(vae.post_quant_conv(f_hat))
-        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-        e_loss = edge_loss(rec, x)
-        lp_loss = lowpass_loss(rec, x)
-        col_loss = colour_loss(rec, x) if args.colour_weight else rec.new_zeros(())
+        losses = {"rec": (1.0, F.l1_loss(rec, x) + F.mse_loss(rec, x)), "edge": (args.edge_weight, edge_loss(rec, x)),
+                  "low-pass": (args.lowpass_weight, lowpass_loss(rec, x))}
+        if args.colour_weight:
+            losses["colour"] = (args.colour_weight, colour_loss(rec, x))
+        if disc is not None:
+            disc.requires_grad_(False)
+            # the decoder is judged from --disc-start on, once the discriminator has learnt something to judge by
+            losses["adversarial"] = (args.disc_weight if step >= args.disc_start else 0.0,
+                                     generator_hinge_loss(disc(rec)))
         opt.zero_grad(set_to_none=True)
-        (rec_loss + args.edge_weight * e_loss + args.lowpass_weight * lp_loss + args.colour_weight * col_loss).backward()
+        sum(w * loss for w, loss in losses.values()).backward()
         opt.step()
+        if disc is not None:
+            disc.requires_grad_(True)
+            set_lr(disc_opt, args.disc_lr * lr_scale)
+            d_loss = discriminator_hinge_loss(disc(x), disc(rec.detach()))
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_opt.step()
+            losses["discriminator"] = (1.0, d_loss)
         done += 1
-        rec_avg = rec_loss.item() if rec_avg is None else 0.95 * rec_avg + 0.05 * rec_loss.item()
-        edge_avg = e_loss.item() if edge_avg is None else 0.95 * edge_avg + 0.05 * e_loss.item()
-        lp_avg = lp_loss.item() if lp_avg is None else 0.95 * lp_avg + 0.05 * lp_loss.item()
-        col_avg = col_loss.item() if col_avg is None else 0.95 * col_avg + 0.05 * col_loss.item()
+        for name, (_, loss) in losses.items():
+            avg[name] = loss.item() if name not in avg else 0.95 * avg[name] + 0.05 * loss.item()
         if args.save_every and (step + 1) % args.save_every == 0:
-            save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
-                       step=step + 1, sampled_scales=sampled_scales, colour_weight=args.colour_weight)
+            checkpoint(step + 1)
         if step % args.log_every == 0 or step == args.dec_steps - 1:
-            log(f"decoder step {step:5d}/{args.dec_steps} rec {rec_avg:.4f} edge {edge_avg:.4f} low-pass {lp_avg:.4f} "
-                + (f"colour {col_avg:.4f} " if args.colour_weight else "") + f"({(time.time() - t0) / done:.2f} s/step)")
+            log(f"decoder step {step:5d}/{args.dec_steps} " + " ".join(f"{n} {v:.4f}" for n, v in avg.items())
+                + f" ({(time.time() - t0) / done:.2f} s/step)")
     if args.save_every and start < args.dec_steps:
-        save_state(state_path, decoder_side=decoder_side(vae), opt=opt.state_dict(), gen=gen.get_state(),
-                   step=args.dec_steps, sampled_scales=sampled_scales, colour_weight=args.colour_weight)
+        checkpoint(args.dec_steps)
     vae.requires_grad_(True)
     return vae
 
@@ -914,6 +944,13 @@ def main(argv=None) -> None:
     p.add_argument("--colour-weight", type=float, default=0.0,
                    help="decoder stage: weight of the L1 loss between the foreground's and the background's mean "
                         "colours of the reconstruction and the training image (0: off)")
+    p.add_argument("--disc-weight", type=float, default=0.0,
+                   help="decoder stage: weight of the adversarial loss of a patch discriminator (0: off; "
+                        "scripts/patch_discriminator.py)")
+    p.add_argument("--disc-start", type=int, default=200, metavar="STEP",
+                   help="decoder stage: the step from which the adversarial loss counts (the discriminator trains "
+                        "from the first)")
+    p.add_argument("--disc-lr", type=float, default=2e-4, help="decoder stage: the discriminator's learning rate")
     p.add_argument("--var-init", default="", help="start the VAR from these weights (fine-tuning) instead of scratch")
     p.add_argument("--var-deepen", action="store_true",
                    help="--var-init may have fewer blocks than --var-depth: its blocks are spread evenly and the "
@@ -1004,6 +1041,12 @@ def main(argv=None) -> None:
         p.error(f"--colour-weight must be >= 0, got {args.colour_weight}")
     if args.colour_weight and not args.dec_steps:
         p.error("--colour-weight belongs to the decoder stage: give --dec-steps")
+    if args.disc_weight < 0:
+        p.error(f"--disc-weight must be >= 0, got {args.disc_weight}")
+    if args.disc_weight and not args.dec_steps:
+        p.error("--disc-weight belongs to the decoder stage: give --dec-steps")
+    if args.disc_start < 0 or args.disc_lr <= 0:
+        p.error(f"--disc-start must be >= 0 and --disc-lr > 0, got {args.disc_start} and {args.disc_lr}")
     args.patch_nums = tuple(args.patch_nums)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -602,7 +602,7 @@ def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_ow
     args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
                               lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
                               dec_sampled_scales=[3, 6], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8,
-                              colour_weight=0.0)
+                              colour_weight=0.0, disc_weight=0.0)
     script.finetune_decoder(model, args, torch.device("cpu"))
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
@@ -677,10 +677,10 @@ def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, v
     monkeypatch.setattr(script, "log", lines.append)
     args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
                               lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
-                              dec_sampled_scales=None, colour_weight=3.0)
+                              dec_sampled_scales=None, colour_weight=3.0, disc_weight=0.0)
     model = copy.deepcopy(vae)
     script.finetune_decoder(model, args, torch.device("cpu"))
-    assert any(" colour " in line for line in lines), lines
+    assert any(" colour " in line for line in lines) and not any("adversarial" in line for line in lines), lines
     assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["colour_weight"] == 3.0
     lines.clear()
     script.finetune_decoder(model, argparse.Namespace(**{**vars(args), "dec_steps": 3}), torch.device("cpu"))
@@ -690,3 +690,63 @@ def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, v
                             torch.device("cpu"))
     assert any("--colour-weight 3.0, not 0.0; starting afresh" in line for line in lines), lines
     assert not any(" colour " in line for line in lines), lines
+
+
+# ---- stage 1b with --disc-weight: a patch discriminator judges the decoder's drawings ----
+def test_patch_discriminator_gives_a_logit_per_patch_and_hinge_losses_are_hinges():
+    pd = load_script("patch_discriminator")
+    torch.manual_seed(0)
+    logits = pd.PatchDiscriminator(ch=8)(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, 1, 8, 8)
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-3.0, 0.0])
+    # real: 0 beyond the margin, 0.5 inside it; fake: 0 beyond, 1 at zero
+    torch.testing.assert_close(pd.discriminator_hinge_loss(real, fake), torch.tensor(0.25 + 0.5))
+    torch.testing.assert_close(pd.generator_hinge_loss(fake), torch.tensor(1.5))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dec-steps", "2", "--disc-weight", "-0.5"], "--disc-weight must be >= 0, got -0.5"),
+    (["--disc-weight", "0.1"], "--disc-weight belongs to the decoder stage"),
+    (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-lr", "0"], "--disc-lr > 0, got 200 and 0.0"),
+])
+def test_disc_weight_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_adversarial_decoder_run_trains_both_from_disc_start_and_resumes_both(script, vae, tmp_path, monkeypatch):
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    args = argparse.Namespace(seed=0, image_size=64, dec_steps=3, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
+                              lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
+                              dec_sampled_scales=None, colour_weight=0.0, disc_weight=0.5, disc_start=1,
+                              disc_lr=1e-3)
+    model = copy.deepcopy(vae)
+    script.finetune_decoder(model, args, torch.device("cpu"))
+    assert any("adversarial" in line and "discriminator" in line for line in lines), lines
+    saved = torch.load(tmp_path / "decoder_state.pt", weights_only=True)
+    assert saved["disc_weight"] == 0.5 and saved["step"] == 3 and saved["disc"] and saved["disc_opt"]["state"]
+    # a resumed run continues the discriminator it saved: two steps in one go equal one step, a resume, one more
+    one = argparse.Namespace(**{**vars(args), "dec_steps": 2, "state_dir": str(tmp_path / "a")})
+    two = argparse.Namespace(**{**vars(one), "state_dir": str(tmp_path / "b")})
+    a, b = copy.deepcopy(vae), copy.deepcopy(vae)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    script.finetune_decoder(a, one, torch.device("cpu"))
+    script.finetune_decoder(b, argparse.Namespace(**{**vars(two), "dec_steps": 1}), torch.device("cpu"))
+    lines.clear()
+    script.finetune_decoder(b, two, torch.device("cpu"))
+    assert any("resumed from" in line and "at step 1" in line for line in lines), lines
+    sa = torch.load(tmp_path / "a" / "decoder_state.pt", weights_only=True)
+    sb = torch.load(tmp_path / "b" / "decoder_state.pt", weights_only=True)
+    for key in sa["disc"]:
+        torch.testing.assert_close(sa["disc"][key], sb["disc"][key])
+    for key in sa["decoder_side"]:
+        torch.testing.assert_close(sa["decoder_side"][key], sb["decoder_side"][key])
+    lines.clear()
+    script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(args), "disc_weight": 0.0,
+                                                                      "dec_steps": 4}), torch.device("cpu"))
+    assert any("--disc-weight 0.5, not 0.0; starting afresh" in line for line in lines), lines
