@@ -36,7 +36,9 @@ Resumable: with --save-every N every stage saves its state (model, optimizer, st
 in --state-dir, the tokens are cached there, and --resume continues from it; --log-file appends the
 log (the bundled model's is scripts/logs/train_default_model.log). Stage 1b (--dec-steps, with
 --vae-checkpoint or after stage 1) fine-tunes only the decoder side with an added edge loss and
-low-pass colour loss: the encoder and codebook stay frozen, so a VAR trained on the tokens stays valid.
+low-pass colour loss (optionally a loss on the foreground's and background's mean colours, --colour-weight,
+and a patch discriminator's adversarial loss, --disc-weight): the encoder and codebook stay frozen, so a VAR
+trained on the tokens stays valid.
 The figures the model is judged by come from scripts/eval_default_model.py (docs/default_model.md).
 
 Both models are saved exactly as the reference saves them, ``torch.save(model.state_dict(), path)``
