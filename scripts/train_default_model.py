@@ -136,6 +136,16 @@ def colour_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def adaptive_adversarial_weight(pixel_loss: torch.Tensor, adversarial_loss: torch.Tensor,
+                                last_layer: torch.Tensor) -> float:
+    """VQGAN's balance of the two losses: the ratio of their gradients' norms at the decoder's last layer, so
+    the adversarial term pulls on the decoder as hard as the pixel losses do (times --disc-weight), whatever
+    the discriminator's current scale."""
+    g_pixel, = torch.autograd.grad(pixel_loss, last_layer, retain_graph=True)
+    g_adv, = torch.autograd.grad(adversarial_loss, last_layer, retain_graph=True)
+    return float((g_pixel.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4))
+
+
 def reconstruction_terms(rec: torch.Tensor, x: torch.Tensor, args) -> dict:
     """name -> (weight, loss) of the VQVAE stage's reconstruction objective (--vae-loss)."""
     terms = {"rec": (1.0, F.l1_loss(rec, x) + F.mse_loss(rec, x))}
@@ -404,9 +414,12 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
             losses["colour"] = (args.colour_weight, colour_loss(rec, x))
         if disc is not None:
             disc.requires_grad_(False)
+            adversarial = generator_hinge_loss(disc(rec))
             # the decoder is judged from --disc-start on, once the discriminator has learnt something to judge by
-            losses["adversarial"] = (args.disc_weight if step >= args.disc_start else 0.0,
-                                     generator_hinge_loss(disc(rec)))
+            weight = (args.disc_weight * adaptive_adversarial_weight(sum(w * loss for w, loss in losses.values()),
+                                                                     adversarial, vae.decoder.conv_out.weight)
+                      if step >= args.disc_start else 0.0)
+            losses["adversarial"] = (weight, adversarial)
         opt.zero_grad(set_to_none=True)
         sum(w * loss for w, loss in losses.values()).backward()
         opt.step()
@@ -947,8 +960,8 @@ def main(argv=None) -> None:
                    help="decoder stage: weight of the L1 loss between the foreground's and the background's mean "
                         "colours of the reconstruction and the training image (0: off)")
     p.add_argument("--disc-weight", type=float, default=0.0,
-                   help="decoder stage: weight of the adversarial loss of a patch discriminator (0: off; "
-                        "scripts/patch_discriminator.py)")
+                   help="decoder stage: weight of the adversarial loss of a patch discriminator, relative to the "
+                        "pixel losses' pull (VQGAN's adaptive weight; 0: off; scripts/patch_discriminator.py)")
     p.add_argument("--disc-start", type=int, default=200, metavar="STEP",
                    help="decoder stage: the step from which the adversarial loss counts (the discriminator trains "
                         "from the first)")

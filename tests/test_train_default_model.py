@@ -704,6 +704,14 @@ def test_patch_discriminator_gives_a_logit_per_patch_and_hinge_losses_are_hinges
     torch.testing.assert_close(pd.generator_hinge_loss(fake), torch.tensor(1.5))
 
 
+def test_adaptive_adversarial_weight_is_the_ratio_of_the_gradients_at_the_last_layer(script):
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    pixel = (3.0 * w).sum()  # gradient (3, 3), norm 3 sqrt 2
+    adversarial = (w * torch.tensor([0.0, 1.0])).sum()  # gradient (0, 1), norm 1
+    assert script.adaptive_adversarial_weight(pixel, adversarial, w) == pytest.approx(3 * 2 ** 0.5 / (1 + 1e-4))
+    assert w.grad is None  # it reads gradients without accumulating them
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--dec-steps", "2", "--disc-weight", "-0.5"], "--disc-weight must be >= 0, got -0.5"),
     (["--disc-weight", "0.1"], "--disc-weight belongs to the decoder stage"),
