@@ -412,16 +412,17 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
                   "low-pass": (args.lowpass_weight, lowpass_loss(rec, x))}
         if args.colour_weight:
             losses["colour"] = (args.colour_weight, colour_loss(rec, x))
+        total = sum(w * loss for w, loss in losses.values())
         if disc is not None:
             disc.requires_grad_(False)
             adversarial = generator_hinge_loss(disc(rec))
             # the decoder is judged from --disc-start on, once the discriminator has learnt something to judge by
-            weight = (args.disc_weight * adaptive_adversarial_weight(sum(w * loss for w, loss in losses.values()),
-                                                                     adversarial, vae.decoder.conv_out.weight)
+            weight = (args.disc_weight * adaptive_adversarial_weight(total, adversarial, vae.decoder.conv_out.weight)
                       if step >= args.disc_start else 0.0)
             losses["adversarial"] = (weight, adversarial)
+            total = total + weight * adversarial
         opt.zero_grad(set_to_none=True)
-        sum(w * loss for w, loss in losses.values()).backward()
+        total.backward()
         opt.step()
         if disc is not None:
             disc.requires_grad_(True)

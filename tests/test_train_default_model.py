@@ -758,3 +758,24 @@ def test_an_adversarial_decoder_run_trains_both_from_disc_start_and_resumes_both
     script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(args), "disc_weight": 0.0,
                                                                       "dec_steps": 4}), torch.device("cpu"))
     assert any("--disc-weight 0.5, not 0.0; starting afresh" in line for line in lines), lines
+
+
+def test_the_adversarial_loss_moves_the_decoder_from_disc_start_on_and_not_before(script, vae, tmp_path,
+                                                                                monkeypatch):
+    import copy
+    monkeypatch.setattr(script, "log", lambda line: None)
+    base = dict(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0, lowpass_weight=2.0,
+                resume=False, save_every=0, log_every=1, dec_sampled_scales=None, colour_weight=0.0, disc_lr=1e-3)
+
+    def decoder_after(**flags) -> dict:
+        model = copy.deepcopy(vae)
+        script.finetune_decoder(model, argparse.Namespace(**{**base, "state_dir": str(tmp_path), **flags}),
+                                torch.device("cpu"))
+        return script.decoder_side(model)
+
+    plain = decoder_after(disc_weight=0.0, disc_start=0)
+    not_yet = decoder_after(disc_weight=1.0, disc_start=2)  # the discriminator trains, the decoder is not judged
+    judged = decoder_after(disc_weight=1.0, disc_start=0)
+    for key in plain:
+        torch.testing.assert_close(not_yet[key], plain[key], rtol=0, atol=0)
+    assert any(not torch.equal(judged[key], plain[key]) for key in plain)
