@@ -663,21 +663,30 @@ def test_colour_loss_moves_only_the_pixels_of_the_two_areas(script):
 @pytest.mark.parametrize("flags, message", [
     (["--dec-steps", "2", "--colour-weight", "-1"], "--colour-weight must be >= 0, got -1.0"),
     (["--colour-weight", "2"], "--colour-weight belongs to the decoder stage"),
+    (["--dec-steps", "2", "--disc-weight", "-0.5"], "--disc-weight must be >= 0, got -0.5"),
+    (["--disc-weight", "0.1"], "--disc-weight belongs to the decoder stage"),
+    (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-lr", "0"], "--disc-lr > 0, got 200 and 0.0"),
 ])
-def test_colour_weight_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+def test_decoder_loss_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
     with pytest.raises(SystemExit):
         script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
+def decoder_args(state_dir, **flags) -> argparse.Namespace:
+    """A two-step decoder stage on the plain f_hat (no VAR), saved every step; ``flags`` override."""
+    return argparse.Namespace(**{**dict(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
+                                        lowpass_weight=2.0, state_dir=str(state_dir), resume=True, save_every=1,
+                                        log_every=1, dec_sampled_scales=None, colour_weight=0.0, disc_weight=0.0,
+                                        disc_start=0, disc_lr=1e-3), **flags})
+
+
 def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
     import copy
     lines = []
     monkeypatch.setattr(script, "log", lines.append)
-    args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
-                              lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
-                              dec_sampled_scales=None, colour_weight=3.0, disc_weight=0.0)
+    args = decoder_args(tmp_path, colour_weight=3.0)
     model = copy.deepcopy(vae)
     script.finetune_decoder(model, args, torch.device("cpu"))
     assert any(" colour " in line for line in lines) and not any("adversarial" in line for line in lines), lines
@@ -712,26 +721,11 @@ def test_adaptive_adversarial_weight_is_the_ratio_of_the_gradients_at_the_last_l
     assert w.grad is None  # it reads gradients without accumulating them
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--dec-steps", "2", "--disc-weight", "-0.5"], "--disc-weight must be >= 0, got -0.5"),
-    (["--disc-weight", "0.1"], "--disc-weight belongs to the decoder stage"),
-    (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-lr", "0"], "--disc-lr > 0, got 200 and 0.0"),
-])
-def test_disc_weight_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
-    assert message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_an_adversarial_decoder_run_trains_both_from_disc_start_and_resumes_both(script, vae, tmp_path, monkeypatch):
     import copy
     lines = []
     monkeypatch.setattr(script, "log", lines.append)
-    args = argparse.Namespace(seed=0, image_size=64, dec_steps=3, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
-                              lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
-                              dec_sampled_scales=None, colour_weight=0.0, disc_weight=0.5, disc_start=1,
-                              disc_lr=1e-3)
+    args = decoder_args(tmp_path, dec_steps=3, disc_weight=0.5, disc_start=1)
     model = copy.deepcopy(vae)
     script.finetune_decoder(model, args, torch.device("cpu"))
     assert any("adversarial" in line and "discriminator" in line for line in lines), lines
@@ -764,13 +758,10 @@ def test_the_adversarial_loss_moves_the_decoder_from_disc_start_on_and_not_befor
                                                                                 monkeypatch):
     import copy
     monkeypatch.setattr(script, "log", lambda line: None)
-    base = dict(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0, lowpass_weight=2.0,
-                resume=False, save_every=0, log_every=1, dec_sampled_scales=None, colour_weight=0.0, disc_lr=1e-3)
 
     def decoder_after(**flags) -> dict:
         model = copy.deepcopy(vae)
-        script.finetune_decoder(model, argparse.Namespace(**{**base, "state_dir": str(tmp_path), **flags}),
-                                torch.device("cpu"))
+        script.finetune_decoder(model, decoder_args(tmp_path, resume=False, save_every=0, **flags), torch.device("cpu"))
         return script.decoder_side(model)
 
     plain = decoder_after(disc_weight=0.0, disc_start=0)
