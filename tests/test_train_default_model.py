@@ -33,6 +33,15 @@ def vae():
     return VQVAE(cfg).eval()
 
 
+def assert_refused_before_any_work(script, flags, message: str, capsys, out_dir) -> None:
+    """``main`` with ``flags`` exits with ``message`` on stderr and has written nothing into ``out_dir``
+    (its --out-dir and --state-dir)."""
+    with pytest.raises(SystemExit):
+        script.main(["--out-dir", str(out_dir), "--state-dir", str(out_dir)] + list(flags))
+    assert message in capsys.readouterr().err
+    assert list(out_dir.iterdir()) == []
+
+
 def args_for(images: int) -> argparse.Namespace:
     return argparse.Namespace(seed=3, patch_nums=PATCH_NUMS, var_images=images, image_size=64, vocab=64,
                               val_images=40)
@@ -179,10 +188,7 @@ def test_weight_average_is_the_mean_of_the_chosen_steps_and_survives_a_resume(sc
     (["--var-steps", "130", "--var-average-from", "101", "--var-average-every", "100"], "nothing to average"),
 ])
 def test_weight_average_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
-    assert message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_any_work(script, flags, message, capsys, tmp_path)
 
 
 def test_token_loss_tokens_is_the_plain_mean_and_scales_weights_every_scale_alike(script):
@@ -261,10 +267,7 @@ def test_deepen_and_rescale_flags_are_checked_before_any_work(script, flags, mes
     torch.save(tiny_var(3).state_dict(), init)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(out), "--state-dir", str(out)] + [str(init) if f == "INIT" else f for f in flags])
-    assert message in capsys.readouterr().err
-    assert list(out.iterdir()) == []
+    assert_refused_before_any_work(script, [str(init) if f == "INIT" else f for f in flags], message, capsys, out)
 
 
 def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_state(script, vae, tmp_path,
@@ -402,10 +405,7 @@ def test_class_weights_of_classes_absent_from_the_set_are_refused(script):
     (["1"] * (NUM_CLASSES - 1), "expected 10 arguments"),
 ])
 def test_class_weight_flags_are_checked_before_any_work(script, values, message, capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path), "--var-class-weights"] + values)
-    assert message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_any_work(script, ["--var-class-weights"] + values, message, capsys, tmp_path)
 
 
 def test_a_class_weighted_run_trains_on_the_weighted_classes_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
@@ -514,10 +514,8 @@ def test_self_correction_replaces_tokens_by_samples_and_requantizes_the_later_ta
 
 
 def test_self_correction_flag_is_checked_before_any_work(script, capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path), "--var-self-correction", "1.5"])
-    assert "--var-self-correction must be a share in [0, 1]" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_any_work(script, ["--var-self-correction", "1.5"],
+                                   "--var-self-correction must be a share in [0, 1]", capsys, tmp_path)
 
 
 def test_a_self_correcting_run_is_its_own_run(script, vae, tmp_path, monkeypatch):
@@ -584,10 +582,7 @@ def test_sampled_fine_scales_keep_the_first_k_scales_and_draw_the_rest(script, v
     (["--dec-sampled-scales", "4", "--var-init", "x.pth"], "--dec-sampled-scales belongs to the decoder stage"),
 ])
 def test_dec_sampled_scales_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
-    assert message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_any_work(script, flags, message, capsys, tmp_path)
 
 
 def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_own_run(script, vae, tmp_path,
@@ -668,10 +663,7 @@ def test_colour_loss_moves_only_the_pixels_of_the_two_areas(script):
     (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-lr", "0"], "--disc-lr > 0, got 200 and 0.0"),
 ])
 def test_decoder_loss_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        script.main(["--out-dir", str(tmp_path), "--state-dir", str(tmp_path)] + flags)
-    assert message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_any_work(script, flags, message, capsys, tmp_path)
 
 
 def decoder_args(state_dir, **flags) -> argparse.Namespace:
