@@ -17,7 +17,7 @@ class PatchDiscriminator(nn.Module):
     """(B, 3, H, W) in [-1, 1] -> (B, 1, H/8, W/8) logits, one per overlapping patch of about 22 px: three
     stride-2 convolutions and a 3x3 head. No spectral norm: it bounds the logits by the pixel distance of
     real and fake, and a bent edge is a few pixels' difference (a spectrally normalised one stayed at the
-    hinge's 2.0, telling nothing apart, for 500 steps of the bundled model's decoder stage)."""
+    hinge's 2.0, telling nothing apart, for 550 steps of the bundled model's decoder stage)."""
 
     def __init__(self, ch: int = 32):
         super().__init__()

@@ -122,8 +122,7 @@ def lowpass_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def colour_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """L1 between the mean RGB of the foreground and of the background of ``rec`` and of ``x``, both areas
-    read off the training image ``x`` as ``colour_features`` reads them (pixels whose brightness, the
-    channels' max, is above / below the 75% / 25% point between its 5% and 95% quantiles). The low-pass
+    read off the training image ``x`` as ``colour_features`` reads them (``foreground_background``). The low-pass
     term weighs these colours mixed with the shape's edges; this weighs the colour jitter of the two areas
     alone, a few hundredths that a decoder drawing every shape in one mean colour would otherwise keep."""
     with torch.no_grad():
