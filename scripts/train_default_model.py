@@ -350,13 +350,20 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     from that f_hat (a decoder that straightens what the VAR's independently drawn fine tokens bend).
     --colour-weight adds ``colour_loss`` (the two areas' mean colours); --disc-weight an adversarial loss: a
     patch discriminator (scripts/patch_discriminator.py), trained beside the decoder on the renders against
-    the decoder's drawings, judges the decoder from --disc-start on."""
+    the decoder's drawings, judges the decoder from --disc-start on (--disc-layers: its patch size; --disc-classes:
+    it judges a drawing as a render of its class). With --dec-pixel-from K0, a step whose f_hat keeps fewer than
+    K0 of the image's own scales drops the pixel-exact terms (L1 + L2, edge): the VAR's coarse draws have moved
+    the shape away from the training image, so only its low-pass layout, its colours and the discriminator
+    still say what to draw."""
     state_path = os.path.join(args.state_dir, "decoder_state.pt")
     sampled_scales = list(args.dec_sampled_scales or [])
     # what makes a saved state this run's: (key, flag, this run's value, the value of a state saved without it)
     identity = [("sampled_scales", "--dec-sampled-scales", sampled_scales, []),
                 ("colour_weight", "--colour-weight", args.colour_weight, 0.0),
-                ("disc_weight", "--disc-weight", args.disc_weight, 0.0)]
+                ("disc_weight", "--disc-weight", args.disc_weight, 0.0),
+                ("disc_layers", "--disc-layers", args.disc_layers, 3),
+                ("disc_classes", "--disc-classes", args.disc_classes, False),
+                ("pixel_from", "--dec-pixel-from", args.dec_pixel_from, 0)]
     var = load_var_for_decoder(args, vae, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
@@ -366,7 +373,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     disc = disc_opt = None
     if args.disc_weight:
         torch.manual_seed(args.seed + 6)
-        disc = PatchDiscriminator().to(device)
+        disc = PatchDiscriminator(layers=args.disc_layers, num_classes=NUM_CLASSES if args.disc_classes else 0).to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
     gen = torch.Generator().manual_seed(args.seed + 5)
     start = 0
@@ -398,23 +405,26 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         lr_scale = cosine_lr(step, args.dec_steps, 1.0, warmup=min(100, args.dec_steps // 10 + 1))
         set_lr(opt, args.dec_lr * lr_scale)
         img, labels = shapes_batch(args.dec_batch, gen, args.image_size)
-        x = img.to(device).mul(2).sub(1)
+        x, labels = img.to(device).mul(2).sub(1), labels.to(device)
         with torch.no_grad():
             tokens = vae.img_to_idx(x)
+            k = len(tokens)  # scales of the image's own tokens in f_hat
             if sampled_scales:
                 k = sampled_scales[int(torch.randint(len(sampled_scales), (1,), generator=gen))]
-                f_hat = sampled_fine_scales_fhat(vae, var, tokens, labels.to(device), k, gen, args)
+                f_hat = sampled_fine_scales_fhat(vae, var, tokens, labels, k, gen, args)
             else:
                 f_hat = vae.quantize.idx_to_fhat(tokens)
         rec = vae.decoder(vae.post_quant_conv(f_hat))
-        losses = {"rec": (1.0, F.l1_loss(rec, x) + F.mse_loss(rec, x)), "edge": (args.edge_weight, edge_loss(rec, x)),
+        pixel_exact = 1.0 if k >= args.dec_pixel_from else 0.0
+        losses = {"rec": (pixel_exact, F.l1_loss(rec, x) + F.mse_loss(rec, x)),
+                  "edge": (pixel_exact * args.edge_weight, edge_loss(rec, x)),
                   "low-pass": (args.lowpass_weight, lowpass_loss(rec, x))}
         if args.colour_weight:
             losses["colour"] = (args.colour_weight, colour_loss(rec, x))
         total = sum(w * loss for w, loss in losses.values())
         if disc is not None:
             disc.requires_grad_(False)
-            adversarial = generator_hinge_loss(disc(rec))
+            adversarial = generator_hinge_loss(disc(rec, labels) if args.disc_classes else disc(rec))
             # the decoder is judged from --disc-start on, once the discriminator has learnt something to judge by
             weight = (args.disc_weight * adaptive_adversarial_weight(total, adversarial, vae.decoder.conv_out.weight)
                       if step >= args.disc_start else 0.0)
@@ -426,7 +436,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         if disc is not None:
             disc.requires_grad_(True)
             set_lr(disc_opt, args.disc_lr * lr_scale)
-            d_loss = discriminator_hinge_loss(disc(x), disc(rec.detach()))
+            d_loss = (discriminator_hinge_loss(disc(x, labels), disc(rec.detach(), labels)) if args.disc_classes
+                      else discriminator_hinge_loss(disc(x), disc(rec.detach())))
             disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             disc_opt.step()
@@ -966,6 +977,15 @@ def main(argv=None) -> None:
                    help="decoder stage: the step from which the adversarial loss counts (the discriminator trains "
                         "from the first)")
     p.add_argument("--disc-lr", type=float, default=2e-4, help="decoder stage: the discriminator's learning rate")
+    p.add_argument("--disc-layers", type=int, default=3,
+                   help="decoder stage: the discriminator's stride-2 layers (3: 38 px patches of a 64 px image; 4: 78 px)")
+    p.add_argument("--disc-classes", action="store_true",
+                   help="decoder stage: a class-conditional (projection) discriminator, which judges a drawing as "
+                        "a render of its class")
+    p.add_argument("--dec-pixel-from", type=int, default=0, metavar="K0",
+                   help="decoder stage with --dec-sampled-scales: steps that keep fewer than K0 of the image's own "
+                        "scales drop the pixel-exact losses (L1 + L2, edge), keeping the low-pass, colour and "
+                        "adversarial ones (0: never)")
     p.add_argument("--var-init", default="", help="start the VAR from these weights (fine-tuning) instead of scratch")
     p.add_argument("--var-deepen", action="store_true",
                    help="--var-init may have fewer blocks than --var-depth: its blocks are spread evenly and the "
@@ -1062,6 +1082,14 @@ def main(argv=None) -> None:
         p.error("--disc-weight belongs to the decoder stage: give --dec-steps")
     if args.disc_start < 0 or args.disc_lr <= 0:
         p.error(f"--disc-start must be >= 0 and --disc-lr > 0, got {args.disc_start} and {args.disc_lr}")
+    if args.disc_layers < 1 or 2 ** args.disc_layers > args.image_size:
+        p.error(f"--disc-layers must be in 1..log2(--image-size {args.image_size}), got {args.disc_layers}")
+    if (args.disc_layers != 3 or args.disc_classes) and not args.disc_weight:
+        p.error("--disc-layers and --disc-classes shape the discriminator of --disc-weight: give --disc-weight")
+    if not 0 <= args.dec_pixel_from <= len(args.patch_nums):
+        p.error(f"--dec-pixel-from must be in 0..{len(args.patch_nums)} (the number of scales), got {args.dec_pixel_from}")
+    if args.dec_pixel_from and args.dec_sampled_scales is None:
+        p.error("--dec-pixel-from drops pixel losses for steps with sampled scales: give --dec-sampled-scales")
     args.patch_nums = tuple(args.patch_nums)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -597,7 +597,7 @@ def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_ow
     args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
                               lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
                               dec_sampled_scales=[3, 6], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8,
-                              colour_weight=0.0, disc_weight=0.0)
+                              colour_weight=0.0, disc_weight=0.0, disc_layers=3, disc_classes=False, dec_pixel_from=0)
     script.finetune_decoder(model, args, torch.device("cpu"))
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
@@ -661,6 +661,12 @@ def test_colour_loss_moves_only_the_pixels_of_the_two_areas(script):
     (["--dec-steps", "2", "--disc-weight", "-0.5"], "--disc-weight must be >= 0, got -0.5"),
     (["--disc-weight", "0.1"], "--disc-weight belongs to the decoder stage"),
     (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-lr", "0"], "--disc-lr > 0, got 200 and 0.0"),
+    (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-layers", "0"], "--disc-layers must be in 1..log2"),
+    (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-layers", "7"], "--disc-layers must be in 1..log2"),
+    (["--dec-steps", "2", "--disc-classes"], "shape the discriminator of --disc-weight: give --disc-weight"),
+    (["--dec-steps", "2", "--disc-layers", "4"], "shape the discriminator of --disc-weight: give --disc-weight"),
+    (["--dec-steps", "2", "--dec-pixel-from", "7"], "--dec-pixel-from must be in 0..6"),
+    (["--dec-steps", "2", "--dec-pixel-from", "3"], "--dec-pixel-from drops pixel losses for steps with sampled"),
 ])
 def test_decoder_loss_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
     assert_refused_before_any_work(script, flags, message, capsys, tmp_path)
@@ -671,7 +677,8 @@ def decoder_args(state_dir, **flags) -> argparse.Namespace:
     return argparse.Namespace(**{**dict(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
                                         lowpass_weight=2.0, state_dir=str(state_dir), resume=True, save_every=1,
                                         log_every=1, dec_sampled_scales=None, colour_weight=0.0, disc_weight=0.0,
-                                        disc_start=0, disc_lr=1e-3), **flags})
+                                        disc_start=0, disc_lr=1e-3, disc_layers=3, disc_classes=False,
+                                        dec_pixel_from=0), **flags})
 
 
 def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
@@ -703,6 +710,31 @@ def test_patch_discriminator_gives_a_logit_per_patch_and_hinge_losses_are_hinges
     # real: 0 beyond the margin, 0.5 inside it; fake: 0 beyond, 1 at zero
     torch.testing.assert_close(pd.discriminator_hinge_loss(real, fake), torch.tensor(0.25 + 0.5))
     torch.testing.assert_close(pd.generator_hinge_loss(fake), torch.tensor(1.5))
+
+
+def test_a_four_layer_discriminator_sees_the_whole_image_and_three_layers_keep_their_saved_keys():
+    pd = load_script("patch_discriminator")
+    assert pd.PatchDiscriminator(ch=8, layers=4)(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 4, 4)
+    assert sorted(pd.PatchDiscriminator(ch=8).state_dict()) == [f"net.{i}.{p}" for i in (0, 2, 4, 6)
+                                                               for p in ("bias", "weight")]
+    with pytest.raises(ValueError, match="at least one stride-2 layer, got 0"):
+        pd.PatchDiscriminator(layers=0)
+
+
+def test_a_class_conditional_discriminator_adds_the_projection_of_its_class_embedding():
+    pd = load_script("patch_discriminator")
+    torch.manual_seed(0)
+    d = pd.PatchDiscriminator(ch=8, layers=4, num_classes=10)
+    x = torch.randn(2, 3, 64, 64)
+    features = d.net[:-1](x)
+    unconditional = d.net[-1](features)
+    # the projection, written out: <embedding of the label, features> at every patch
+    expected = unconditional + torch.einsum("bchw,bc->bhw", features, d.class_embed(torch.tensor([3, 7])))[:, None]
+    torch.testing.assert_close(d(x, torch.tensor([3, 7])), expected)
+    assert not torch.allclose(d(x, torch.tensor([3, 7])), d(x, torch.tensor([4, 7])))  # the label matters
+    for labels in (None, torch.tensor([3])):
+        with pytest.raises(ValueError, match=r"needs one label per image \(2\)"):
+            d(x, labels)
 
 
 def test_adaptive_adversarial_weight_is_the_ratio_of_the_gradients_at_the_last_layer(script):
@@ -762,3 +794,44 @@ def test_the_adversarial_loss_moves_the_decoder_from_disc_start_on_and_not_befor
     for key in plain:
         torch.testing.assert_close(not_yet[key], plain[key], rtol=0, atol=0)
     assert any(not torch.equal(judged[key], plain[key]) for key in plain)
+
+
+def test_a_class_conditional_whole_image_discriminator_run_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    args = decoder_args(tmp_path, dec_steps=2, disc_weight=0.5, disc_layers=4, disc_classes=True)
+    script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))
+    saved = torch.load(tmp_path / "decoder_state.pt", weights_only=True)
+    assert saved["disc_layers"] == 4 and saved["disc_classes"] is True
+    assert saved["disc"]["class_embed.weight"].shape[0] == script.NUM_CLASSES
+    for flag, change in (("--disc-layers 4, not 3", {"disc_layers": 3}),
+                         ("--disc-classes True, not False", {"disc_classes": False})):
+        lines.clear()
+        script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(args), **change, "dec_steps": 3}),
+                                torch.device("cpu"))
+        assert any(flag + "; starting afresh" in line for line in lines), (flag, lines)
+        script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))  # back to the first run's state
+
+
+def test_steps_that_keep_fewer_than_dec_pixel_from_scales_drop_the_pixel_exact_losses(script, vae, tmp_path,
+                                                                                    monkeypatch):
+    """With only the pixel-exact terms weighted (no low-pass, colour or discriminator), a run whose every step
+    keeps 1 scale of the image's own leaves the decoder as it was under --dec-pixel-from 2 and moves it under 1."""
+    import copy
+    monkeypatch.setattr(script, "log", lambda line: None)
+    var = tiny_var_for(vae)
+    monkeypatch.setattr(script, "load_var_for_decoder", lambda args, vae_, device: var)
+
+    def decoder_after(pixel_from: int) -> dict:
+        model = copy.deepcopy(vae)
+        args = decoder_args(tmp_path, resume=False, save_every=0, lowpass_weight=0.0, dec_sampled_scales=[1],
+                            dec_pixel_from=pixel_from, var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8)
+        script.finetune_decoder(model, args, torch.device("cpu"))
+        return script.decoder_side(model)
+
+    before = script.decoder_side(vae)
+    dropped, kept = decoder_after(2), decoder_after(1)
+    for key in before:
+        torch.testing.assert_close(dropped[key], before[key], rtol=0, atol=0)
+    assert any(not torch.equal(kept[key], before[key]) for key in before)
