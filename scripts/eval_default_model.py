@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Measure the bundled default model (or any shapes model) against its training set: three figures.
+"""Measure the bundled default model (or any shapes model) against its training set: three figures,
+and a fourth check.
 
     PYTHONPATH=. python scripts/eval_default_model.py                         # the bundled files
     PYTHONPATH=. python scripts/eval_default_model.py --dir build/run --cfg 2 # another pair / setting
@@ -11,7 +12,9 @@
    samples and of as many training images (var_fast.datasets.shape_stats), and their ratio;
 3. colour / background: the Frechet distance between per-image colour features (foreground and
    background mean RGB, background gradient) of the samples and of the training set, next to the
-   same distance between two independent training sets of the same size (the noise floor).
+   same distance between two independent training sets of the same size (the noise floor);
+4. foreground texture: the brightness's standard deviation inside the shapes, away from their edges
+   (shape_stats.foreground_texture; a render's shape is flat, 0): blotches a decoder draws into flat areas.
 
 With --vae-only FILE the same figures are measured on a VQVAE's reconstructions of training renders
 (no VAR): what the tokens can carry at best. --no-quant skips the quantizer (the plain autoencoder
@@ -37,7 +40,8 @@ import var_fast  # noqa: E402
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, render  # noqa: E402
 from var_fast.datasets.shape_classifier import predict, train_classifier  # noqa: E402
 from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, EDGE_SYMMETRY, colour_feature_shifts,  # noqa: E402
-                                           colour_features, edge_orientation_concentration, frechet_distance)
+                                           colour_features, edge_orientation_concentration, foreground_texture,
+                                           frechet_distance)
 from var_fast.default_model import default_model_info  # noqa: E402
 
 
@@ -47,7 +51,7 @@ def edge_orders(labels: torch.Tensor) -> torch.Tensor:
 
 def figures(images: torch.Tensor, labels: torch.Tensor, classifier, reference: torch.Tensor,
             reference2: torch.Tensor) -> dict:
-    """The three figures of ``images`` (drawn for ``labels``) against ``reference`` renders of the
+    """The figures of ``images`` (drawn for ``labels``) against ``reference`` renders of the
     same labels (``reference2``: a second, independent set, for the noise floor)."""
     pred = predict(classifier, images)
     per_class = {name: (pred[labels == k] == k).float().mean().item() for k, name in enumerate(CLASS_NAMES)}
@@ -67,6 +71,9 @@ def figures(images: torch.Tensor, labels: torch.Tensor, classifier, reference: t
         "colour_frechet": frechet_distance(colour_features(images), f_ref),
         "colour_feature_shifts": colour_feature_shifts(colour_features(images), f_ref),
         "colour_frechet_noise_floor": frechet_distance(colour_features(reference2), f_ref),
+        # blotches inside a shape: the brightness's spread in its flat inside (renders: 0)
+        "foreground_texture": round(foreground_texture(images).nanmean().item(), 5),
+        "foreground_texture_training": round(foreground_texture(reference).nanmean().item(), 5),
     }
 
 
@@ -109,7 +116,7 @@ def main(argv=None) -> None:
 
 def reconstruction_figures(path: str, per_class: int, seed: int, no_quant: bool,
                            patch_nums: Optional[Sequence[int]] = None) -> dict:
-    """The three figures of a VQVAE's reconstructions of ``per_class`` renders of every class (a third
+    """The figures of a VQVAE's reconstructions of ``per_class`` renders of every class (a third
     independent set of renders, seed 3000 + seed) against the usual training references."""
     from var_fast.checkpoint import read_state_dict, vae_config_from_state_dict
     from var_fast.models import VQVAE

@@ -68,7 +68,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, shapes_batch  # noqa: E402
-from var_fast.datasets.shape_stats import foreground_background  # noqa: E402
+from var_fast.datasets.shape_stats import eroded, foreground_background  # noqa: E402
 from var_fast.models import VAR, VARConfig, VQVAE, VQVAEConfig  # noqa: E402
 from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
 from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
@@ -133,6 +133,25 @@ def colour_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = w.sum(dim=(2, 3)).clamp_min(1)
         loss = loss + F.l1_loss((rec * w).sum(dim=(2, 3)) / n, (x * w).sum(dim=(2, 3)) / n)
     return loss
+
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def flat_area_loss(rec: torch.Tensor) -> torch.Tensor:
+    """Mean |Laplacian| of ``rec``'s channels inside its own foreground and background, each eroded by 2 px
+    (away from the edges; the image's outermost pixels left out; both areas read off ``rec`` itself as ``foreground_background`` reads them). A
+    render is flat inside its shape and a linear gradient behind it, both of Laplacian 0, so this charges only
+    blotches: texture a decoder draws into a flat area. The areas are the drawing's own, not the training
+    image's: where the VAR's tokens moved the shape, a loss on the training image's areas would darken a
+    drawn shape wherever the image had background."""
+    with torch.no_grad():
+        inside = torch.cat([eroded(area, 2) for area in foreground_background(rec)], dim=1).amax(dim=1, keepdim=True)
+    C = rec.shape[1]
+    # no padding: a padded border would give a linear gradient a Laplacian there
+    lap = F.conv2d(rec, LAPLACIAN.to(rec).expand(C, 1, 3, 3), groups=C)
+    inside = inside[..., 1:-1, 1:-1]
+    return (lap.abs() * inside).sum() / (C * inside.sum()).clamp_min(1)
 
 
 def adaptive_adversarial_weight(pixel_loss: torch.Tensor, adversarial_loss: torch.Tensor,
@@ -348,7 +367,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     With --dec-sampled-scales K ..., every step draws one K: the first K scales of the batch are its own
     tokens and the rest the --var-init VAR's samples, and the decoder is taught to draw the training image
     from that f_hat (a decoder that straightens what the VAR's independently drawn fine tokens bend).
-    --colour-weight adds ``colour_loss`` (the two areas' mean colours); --disc-weight an adversarial loss: a
+    --colour-weight adds ``colour_loss`` (the two areas' mean colours), --flat-weight ``flat_area_loss`` (texture
+    inside the drawing's flat areas); --disc-weight an adversarial loss: a
     patch discriminator (scripts/patch_discriminator.py), trained beside the decoder on the renders against
     the decoder's drawings, judges the decoder from --disc-start on (--disc-layers: its patch size; --disc-classes:
     it judges a drawing as a render of its class). With --dec-pixel-from K0, a step whose f_hat keeps fewer than
@@ -363,7 +383,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
                 ("disc_weight", "--disc-weight", args.disc_weight, 0.0),
                 ("disc_layers", "--disc-layers", args.disc_layers, 3),
                 ("disc_classes", "--disc-classes", args.disc_classes, False),
-                ("pixel_from", "--dec-pixel-from", args.dec_pixel_from, 0)]
+                ("pixel_from", "--dec-pixel-from", args.dec_pixel_from, 0),
+                ("flat_weight", "--flat-weight", args.flat_weight, 0.0)]
     var = load_var_for_decoder(args, vae, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
@@ -421,6 +442,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
                   "low-pass": (args.lowpass_weight, lowpass_loss(rec, x))}
         if args.colour_weight:
             losses["colour"] = (args.colour_weight, colour_loss(rec, x))
+        if args.flat_weight:
+            losses["flat"] = (args.flat_weight, flat_area_loss(rec))
         total = sum(w * loss for w, loss in losses.values())
         if disc is not None:
             disc.requires_grad_(False)
@@ -970,6 +993,8 @@ def main(argv=None) -> None:
     p.add_argument("--colour-weight", type=float, default=0.0,
                    help="decoder stage: weight of the L1 loss between the foreground's and the background's mean "
                         "colours of the reconstruction and the training image (0: off)")
+    p.add_argument("--flat-weight", type=float, default=0.0,
+                   help="decoder stage: weight of a loss on texture inside the drawing's flat areas (flat_area_loss)")
     p.add_argument("--disc-weight", type=float, default=0.0,
                    help="decoder stage: weight of the adversarial loss of a patch discriminator, relative to the "
                         "pixel losses' pull (VQGAN's adaptive weight; 0: off; scripts/patch_discriminator.py)")
@@ -1076,6 +1101,10 @@ def main(argv=None) -> None:
         p.error(f"--colour-weight must be >= 0, got {args.colour_weight}")
     if args.colour_weight and not args.dec_steps:
         p.error("--colour-weight belongs to the decoder stage: give --dec-steps")
+    if args.flat_weight < 0:
+        p.error(f"--flat-weight must be >= 0, got {args.flat_weight}")
+    if args.flat_weight and not args.dec_steps:
+        p.error("--flat-weight belongs to the decoder stage: give --dec-steps")
     if args.disc_weight < 0:
         p.error(f"--disc-weight must be >= 0, got {args.disc_weight}")
     if args.disc_weight and not args.dec_steps:

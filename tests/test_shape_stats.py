@@ -1,8 +1,11 @@
-"""The colour statistics of scripts/eval_default_model.py: the Frechet distance and its per-feature parts."""
+"""The statistics of scripts/eval_default_model.py: the colour features' Frechet distance and its per-feature parts,
+and the foreground's texture."""
 import pytest
 import torch
 
-from var_fast.datasets.shape_stats import COLOUR_FEATURE_NAMES, colour_feature_shifts, frechet_distance
+from var_fast.datasets import shapes_batch
+from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, colour_feature_shifts, eroded, foreground_texture,
+                                           frechet_distance)
 
 
 def features(n: int, seed: int) -> torch.Tensor:
@@ -33,3 +36,42 @@ def test_a_shifted_or_narrowed_feature_is_named_in_reference_standard_deviations
     assert got == {"mean_shift": 0.0, "std_ratio": 0.3}
     # the Frechet distance of one narrowed feature is its (1 - ratio)^2 in these units
     assert frechet_distance(narrowed, ref) == pytest.approx((1 - 0.3) ** 2, rel=1e-6)
+
+
+def square_on_gradient(size: int = 32, half: int = 8) -> torch.Tensor:
+    """(1, 3, size, size) in [0, 1]: a flat yellow square on a dark blue linear gradient."""
+    ramp = torch.linspace(0.1, 0.3, size).view(1, 1, 1, size).expand(1, 3, size, size).clone()
+    img = ramp * torch.tensor([0.5, 0.5, 1.0]).view(1, 3, 1, 1)
+    c = size // 2
+    img[..., c - half:c + half, c - half:c + half] = torch.tensor([0.95, 0.8, 0.2]).view(1, 3, 1, 1)
+    return img
+
+
+def test_eroding_a_mask_keeps_the_pixels_whose_whole_neighbourhood_is_in_it():
+    mask = torch.zeros(1, 1, 9, 9)
+    mask[..., 1:8, 2:7] = 1  # 7 x 5
+    inner = eroded(mask, 2)
+    assert inner.sum() == 3 * 1 and torch.equal(inner[0, 0, 3:6, 4], torch.ones(3))
+
+
+def test_foreground_texture_is_zero_for_a_flat_shape_and_grows_with_blotches():
+    img = square_on_gradient()
+    assert foreground_texture(img).item() == pytest.approx(0.0, abs=1e-7)
+    blotched = img.clone()
+    blotched[..., 14:17, 14:17] -= 0.05  # a darker 3x3 blotch inside the square (brightness: the red channel)
+    more = img.clone()
+    more[..., 14:17, 14:17] -= 0.10
+    t1, t2 = foreground_texture(blotched).item(), foreground_texture(more).item()
+    assert 0 < t1 < t2
+    # renders of the training set are flat inside their shapes, whatever the class
+    renders, _ = shapes_batch(40, torch.Generator().manual_seed(0), 64)
+    got = foreground_texture(renders)
+    assert got.nanmean().item() < 1e-5 and got.isfinite().sum() >= 30
+
+
+def test_foreground_texture_is_nan_where_too_little_of_the_shape_is_left_inside():
+    thin = square_on_gradient()
+    thin[..., 8:24, 8:24] = thin[..., 8:9, 30:31]  # no square; instead a bar 3 px tall: nothing left 2 px inside it
+    thin[..., 15:18, 2:30] = torch.tensor([0.95, 0.8, 0.2]).view(1, 3, 1, 1)
+    assert foreground_texture(thin).isnan().all()
+    assert foreground_texture(thin, radius=1).isfinite().all()  # 1 px in, a row of the bar is left

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from var_fast.datasets import NUM_CLASSES
+from var_fast.datasets import NUM_CLASSES, shapes_batch
 from var_fast.models import VAR, VARConfig, VQVAE, VQVAEConfig
 from repo_scripts import load_script
 
@@ -597,7 +597,8 @@ def test_decoder_stage_with_sampled_scales_trains_the_decoder_only_and_is_its_ow
     args = argparse.Namespace(seed=0, image_size=64, dec_steps=2, dec_batch=2, dec_lr=1e-3, edge_weight=1.0,
                               lowpass_weight=2.0, state_dir=str(tmp_path), resume=True, save_every=1, log_every=1,
                               dec_sampled_scales=[3, 6], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8,
-                              colour_weight=0.0, disc_weight=0.0, disc_layers=3, disc_classes=False, dec_pixel_from=0)
+                              colour_weight=0.0, disc_weight=0.0, disc_layers=3, disc_classes=False, dec_pixel_from=0,
+                              flat_weight=0.0)
     script.finetune_decoder(model, args, torch.device("cpu"))
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
@@ -658,6 +659,8 @@ def test_colour_loss_moves_only_the_pixels_of_the_two_areas(script):
 @pytest.mark.parametrize("flags, message", [
     (["--dec-steps", "2", "--colour-weight", "-1"], "--colour-weight must be >= 0, got -1.0"),
     (["--colour-weight", "2"], "--colour-weight belongs to the decoder stage"),
+    (["--dec-steps", "2", "--flat-weight", "-1"], "--flat-weight must be >= 0, got -1.0"),
+    (["--flat-weight", "2"], "--flat-weight belongs to the decoder stage"),
     (["--dec-steps", "2", "--disc-weight", "-0.5"], "--disc-weight must be >= 0, got -0.5"),
     (["--disc-weight", "0.1"], "--disc-weight belongs to the decoder stage"),
     (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-lr", "0"], "--disc-lr > 0, got 200 and 0.0"),
@@ -678,7 +681,7 @@ def decoder_args(state_dir, **flags) -> argparse.Namespace:
                                         lowpass_weight=2.0, state_dir=str(state_dir), resume=True, save_every=1,
                                         log_every=1, dec_sampled_scales=None, colour_weight=0.0, disc_weight=0.0,
                                         disc_start=0, disc_lr=1e-3, disc_layers=3, disc_classes=False,
-                                        dec_pixel_from=0), **flags})
+                                        dec_pixel_from=0, flat_weight=0.0), **flags})
 
 
 def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
@@ -698,6 +701,40 @@ def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, v
                             torch.device("cpu"))
     assert any("--colour-weight 3.0, not 0.0; starting afresh" in line for line in lines), lines
     assert not any(" colour " in line for line in lines), lines
+
+
+# ---- stage 1b with --flat-weight: no texture inside the drawing's flat areas ----
+def test_flat_area_loss_is_zero_for_flat_shapes_on_linear_gradients_and_charges_only_blotches(script):
+    renders, _ = shapes_batch(16, torch.Generator().manual_seed(0), 64)
+    assert script.flat_area_loss(renders.mul(2).sub(1)).item() < 1e-4  # anti-aliased edges stay out of the areas
+    x = two_area_image([0.8, 0.6, -0.2], [-0.8, -0.7, -0.5], size=32)
+    x = x + torch.linspace(-0.1, 0.1, 32).view(1, 1, 1, 32)  # a linear gradient over both areas: Laplacian 0
+    assert script.flat_area_loss(x).item() == pytest.approx(0.0, abs=1e-6)
+    blotched = x.clone()
+    blotched[..., 15, 15] -= 0.2  # one darker pixel inside the shape
+    rec = blotched.clone().requires_grad_(True)
+    loss = script.flat_area_loss(rec)
+    assert loss.item() > 0
+    loss.backward()
+    assert rec.grad[..., 15, 15].abs().sum() > 0
+    # pixels along the shape's edges (rows/columns 7-8 and 23-24 of the square 8..23) are out of both eroded
+    # areas and of their stencils: not charged
+    for edge in (7, 8, 23, 24):
+        assert rec.grad[..., edge, 8:24].abs().sum() == 0 and rec.grad[..., 8:24, edge].abs().sum() == 0
+
+
+def test_a_decoder_run_with_a_flat_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    args = decoder_args(tmp_path, flat_weight=5.0)
+    script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))
+    assert any(" flat " in line for line in lines), lines
+    assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["flat_weight"] == 5.0
+    lines.clear()
+    script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(args), "flat_weight": 0.0, "dec_steps": 3}),
+                            torch.device("cpu"))
+    assert any("--flat-weight 5.0, not 0.0; starting afresh" in line for line in lines), lines
 
 
 # ---- stage 1b with --disc-weight: a patch discriminator judges the decoder's drawings ----

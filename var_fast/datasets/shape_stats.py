@@ -14,6 +14,8 @@ Two checks that a classifier does not make (it accepts a blob with bumps as a st
   background's gradient (the brightness change across the image of a plane fitted to the background),
   7 numbers; the distance of two sets is the Frechet distance of Gaussians fitted to them, after
   standardising every feature by the reference set's standard deviation (unitless; 0 = same).
+* ``foreground_texture``: is a shape drawn in one flat colour, as rendered? The brightness's standard
+  deviation inside the foreground, a few pixels in from its edges.
 """
 from __future__ import annotations
 
@@ -72,6 +74,26 @@ def foreground_background(images: Tensor) -> Tuple[Tensor, Tensor]:
     lo = torch.quantile(v.flatten(1), 0.05, dim=1)[:, None, None, None]
     hi = torch.quantile(v.flatten(1), 0.95, dim=1)[:, None, None, None]
     return (v > lo + 0.75 * (hi - lo)).float(), (v < lo + 0.25 * (hi - lo)).float()
+
+
+def eroded(mask: Tensor, radius: int) -> Tensor:
+    """(B, 1, H, W) 0/1 mask -> the pixels whose whole (2 radius + 1)^2 neighbourhood is in it."""
+    return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+def foreground_texture(images: Tensor, radius: int = 2, min_pixels: int = 20) -> Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B,): the standard deviation of the brightness inside the foreground
+    (``foreground_background``) eroded by ``radius`` pixels, away from its edges. A render's shape is one flat
+    colour (0 up to rounding); blotches inside a drawn shape raise it. NaN where fewer than ``min_pixels``
+    remain (a thin shape): leave those out of a mean."""
+    v = _brightness(images)
+    inner = eroded(foreground_background(images)[0], radius) > 0.5
+    out = torch.full((images.shape[0],), float("nan"))
+    for i in range(images.shape[0]):
+        values = v[i][inner[i]]
+        if values.numel() >= min_pixels:
+            out[i] = values.std()
+    return out
 
 
 def colour_features(images: Tensor) -> Tensor:
