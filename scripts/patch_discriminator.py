@@ -38,13 +38,12 @@ class PatchDiscriminator(nn.Module):
             convs += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         convs.append(nn.Conv2d(widths[-1], 1, 3, padding=1))
         self.net = nn.Sequential(*convs)  # one Sequential, so three-layer states saved before keep their keys
-        self.num_classes = num_classes
         self.class_embed = nn.Embedding(num_classes, widths[-1]) if num_classes else None
         if self.class_embed is not None:
             nn.init.normal_(self.class_embed.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.class_embed is None:
+        if self.class_embed is None:  # unconditional: the labels, if given, do not matter
             return self.net(x)
         if labels is None or labels.shape != (x.shape[0],):
             raise ValueError(f"a class-conditional discriminator needs one label per image ({x.shape[0]}), "

@@ -139,12 +139,12 @@ LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
 def flat_area_loss(rec: torch.Tensor) -> torch.Tensor:
-    """Mean |Laplacian| of ``rec``'s channels inside its own foreground and background, each eroded by 2 px
-    (away from the edges; the image's outermost pixels left out; both areas read off ``rec`` itself as ``foreground_background`` reads them). A
-    render is flat inside its shape and a linear gradient behind it, both of Laplacian 0, so this charges only
-    blotches: texture a decoder draws into a flat area. The areas are the drawing's own, not the training
-    image's: where the VAR's tokens moved the shape, a loss on the training image's areas would darken a
-    drawn shape wherever the image had background."""
+    """Mean |Laplacian| of ``rec``'s channels inside its own foreground and background, each eroded by 2 px (away
+    from the edges; the image's outermost pixels left out; both areas read off ``rec`` itself as
+    ``foreground_background`` reads them). A render is flat inside its shape and a linear gradient behind it, both
+    of Laplacian 0, so this charges only blotches: texture a decoder draws into a flat area. The areas are the
+    drawing's own, not the training image's: where the VAR's tokens moved the shape, a loss on the training image's
+    areas would darken a drawn shape wherever the image had background."""
     with torch.no_grad():
         inside = torch.cat([eroded(area, 2) for area in foreground_background(rec)], dim=1).amax(dim=1, keepdim=True)
     C = rec.shape[1]
@@ -394,7 +394,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     disc = disc_opt = None
     if args.disc_weight:
         torch.manual_seed(args.seed + 6)
-        disc = PatchDiscriminator(layers=args.disc_layers, num_classes=NUM_CLASSES if args.disc_classes else 0).to(device)
+        disc = PatchDiscriminator(layers=args.disc_layers, num_classes=NUM_CLASSES if args.disc_classes else 0)
+        disc = disc.to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
     gen = torch.Generator().manual_seed(args.seed + 5)
     start = 0
@@ -447,7 +448,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         total = sum(w * loss for w, loss in losses.values())
         if disc is not None:
             disc.requires_grad_(False)
-            adversarial = generator_hinge_loss(disc(rec, labels) if args.disc_classes else disc(rec))
+            adversarial = generator_hinge_loss(disc(rec, labels))
             # the decoder is judged from --disc-start on, once the discriminator has learnt something to judge by
             weight = (args.disc_weight * adaptive_adversarial_weight(total, adversarial, vae.decoder.conv_out.weight)
                       if step >= args.disc_start else 0.0)
@@ -459,8 +460,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
         if disc is not None:
             disc.requires_grad_(True)
             set_lr(disc_opt, args.disc_lr * lr_scale)
-            d_loss = (discriminator_hinge_loss(disc(x, labels), disc(rec.detach(), labels)) if args.disc_classes
-                      else discriminator_hinge_loss(disc(x), disc(rec.detach())))
+            d_loss = discriminator_hinge_loss(disc(x, labels), disc(rec.detach(), labels))
             disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             disc_opt.step()
@@ -1003,7 +1003,8 @@ def main(argv=None) -> None:
                         "from the first)")
     p.add_argument("--disc-lr", type=float, default=2e-4, help="decoder stage: the discriminator's learning rate")
     p.add_argument("--disc-layers", type=int, default=3,
-                   help="decoder stage: the discriminator's stride-2 layers (3: 38 px patches of a 64 px image; 4: 78 px)")
+                   help="decoder stage: the discriminator's stride-2 layers (3: 38 px patches of a 64 px image; "
+                        "4: 78 px)")
     p.add_argument("--disc-classes", action="store_true",
                    help="decoder stage: a class-conditional (projection) discriminator, which judges a drawing as "
                         "a render of its class")

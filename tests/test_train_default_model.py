@@ -732,8 +732,8 @@ def test_a_decoder_run_with_a_flat_weight_logs_it_and_is_its_own_run(script, vae
     assert any(" flat " in line for line in lines), lines
     assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["flat_weight"] == 5.0
     lines.clear()
-    script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(args), "flat_weight": 0.0, "dec_steps": 3}),
-                            torch.device("cpu"))
+    unflat = argparse.Namespace(**{**vars(args), "flat_weight": 0.0, "dec_steps": 3})
+    script.finetune_decoder(copy.deepcopy(vae), unflat, torch.device("cpu"))
     assert any("--flat-weight 5.0, not 0.0; starting afresh" in line for line in lines), lines
 
 
@@ -751,7 +751,10 @@ def test_patch_discriminator_gives_a_logit_per_patch_and_hinge_losses_are_hinges
 
 def test_a_four_layer_discriminator_sees_the_whole_image_and_three_layers_keep_their_saved_keys():
     pd = load_script("patch_discriminator")
-    assert pd.PatchDiscriminator(ch=8, layers=4)(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 4, 4)
+    d = pd.PatchDiscriminator(ch=8, layers=4)
+    x = torch.randn(2, 3, 64, 64)
+    assert d(x).shape == (2, 1, 4, 4)
+    torch.testing.assert_close(d(x, torch.tensor([3, 7])), d(x), rtol=0, atol=0)  # unconditional: labels unused
     assert sorted(pd.PatchDiscriminator(ch=8).state_dict()) == [f"net.{i}.{p}" for i in (0, 2, 4, 6)
                                                                for p in ("bias", "weight")]
     with pytest.raises(ValueError, match="at least one stride-2 layer, got 0"):
