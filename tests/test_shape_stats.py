@@ -52,6 +52,8 @@ def test_eroding_a_mask_keeps_the_pixels_whose_whole_neighbourhood_is_in_it():
     mask[..., 1:8, 2:7] = 1  # 7 x 5
     inner = eroded(mask, 2)
     assert inner.sum() == 3 * 1 and torch.equal(inner[0, 0, 3:6, 4], torch.ones(3))
+    full = torch.ones(1, 1, 9, 9)
+    assert torch.equal(eroded(full, 2), full)  # the image's border is not the mask's
 
 
 def test_foreground_texture_is_zero_for_a_flat_shape_and_grows_with_blotches():

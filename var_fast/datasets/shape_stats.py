@@ -77,7 +77,8 @@ def foreground_background(images: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def eroded(mask: Tensor, radius: int) -> Tensor:
-    """(B, 1, H, W) 0/1 mask -> the pixels whose whole (2 radius + 1)^2 neighbourhood is in it."""
+    """(B, 1, H, W) 0/1 mask -> the pixels whose whole (2 radius + 1)^2 neighbourhood, as far as it lies inside
+    the image, is in it (the image's border does not erode a mask that reaches it)."""
     return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
 
 
