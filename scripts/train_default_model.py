@@ -572,14 +572,17 @@ def teacher_forcing_input(quant: MultiScaleQuantizer, idx_Bl: List[torch.Tensor]
 
 
 def self_correction_batch(quant: MultiScaleQuantizer, var: VAR, label: torch.Tensor, x: torch.Tensor,
-                          target: torch.Tensor, p_max: float, gen: torch.Generator, return_fed: bool = False):
+                          target: torch.Tensor, p_max: float, gen: torch.Generator, return_fed: bool = False,
+                          scales: Optional[Sequence[int]] = None):
     """Self-correction (Infinity's bitwise self-correction, for index tokens): the VAR input and targets of a
     batch in which every image's non-final scales have a share p ~ U(0, p_max) of their tokens replaced by
     the VAR's own samples (drawn from its teacher-forced logits, as sampling would draw them), and every
     later scale's target re-quantized from what is left of the image's f_hat after those tokens. Teacher
     forcing only ever shows the VAR coarse tokens that agree with each other; sampling does not, and the
     fine scales then have to draw from inputs they never saw. Images left uncorrupted keep their tokens.
-    Returns (input, targets), and with ``return_fed`` the tokens fed per non-final scale too."""
+    ``scales`` (patch sizes) limits the replacing to those scales (None: every non-final one); the targets
+    of every later scale are still re-quantized. Returns (input, targets), and with ``return_fed`` the
+    tokens fed per non-final scale too."""
     pns = quant.v_patch_nums
     B, S, C = label.shape[0], len(pns), quant.Cvae
     lens = [pn * pn for pn in pns]
@@ -605,6 +608,8 @@ def self_correction_batch(quant: MultiScaleQuantizer, var: VAR, label: torch.Ten
             if si == S - 1:
                 break
             flip = (torch.rand(B, pn * pn, generator=gen).to(target.device) < share)
+            if scales is not None and pn not in scales:
+                flip.zero_()  # drawn anyway: the generator's stream is the same whichever scales are on
             inp = torch.where(flip, sampled[si], tgt)
             corrupted |= (inp != tgt).any(dim=1)
             inputs.append(inp)
@@ -826,6 +831,7 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
     token_weights = None if token_weights is None else token_weights.to(device)
     image_weights = class_sampling_weights(labels, getattr(args, "var_class_weights", None))
     self_correction = getattr(args, "var_self_correction", 0.0)
+    self_correction_scales = getattr(args, "var_self_correction_scales", None)
     t0, done = time.time(), 0
     for step in range(start, args.var_steps):
         set_lr(opt, cosine_lr(step, args.var_steps, args.var_lr, warmup=min(200, args.var_steps // 10 + 1)))
@@ -838,7 +844,8 @@ def train_var(vae: VQVAE, tokens: List[torch.Tensor], labels: torch.Tensor, args
         label = torch.where(drop, torch.full_like(label, NUM_CLASSES), label)
         x, target = x_all[pick].to(device), target_all[pick].to(device)
         if self_correction:
-            x, target = self_correction_batch(quant, var, label, x, target, self_correction, gen)
+            x, target = self_correction_batch(quant, var, label, x, target, self_correction, gen,
+                                              scales=self_correction_scales)
         logits = var(label, x)
         loss = token_loss(logits, target, token_weights)
         opt.zero_grad(set_to_none=True)
@@ -906,12 +913,18 @@ def var_run_identity(args) -> dict:
             "var_rescale": getattr(args, "var_rescale", False), "patch_nums": [int(p) for p in args.patch_nums],
             "var_scale_weighting": getattr(args, "var_scale_weighting", "tokens"),
             "var_class_weights": None if class_weights is None else [float(w) for w in class_weights],
-            "var_self_correction": float(getattr(args, "var_self_correction", 0.0))}
+            "var_self_correction": float(getattr(args, "var_self_correction", 0.0)),
+            "var_self_correction_scales": self_correction_scales_identity(args)}
+
+
+def self_correction_scales_identity(args) -> Optional[list]:
+    scales = getattr(args, "var_self_correction_scales", None)
+    return None if scales is None else sorted(int(pn) for pn in scales)
 
 
 # what a state saved before an entry of the run identity existed had: that entry's default
 IDENTITY_DEFAULTS = {"var_deepen": False, "var_scale_weighting": "tokens", "var_class_weights": None,
-                     "var_self_correction": 0.0, "var_rescale": False, "patch_nums": [1, 2, 3, 4, 6, 8]}
+                     "var_self_correction": 0.0, "var_self_correction_scales": None, "var_rescale": False, "patch_nums": [1, 2, 3, 4, 6, 8]}
 
 
 def saved_run_identity(st: dict) -> dict:
@@ -1041,6 +1054,9 @@ def main(argv=None) -> None:
                    help="self-correction training: every image's coarse scales get a share U(0, P_MAX) of their tokens "
                         "replaced by the VAR's own samples and the later scales' targets re-quantized (0: off, plain "
                         "teacher forcing)")
+    p.add_argument("--var-self-correction-scales", type=int, nargs="+", default=None, metavar="PN",
+                   help="replace tokens only at these scales (patch sizes, each a non-final one of --patch-nums; "
+                        "default: every non-final scale); needs --var-self-correction")
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--cfg", type=float, default=3.0, help="recommended guidance, written to the json")
     p.add_argument("--top-k", type=int, default=0)
@@ -1068,6 +1084,13 @@ def main(argv=None) -> None:
                 f"multiple of --var-average-every {args.var_average_every}: nothing to average")
     if not 0.0 <= args.var_self_correction <= 1.0:
         p.error(f"--var-self-correction must be a share in [0, 1], got {args.var_self_correction}")
+    if args.var_self_correction_scales is not None:
+        if not args.var_self_correction:
+            p.error("--var-self-correction-scales needs --var-self-correction P_MAX > 0")
+        wrong = [pn for pn in args.var_self_correction_scales if pn not in args.patch_nums[:-1]]
+        if wrong:
+            p.error(f"--var-self-correction-scales: {wrong} not a non-final scale of --patch-nums "
+                    f"{' '.join(map(str, args.patch_nums))}")
     if args.var_class_weights is not None and class_weights_problem(args.var_class_weights):
         p.error(f"--var-class-weights: {class_weights_problem(args.var_class_weights)}")
     if args.var_deepen:
@@ -1201,6 +1224,7 @@ def main(argv=None) -> None:
             "var_average_from": args.var_average_from, "var_average_every": args.var_average_every,
             "var_scale_weighting": args.var_scale_weighting, "var_class_weights": args.var_class_weights,
             "var_self_correction": args.var_self_correction,
+            "var_self_correction_scales": args.var_self_correction_scales,
             "seconds": {"vae": round(t_vae - t_start), "tokens": round(t_tok - t_vae), "var": round(t_var - t_tok)},
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         },

@@ -287,8 +287,8 @@ def test_a_deeper_run_from_the_same_weights_does_not_resume_the_shallower_ones_s
     script.train_var(vae, tokens, labels, args, torch.device("cpu"))
     state = torch.load(tmp_path / "var_state.pt", weights_only=True)
     assert state["run"] == {"var_depth": 1, "var_width": 64, "var_deepen": False, "var_scale_weighting": "tokens",
-                            "var_class_weights": None, "var_self_correction": 0.0, "var_rescale": False,
-                            "patch_nums": list(PATCH_NUMS)}
+                            "var_class_weights": None, "var_self_correction": 0.0,
+                            "var_self_correction_scales": None, "var_rescale": False, "patch_nums": list(PATCH_NUMS)}
     del state["run"]  # as a state from before the identity was saved
     torch.save(state, tmp_path / "var_state.pt")
 
@@ -513,13 +513,48 @@ def test_self_correction_replaces_tokens_by_samples_and_requantizes_the_later_ta
     assert requantized_images > 0  # the case is not vacuous: some images were corrupted and re-targeted
 
 
+def test_self_correction_limited_to_some_scales_replaces_tokens_only_there(script, vae):
+    """With ``scales``, only those scales' fed tokens may differ from the targets; the later targets of a
+    corrupted image are still the re-quantized rest."""
+    quant, lens = vae.quantize, [pn * pn for pn in PATCH_NUMS]
+    tokens, labels = script.encode_dataset(vae, args_for(48), torch.device("cpu"))
+    x = script.teacher_forcing_input(quant, tokens)
+    target = torch.cat(tokens, dim=1)
+    only = PATCH_NUMS[1]
+    _, target2, fed = script.self_correction_batch(quant, ConstantSampleVAR(5, 64), labels, x, target, 1.0,
+                                                   torch.Generator().manual_seed(1), return_fed=True, scales=[only])
+    new_targets = target2.split(lens, dim=1)
+    changed = 0
+    for si, pn in enumerate(PATCH_NUMS[:-1]):
+        if pn == only:
+            assert ((fed[si] == new_targets[si]) | (fed[si] == 5)).all()
+            changed += int((fed[si] != new_targets[si]).sum())
+        else:
+            assert torch.equal(fed[si], new_targets[si])
+            if si < PATCH_NUMS.index(only):
+                assert torch.equal(fed[si], tokens[si])  # before the corrupted scale: the true tokens
+    assert changed > 0
+    for b in range(len(labels)):
+        fed_b = [f[b:b + 1] for f in fed]
+        true = [t[b:b + 1] for t in tokens]
+        targets_b = [t[b:b + 1] for t in new_targets]
+        assert all(torch.equal(a, r) for a, r in zip(targets_b, requantized_targets(quant, fed_b, true)))
+
+
 def test_self_correction_flag_is_checked_before_any_work(script, capsys, tmp_path):
     assert_refused_before_any_work(script, ["--var-self-correction", "1.5"],
                                    "--var-self-correction must be a share in [0, 1]", capsys, tmp_path)
+    assert_refused_before_any_work(script, ["--var-self-correction-scales", "3"],
+                                   "--var-self-correction-scales needs --var-self-correction", capsys, tmp_path)
+    assert_refused_before_any_work(script, ["--var-self-correction", "0.5", "--var-self-correction-scales", "8"],
+                                   "--var-self-correction-scales: [8] not a non-final scale", capsys, tmp_path)
+    assert_refused_before_any_work(script, ["--var-self-correction", "0.5", "--var-self-correction-scales", "5"],
+                                   "--var-self-correction-scales: [5] not a non-final scale", capsys, tmp_path)
 
 
 def test_a_self_correcting_run_is_its_own_run(script, vae, tmp_path, monkeypatch):
-    """The self-correction share is part of the saved run identity; a state saved before it was reads as 0."""
+    """The self-correction share and scales are part of the saved run identity; a state saved before they
+    were reads as 0 and every scale."""
     lines = []
     monkeypatch.setattr(script, "log", lines.append)
     tokens, labels = script.encode_dataset(vae, args_for(100), torch.device("cpu"))
@@ -530,6 +565,13 @@ def test_a_self_correcting_run_is_its_own_run(script, vae, tmp_path, monkeypatch
     script.train_var(vae, tokens, labels, args, torch.device("cpu"))
     state = torch.load(tmp_path / "var_state.pt", weights_only=True)
     assert state["run"]["var_self_correction"] == 0.5
+    assert state["run"]["var_self_correction_scales"] is None
+
+    lines.clear()
+    limited = argparse.Namespace(**{**vars(args), "var_self_correction_scales": [PATCH_NUMS[1]], "var_steps": 3})
+    script.train_var(vae, tokens, labels, limited, torch.device("cpu"))
+    assert any("another run's from the same weights" in line and "var_self_correction_scales" in line
+               for line in lines), lines
 
     lines.clear()
     plain = argparse.Namespace(**{**vars(args), "var_self_correction": 0.0, "var_steps": 3})
@@ -538,7 +580,7 @@ def test_a_self_correcting_run_is_its_own_run(script, vae, tmp_path, monkeypatch
 
     lines.clear()
     state = torch.load(tmp_path / "var_state.pt", weights_only=True)
-    del state["run"]["var_self_correction"]
+    del state["run"]["var_self_correction"], state["run"]["var_self_correction_scales"]
     torch.save(state, tmp_path / "var_state.pt")
     script.train_var(vae, tokens, labels, argparse.Namespace(**{**vars(plain), "var_steps": 4}), torch.device("cpu"))
     assert any("resumed from" in line and "at step 3" in line for line in lines), lines
