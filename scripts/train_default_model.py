@@ -347,14 +347,15 @@ def load_var_for_decoder(args, vae: VQVAE, device: torch.device) -> VAR:
 def sampled_fine_scales_fhat(vae: VQVAE, var: VAR, tokens: List[torch.Tensor], labels: torch.Tensor, k: int,
                              gen: torch.Generator, args) -> torch.Tensor:
     """f_hat whose first k scales are the image's own tokens and the rest the VAR's draws (cfg, top-k, top-p as
-    recommended: --cfg, --top-k, --top-p); k = all scales gives the image's own f_hat."""
+    recommended: --cfg, --top-k, --top-p; with --dec-more-smooth the drawn scales enter f_hat as upstream's
+    more_smooth mixes them, Gumbel-softmax weighted code embeddings); k = all scales gives the image's own f_hat."""
     S = len(tokens)
     if k >= S:
         return vae.quantize.idx_to_fhat(tokens)
     keep = [torch.full_like(t, si < k, dtype=torch.bool) for si, t in enumerate(tokens)]
     forcing = TeacherForcing(tokens, keep, vae.quantize.embedding.weight)
     f_hat, _ = autoregressive_infer_cfg(var, vae, labels, gen, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                                        teacher_force=forcing)
+                                        teacher_force=forcing, more_smooth=getattr(args, "dec_more_smooth", False))
     return f_hat
 
 
@@ -384,7 +385,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
                 ("disc_layers", "--disc-layers", args.disc_layers, 3),
                 ("disc_classes", "--disc-classes", args.disc_classes, False),
                 ("pixel_from", "--dec-pixel-from", args.dec_pixel_from, 0),
-                ("flat_weight", "--flat-weight", args.flat_weight, 0.0)]
+                ("flat_weight", "--flat-weight", args.flat_weight, 0.0),
+                ("more_smooth", "--dec-more-smooth", getattr(args, "dec_more_smooth", False), False)]
     var = load_var_for_decoder(args, vae, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
@@ -1006,6 +1008,10 @@ def main(argv=None) -> None:
     p.add_argument("--colour-weight", type=float, default=0.0,
                    help="decoder stage: weight of the L1 loss between the foreground's and the background's mean "
                         "colours of the reconstruction and the training image (0: off)")
+    p.add_argument("--dec-more-smooth", action="store_true",
+                   help="decoder stage: the VAR's draws (--dec-sampled-scales) enter f_hat as upstream's more_smooth "
+                        "sampling mixes them (Gumbel-softmax weighted code embeddings), for a decoder that draws "
+                        "more_smooth samples")
     p.add_argument("--flat-weight", type=float, default=0.0,
                    help="decoder stage: weight of a loss on texture inside the drawing's flat areas (flat_area_loss)")
     p.add_argument("--disc-weight", type=float, default=0.0,
@@ -1125,6 +1131,8 @@ def main(argv=None) -> None:
         p.error(f"--colour-weight must be >= 0, got {args.colour_weight}")
     if args.colour_weight and not args.dec_steps:
         p.error("--colour-weight belongs to the decoder stage: give --dec-steps")
+    if args.dec_more_smooth and not args.dec_sampled_scales:
+        p.error("--dec-more-smooth changes how the VAR's draws enter f_hat: give --dec-sampled-scales")
     if args.flat_weight < 0:
         p.error(f"--flat-weight must be >= 0, got {args.flat_weight}")
     if args.flat_weight and not args.dec_steps:

@@ -618,7 +618,32 @@ def test_sampled_fine_scales_keep_the_first_k_scales_and_draw_the_rest(script, v
     torch.testing.assert_close(three, vae.quantize.idx_to_fhat(drawn))
 
 
+@torch.no_grad()
+def test_sampled_fine_scales_with_more_smooth_are_upstreams_more_smooth_draws_after_the_own_scales(script, vae):
+    """--dec-more-smooth: the f_hat is the reference loop's with more_smooth (the forced scales' hard code
+    embeddings, the drawn ones Gumbel-softmax mixtures), and differs from the hard draws' f_hat."""
+    from var_fast.datasets import shapes_batch
+    from var_fast.reference.autoregressive import autoregressive_infer_cfg
+    var = tiny_var_for(vae)
+    img, labels = shapes_batch(3, torch.Generator().manual_seed(4), 64)
+    tokens = vae.img_to_idx(img.mul(2).sub(1))
+    hard_args = argparse.Namespace(cfg=3.0, top_k=0, top_p=0.8)
+    smooth_args = argparse.Namespace(cfg=3.0, top_k=0, top_p=0.8, dec_more_smooth=True)
+    forcing = script.TeacherForcing(tokens, [torch.full_like(t, si < 3, dtype=torch.bool) for si, t in enumerate(tokens)],
+                                    vae.quantize.embedding.weight)
+    smooth = script.sampled_fine_scales_fhat(vae, var, tokens, labels, 3, torch.Generator().manual_seed(0), smooth_args)
+    upstream, _ = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(0), cfg=3.0, top_p=0.8,
+                                           teacher_force=forcing, more_smooth=True)
+    torch.testing.assert_close(smooth, upstream, rtol=0, atol=0)
+    hard = script.sampled_fine_scales_fhat(vae, var, tokens, labels, 3, torch.Generator().manual_seed(0), hard_args)
+    assert not torch.allclose(smooth, hard)
+    own = script.sampled_fine_scales_fhat(vae, var, tokens, labels, len(PATCH_NUMS), torch.Generator().manual_seed(0),
+                                          smooth_args)  # all scales the image's own: nothing drawn, nothing mixed
+    torch.testing.assert_close(own, vae.quantize.idx_to_fhat(tokens), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--dec-steps", "2", "--dec-more-smooth"], "--dec-more-smooth changes how the VAR's draws enter f_hat"),
     (["--dec-steps", "2", "--dec-sampled-scales", "4", "7"], "--dec-sampled-scales: [7] not in 0..6"),
     (["--dec-steps", "2", "--dec-sampled-scales", "4"], "--dec-sampled-scales decodes the samples of a VAR"),
     (["--dec-sampled-scales", "4", "--var-init", "x.pth"], "--dec-sampled-scales belongs to the decoder stage"),
@@ -777,6 +802,26 @@ def test_a_decoder_run_with_a_flat_weight_logs_it_and_is_its_own_run(script, vae
     unflat = argparse.Namespace(**{**vars(args), "flat_weight": 0.0, "dec_steps": 3})
     script.finetune_decoder(copy.deepcopy(vae), unflat, torch.device("cpu"))
     assert any("--flat-weight 5.0, not 0.0; starting afresh" in line for line in lines), lines
+
+
+def test_a_decoder_run_with_more_smooth_draws_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    """--dec-more-smooth is part of the decoder state's identity; a state saved before it existed reads as off."""
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    args = decoder_args(tmp_path)
+    script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))
+    state = torch.load(tmp_path / "decoder_state.pt", weights_only=True)
+    assert state["more_smooth"] is False
+    del state["more_smooth"]  # as a state from before the flag
+    torch.save(state, tmp_path / "decoder_state.pt")
+    lines.clear()
+    script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(args), "dec_steps": 3}), torch.device("cpu"))
+    assert any("resumed from" in line and "at step 2" in line for line in lines), lines
+    lines.clear()
+    smooth = argparse.Namespace(**{**vars(args), "dec_more_smooth": True, "dec_steps": 4})
+    script.finetune_decoder(copy.deepcopy(vae), smooth, torch.device("cpu"))
+    assert any("--dec-more-smooth False, not True; starting afresh" in line for line in lines), lines
 
 
 # ---- stage 1b with --disc-weight: a patch discriminator judges the decoder's drawings ----
