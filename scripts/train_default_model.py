@@ -23,7 +23,8 @@ the trained VAR may have fewer blocks than --var-depth (the new ones start as th
 --var-rescale it may have been trained with other --patch-nums (its position and level embeddings are carried
 over to the new scales: ``rescaled_state_dict``; the token cache is re-encoded for the new scales). With
 --var-self-correction the VAR also learns to carry on from coarse tokens it drew itself (Infinity's
-bitwise self-correction, for index tokens: ``self_correction_batch``).
+bitwise self-correction, for index tokens: ``self_correction_batch``; --var-self-correction-scales: only
+at those scales).
 
 Why width 64 and not the reference's ch_mult (1,1,2,2,4) at width 32: GroupNorm has 32 groups, so
 at width 32 every full-resolution norm is an instance norm that erases each channel's mean and
@@ -911,22 +912,19 @@ def var_run_identity(args) -> dict:
     """What makes a saved VAR state this run's, besides --var-init (--var-steps and --var-lr may change on
     a resume: the retrain's schedule did)."""
     class_weights = getattr(args, "var_class_weights", None)
+    sc_scales = getattr(args, "var_self_correction_scales", None)
     return {"var_depth": args.var_depth, "var_width": args.var_width, "var_deepen": getattr(args, "var_deepen", False),
             "var_rescale": getattr(args, "var_rescale", False), "patch_nums": [int(p) for p in args.patch_nums],
             "var_scale_weighting": getattr(args, "var_scale_weighting", "tokens"),
             "var_class_weights": None if class_weights is None else [float(w) for w in class_weights],
             "var_self_correction": float(getattr(args, "var_self_correction", 0.0)),
-            "var_self_correction_scales": self_correction_scales_identity(args)}
-
-
-def self_correction_scales_identity(args) -> Optional[list]:
-    scales = getattr(args, "var_self_correction_scales", None)
-    return None if scales is None else sorted(int(pn) for pn in scales)
+            "var_self_correction_scales": None if sc_scales is None else sorted(int(pn) for pn in sc_scales)}
 
 
 # what a state saved before an entry of the run identity existed had: that entry's default
 IDENTITY_DEFAULTS = {"var_deepen": False, "var_scale_weighting": "tokens", "var_class_weights": None,
-                     "var_self_correction": 0.0, "var_self_correction_scales": None, "var_rescale": False, "patch_nums": [1, 2, 3, 4, 6, 8]}
+                     "var_self_correction": 0.0, "var_self_correction_scales": None, "var_rescale": False,
+                     "patch_nums": [1, 2, 3, 4, 6, 8]}
 
 
 def saved_run_identity(st: dict) -> dict:

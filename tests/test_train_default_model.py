@@ -629,8 +629,8 @@ def test_sampled_fine_scales_with_more_smooth_are_upstreams_more_smooth_draws_af
     tokens = vae.img_to_idx(img.mul(2).sub(1))
     hard_args = argparse.Namespace(cfg=3.0, top_k=0, top_p=0.8)
     smooth_args = argparse.Namespace(cfg=3.0, top_k=0, top_p=0.8, dec_more_smooth=True)
-    forcing = script.TeacherForcing(tokens, [torch.full_like(t, si < 3, dtype=torch.bool) for si, t in enumerate(tokens)],
-                                    vae.quantize.embedding.weight)
+    keep = [torch.full_like(t, si < 3, dtype=torch.bool) for si, t in enumerate(tokens)]
+    forcing = script.TeacherForcing(tokens, keep, vae.quantize.embedding.weight)
     smooth = script.sampled_fine_scales_fhat(vae, var, tokens, labels, 3, torch.Generator().manual_seed(0), smooth_args)
     upstream, _ = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(0), cfg=3.0, top_p=0.8,
                                            teacher_force=forcing, more_smooth=True)
@@ -816,7 +816,8 @@ def test_a_decoder_run_with_more_smooth_draws_is_its_own_run(script, vae, tmp_pa
     del state["more_smooth"]  # as a state from before the flag
     torch.save(state, tmp_path / "decoder_state.pt")
     lines.clear()
-    script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(args), "dec_steps": 3}), torch.device("cpu"))
+    resumed = argparse.Namespace(**{**vars(args), "dec_steps": 3})
+    script.finetune_decoder(copy.deepcopy(vae), resumed, torch.device("cpu"))
     assert any("resumed from" in line and "at step 2" in line for line in lines), lines
     lines.clear()
     smooth = argparse.Namespace(**{**vars(args), "dec_more_smooth": True, "dec_steps": 4})
