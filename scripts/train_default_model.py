@@ -360,6 +360,24 @@ def sampled_fine_scales_fhat(vae: VQVAE, var: VAR, tokens: List[torch.Tensor], l
     return f_hat
 
 
+def discriminator_state_problem(path: str, layers: int, classes: bool) -> str:
+    """What keeps the decoder state file ``path`` from starting a discriminator of this shape ('' if nothing)."""
+    if not os.path.isfile(path):
+        return "no such file"
+    try:
+        st = load_state(path)
+    except Exception as e:  # not a torch file, or one that needs unpickling code
+        return f"not a decoder state ({type(e).__name__}: {e})"
+    if not isinstance(st, dict) or "disc" not in st:
+        return "holds no discriminator (saved by a decoder run without --disc-weight?)"
+    want = PatchDiscriminator(layers=layers, num_classes=NUM_CLASSES if classes else 0).state_dict()
+    have = st["disc"]
+    if sorted(have) != sorted(want) or any(have[k].shape != want[k].shape for k in want):
+        return (f"its discriminator has another shape than --disc-layers {layers}"
+                f"{' --disc-classes' if classes else ''} asks for")
+    return ""
+
+
 def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     """Stage 1b: train only the decoder side (post_quant_conv + decoder) of a trained VQVAE on its own
     quantized latents. The encoder, codebook and Phi stay frozen, so every image keeps its tokens: a
@@ -387,7 +405,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
                 ("disc_classes", "--disc-classes", args.disc_classes, False),
                 ("pixel_from", "--dec-pixel-from", args.dec_pixel_from, 0),
                 ("flat_weight", "--flat-weight", args.flat_weight, 0.0),
-                ("more_smooth", "--dec-more-smooth", getattr(args, "dec_more_smooth", False), False)]
+                ("more_smooth", "--dec-more-smooth", getattr(args, "dec_more_smooth", False), False),
+                ("disc_init", "--disc-init", getattr(args, "disc_init", ""), "")]
     var = load_var_for_decoder(args, vae, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
@@ -398,6 +417,9 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     if args.disc_weight:
         torch.manual_seed(args.seed + 6)
         disc = PatchDiscriminator(layers=args.disc_layers, num_classes=NUM_CLASSES if args.disc_classes else 0)
+        if getattr(args, "disc_init", ""):  # an earlier decoder run's discriminator, already judging
+            disc.load_state_dict(load_state(args.disc_init)["disc"])
+            log(f"decoder: discriminator from {args.disc_init}")
         disc = disc.to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
     gen = torch.Generator().manual_seed(args.seed + 5)
@@ -1025,6 +1047,9 @@ def main(argv=None) -> None:
     p.add_argument("--disc-classes", action="store_true",
                    help="decoder stage: a class-conditional (projection) discriminator, which judges a drawing as "
                         "a render of its class")
+    p.add_argument("--disc-init", default="", metavar="STATE",
+                   help="decoder stage: start the discriminator from this earlier decoder run's state file "
+                        "(its --state-dir's decoder_state.pt; same --disc-layers and --disc-classes)")
     p.add_argument("--dec-pixel-from", type=int, default=0, metavar="K0",
                    help="decoder stage with --dec-sampled-scales: steps that keep fewer than K0 of the image's own "
                         "scales drop the pixel-exact losses (L1 + L2, edge), keeping the low-pass, colour and "
@@ -1145,6 +1170,12 @@ def main(argv=None) -> None:
         p.error(f"--disc-layers must be in 1..log2(--image-size {args.image_size}), got {args.disc_layers}")
     if (args.disc_layers != 3 or args.disc_classes) and not args.disc_weight:
         p.error("--disc-layers and --disc-classes shape the discriminator of --disc-weight: give --disc-weight")
+    if args.disc_init:
+        if not args.disc_weight:
+            p.error("--disc-init starts the discriminator of --disc-weight: give --disc-weight")
+        problem = discriminator_state_problem(args.disc_init, args.disc_layers, args.disc_classes)
+        if problem:
+            p.error(f"--disc-init {args.disc_init!r}: {problem}")
     if not 0 <= args.dec_pixel_from <= len(args.patch_nums):
         p.error(f"--dec-pixel-from must be in 0..{len(args.patch_nums)} (the number of scales), got {args.dec_pixel_from}")
     if args.dec_pixel_from and args.dec_sampled_scales is None:

@@ -735,6 +735,9 @@ def test_colour_loss_moves_only_the_pixels_of_the_two_areas(script):
     (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-layers", "7"], "--disc-layers must be in 1..log2"),
     (["--dec-steps", "2", "--disc-classes"], "shape the discriminator of --disc-weight: give --disc-weight"),
     (["--dec-steps", "2", "--disc-layers", "4"], "shape the discriminator of --disc-weight: give --disc-weight"),
+    (["--dec-steps", "2", "--disc-init", "x.pt"], "--disc-init starts the discriminator of --disc-weight"),
+    (["--dec-steps", "2", "--disc-weight", "0.1", "--disc-init", "missing.pt"],
+     "--disc-init 'missing.pt': no such file"),
     (["--dec-steps", "2", "--dec-pixel-from", "7"], "--dec-pixel-from must be in 0..6"),
     (["--dec-steps", "2", "--dec-pixel-from", "3"], "--dec-pixel-from drops pixel losses for steps with sampled"),
 ])
@@ -748,7 +751,7 @@ def decoder_args(state_dir, **flags) -> argparse.Namespace:
                                         lowpass_weight=2.0, state_dir=str(state_dir), resume=True, save_every=1,
                                         log_every=1, dec_sampled_scales=None, colour_weight=0.0, disc_weight=0.0,
                                         disc_start=0, disc_lr=1e-3, disc_layers=3, disc_classes=False,
-                                        dec_pixel_from=0, flat_weight=0.0), **flags})
+                                        dec_pixel_from=0, flat_weight=0.0, disc_init=""), **flags})
 
 
 def test_a_decoder_run_with_a_colour_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
@@ -940,6 +943,50 @@ def test_a_class_conditional_whole_image_discriminator_run_is_its_own_run(script
                                 torch.device("cpu"))
         assert any(flag + "; starting afresh" in line for line in lines), (flag, lines)
         script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))  # back to the first run's state
+
+
+def test_disc_init_starts_the_discriminator_from_an_earlier_runs_and_is_part_of_the_identity(script, vae, tmp_path,
+                                                                                            monkeypatch):
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    earlier = decoder_args(tmp_path / "a", dec_steps=2, disc_weight=0.5)
+    script.finetune_decoder(copy.deepcopy(vae), earlier, torch.device("cpu"))
+    init = str(tmp_path / "a" / "decoder_state.pt")
+    assert script.discriminator_state_problem(init, 3, False) == ""
+    # one step at a negligible discriminator lr: what it saves is what it started from
+    started = decoder_args(tmp_path / "b", dec_steps=1, disc_weight=0.5, disc_lr=1e-12, disc_init=init)
+    script.finetune_decoder(copy.deepcopy(vae), started, torch.device("cpu"))
+    assert any("discriminator from " + init in line for line in lines), lines
+    fresh = decoder_args(tmp_path / "c", dec_steps=1, disc_weight=0.5, disc_lr=1e-12)
+    script.finetune_decoder(copy.deepcopy(vae), fresh, torch.device("cpu"))
+    a, b, c = (torch.load(tmp_path / n / "decoder_state.pt", weights_only=True) for n in ("a", "b", "c"))
+    assert b["disc_init"] == init and c["disc_init"] == ""
+    for key in a["disc"]:
+        torch.testing.assert_close(b["disc"][key], a["disc"][key], rtol=0, atol=1e-9)
+    assert any(not torch.allclose(c["disc"][key], a["disc"][key]) for key in a["disc"])
+    lines.clear()
+    script.finetune_decoder(copy.deepcopy(vae), argparse.Namespace(**{**vars(started), "disc_init": "", "dec_steps": 2}),
+                            torch.device("cpu"))
+    assert any(f"--disc-init {init}, not ; starting afresh" in line for line in lines), lines
+
+
+def test_disc_init_names_what_keeps_a_state_file_from_starting_the_discriminator(script, vae, tmp_path, monkeypatch):
+    import copy
+    monkeypatch.setattr(script, "log", lambda line: None)
+    assert script.discriminator_state_problem(str(tmp_path / "missing.pt"), 3, False) == "no such file"
+    (tmp_path / "text.pt").write_text("not a torch file")
+    assert script.discriminator_state_problem(str(tmp_path / "text.pt"), 3, False).startswith("not a decoder state")
+    script.finetune_decoder(copy.deepcopy(vae), decoder_args(tmp_path, dec_steps=1), torch.device("cpu"))
+    no_disc = str(tmp_path / "decoder_state.pt")
+    assert script.discriminator_state_problem(no_disc, 3, False).startswith("holds no discriminator")
+    script.finetune_decoder(copy.deepcopy(vae), decoder_args(tmp_path, dec_steps=1, disc_weight=0.5),
+                            torch.device("cpu"))
+    assert script.discriminator_state_problem(no_disc, 3, False) == ""
+    assert "another shape" in script.discriminator_state_problem(no_disc, 4, False)
+    assert "another shape" in script.discriminator_state_problem(no_disc, 3, True)
 
 
 def test_steps_that_keep_fewer_than_dec_pixel_from_scales_drop_the_pixel_exact_losses(script, vae, tmp_path,
