@@ -69,12 +69,14 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, shapes_batch  # noqa: E402
+from var_fast.datasets.shapes import shapes_batch_with_params  # noqa: E402
 from var_fast.datasets.shape_stats import eroded, foreground_background  # noqa: E402
 from var_fast.models import VAR, VARConfig, VQVAE, VQVAEConfig  # noqa: E402
 from var_fast.models.quantizer import MultiScaleQuantizer  # noqa: E402
 from var_fast.models.vae_blocks import AttnBlock, ResnetBlock  # noqa: E402
 from var_fast.reference.autoregressive import autoregressive_infer_cfg  # noqa: E402
 from var_fast.reference.edit import TeacherForcing  # noqa: E402
+from nearest_render import nearest_renders  # noqa: E402
 from patch_discriminator import PatchDiscriminator, discriminator_hinge_loss, generator_hinge_loss  # noqa: E402
 
 VAR_FILE, VAE_FILE, INFO_FILE = "default_var.pth", "default_vae.pth", "default_model.json"
@@ -394,7 +396,9 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     it judges a drawing as a render of its class). With --dec-pixel-from K0, a step whose f_hat keeps fewer than
     K0 of the image's own scales drops the pixel-exact terms (L1 + L2, edge): the VAR's coarse draws have moved
     the shape away from the training image, so only its low-pass layout, its colours and the discriminator
-    still say what to draw."""
+    still say what to draw. With --dec-nearest-render N, a step whose f_hat the VAR drew in part is taught not the
+    training image but the render nearest to the decoder's drawing among it and N renders of it with the geometry
+    jittered (scripts/nearest_render.py): a clean shape where the VAR's tokens put it."""
     state_path = os.path.join(args.state_dir, "decoder_state.pt")
     sampled_scales = list(args.dec_sampled_scales or [])
     # what makes a saved state this run's: (key, flag, this run's value, the value of a state saved without it)
@@ -406,7 +410,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
                 ("pixel_from", "--dec-pixel-from", args.dec_pixel_from, 0),
                 ("flat_weight", "--flat-weight", args.flat_weight, 0.0),
                 ("more_smooth", "--dec-more-smooth", getattr(args, "dec_more_smooth", False), False),
-                ("disc_init", "--disc-init", getattr(args, "disc_init", ""), "")]
+                ("disc_init", "--disc-init", getattr(args, "disc_init", ""), ""),
+                ("nearest_render", "--dec-nearest-render", getattr(args, "dec_nearest_render", 0), 0)]
     var = load_var_for_decoder(args, vae, device) if sampled_scales else None
     vae.requires_grad_(False)
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
@@ -451,7 +456,7 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
     for step in range(start, args.dec_steps):
         lr_scale = cosine_lr(step, args.dec_steps, 1.0, warmup=min(100, args.dec_steps // 10 + 1))
         set_lr(opt, args.dec_lr * lr_scale)
-        img, labels = shapes_batch(args.dec_batch, gen, args.image_size)
+        img, labels, shape_params = shapes_batch_with_params(args.dec_batch, gen, args.image_size)
         x, labels = img.to(device).mul(2).sub(1), labels.to(device)
         with torch.no_grad():
             tokens = vae.img_to_idx(x)
@@ -462,12 +467,17 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
             else:
                 f_hat = vae.quantize.idx_to_fhat(tokens)
         rec = vae.decoder(vae.post_quant_conv(f_hat))
+        target = x
+        if getattr(args, "dec_nearest_render", 0) and k < len(tokens):
+            target, moved = nearest_renders(rec.detach(), labels, shape_params, args.dec_nearest_render, gen)
+            avg_moved = moved.float().mean().item()
+            avg["moved"] = avg_moved if "moved" not in avg else 0.95 * avg["moved"] + 0.05 * avg_moved
         pixel_exact = 1.0 if k >= args.dec_pixel_from else 0.0
-        losses = {"rec": (pixel_exact, F.l1_loss(rec, x) + F.mse_loss(rec, x)),
-                  "edge": (pixel_exact * args.edge_weight, edge_loss(rec, x)),
-                  "low-pass": (args.lowpass_weight, lowpass_loss(rec, x))}
+        losses = {"rec": (pixel_exact, F.l1_loss(rec, target) + F.mse_loss(rec, target)),
+                  "edge": (pixel_exact * args.edge_weight, edge_loss(rec, target)),
+                  "low-pass": (args.lowpass_weight, lowpass_loss(rec, target))}
         if args.colour_weight:
-            losses["colour"] = (args.colour_weight, colour_loss(rec, x))
+            losses["colour"] = (args.colour_weight, colour_loss(rec, target))
         if args.flat_weight:
             losses["flat"] = (args.flat_weight, flat_area_loss(rec))
         total = sum(w * loss for w, loss in losses.values())
@@ -1032,6 +1042,10 @@ def main(argv=None) -> None:
                    help="decoder stage: the VAR's draws (--dec-sampled-scales) enter f_hat as upstream's more_smooth "
                         "sampling mixes them (Gumbel-softmax weighted code embeddings), for a decoder that draws "
                         "more_smooth samples")
+    p.add_argument("--dec-nearest-render", type=int, default=0, metavar="N",
+                   help="decoder stage: where the VAR drew some of f_hat's scales, teach the render nearest to the "
+                        "drawing among the training image and N renders of it with the geometry jittered "
+                        "(scripts/nearest_render.py), not the training image itself (0: off)")
     p.add_argument("--flat-weight", type=float, default=0.0,
                    help="decoder stage: weight of a loss on texture inside the drawing's flat areas (flat_area_loss)")
     p.add_argument("--disc-weight", type=float, default=0.0,
@@ -1156,6 +1170,10 @@ def main(argv=None) -> None:
         p.error("--colour-weight belongs to the decoder stage: give --dec-steps")
     if args.dec_more_smooth and not args.dec_sampled_scales:
         p.error("--dec-more-smooth changes how the VAR's draws enter f_hat: give --dec-sampled-scales")
+    if args.dec_nearest_render < 0:
+        p.error(f"--dec-nearest-render must be >= 0 (jittered renders per image), got {args.dec_nearest_render}")
+    if args.dec_nearest_render and not args.dec_sampled_scales:
+        p.error("--dec-nearest-render picks targets for f_hat the VAR drew in part: give --dec-sampled-scales")
     if args.flat_weight < 0:
         p.error(f"--flat-weight must be >= 0, got {args.flat_weight}")
     if args.flat_weight and not args.dec_steps:

@@ -1010,3 +1010,64 @@ def test_steps_that_keep_fewer_than_dec_pixel_from_scales_drop_the_pixel_exact_l
     for key in before:
         torch.testing.assert_close(dropped[key], before[key], rtol=0, atol=0)
     assert any(not torch.equal(kept[key], before[key]) for key in before)
+
+
+# ---- stage 1b with --dec-nearest-render: targets that agree with what the VAR drew ----
+@pytest.mark.parametrize("flags, message", [
+    (["--dec-steps", "2", "--dec-nearest-render", "-1"], "--dec-nearest-render must be >= 0"),
+    (["--dec-steps", "2", "--dec-nearest-render", "4"], "--dec-nearest-render picks targets for f_hat the VAR drew"),
+])
+def test_dec_nearest_render_flags_are_checked_before_any_work(script, flags, message, capsys, tmp_path):
+    assert_refused_before_any_work(script, flags, message, capsys, tmp_path)
+
+
+def test_steps_with_drawn_scales_are_taught_the_nearest_render(script, vae, tmp_path, monkeypatch):
+    """The losses compare the drawing with what nearest_renders returns, on steps whose f_hat the VAR drew in part
+    only: a stand-in that returns the drawing itself leaves a decoder with only pixel losses where it was (every
+    step drawn), and is never called on steps with all of the image's own scales."""
+    import copy
+    monkeypatch.setattr(script, "log", lambda line: None)
+    var = tiny_var_for(vae)
+    monkeypatch.setattr(script, "load_var_for_decoder", lambda args, vae_, device: var)
+    calls = []
+
+    def the_drawing_itself(drawing, labels, params, n, generator):
+        calls.append((drawing.shape, labels.tolist(), params["cx"].numel(), n))
+        return drawing.clone(), torch.ones(drawing.shape[0], dtype=torch.bool)
+
+    monkeypatch.setattr(script, "nearest_renders", the_drawing_itself)
+
+    def decoder_after(sampled_scales, nearest: int) -> dict:
+        model = copy.deepcopy(vae)
+        args = decoder_args(tmp_path, resume=False, save_every=0, lowpass_weight=0.0, dec_sampled_scales=sampled_scales,
+                            var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8, dec_nearest_render=nearest)
+        script.finetune_decoder(model, args, torch.device("cpu"))
+        return script.decoder_side(model)
+
+    before = script.decoder_side(vae)
+    taught_the_drawing = decoder_after([1], 5)
+    assert len(calls) == 2 and all(c[0] == (2, 3, 64, 64) and c[2] == 2 and c[3] == 5 for c in calls), calls
+    for key in before:
+        torch.testing.assert_close(taught_the_drawing[key], before[key], rtol=0, atol=0)
+    assert any(not torch.equal(v, before[k]) for k, v in decoder_after([1], 0).items())  # the training image
+    calls.clear()
+    own = decoder_after([len(PATCH_NUMS)], 5)
+    assert calls == [] and any(not torch.equal(v, before[k]) for k, v in own.items())
+
+
+def test_a_decoder_run_with_nearest_render_targets_logs_them_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    import copy
+    lines = []
+    monkeypatch.setattr(script, "log", lines.append)
+    var = tiny_var_for(vae)
+    monkeypatch.setattr(script, "load_var_for_decoder", lambda args, vae_, device: var)
+    args = decoder_args(tmp_path, dec_sampled_scales=[2], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8,
+                        dec_nearest_render=3)
+    script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))
+    assert any(" moved " in line for line in lines), lines
+    assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["nearest_render"] == 3
+    lines.clear()
+    plain = argparse.Namespace(**{**vars(args), "dec_nearest_render": 0, "dec_steps": 3})
+    script.finetune_decoder(copy.deepcopy(vae), plain, torch.device("cpu"))
+    assert any("--dec-nearest-render 3, not 0; starting afresh" in line for line in lines), lines
+    assert not any(" moved " in line for line in lines), lines

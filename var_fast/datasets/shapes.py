@@ -128,11 +128,12 @@ def render(labels: Tensor, generator: Optional[torch.Generator] = None, size: in
 def render_with_params(labels: Tensor, generator: Optional[torch.Generator] = None, size: int = 64
                        ) -> Tuple[Tensor, Dict[str, Tensor]]:
     """``render``'s images and the per-image parameters it drew (B,) each: centre ``cx``, ``cy``, ``radius``,
-    ``period`` (patterns) and the rotation ``angle`` it used (for upright classes already limited)."""
+    ``period`` (patterns) and the rotation ``angle`` it used (for upright classes already limited); and the
+    colours, ``grad_angle`` (B,) and ``fg``, ``bg0``, ``bg1`` (B, 3), so that ``render_from_params`` draws the
+    same images again (or, with some changed, the same images with another geometry)."""
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
-    if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise ValueError(f"labels must lie in [0, {NUM_CLASSES}), got {labels.min().item()}..{labels.max().item()}")
-    B, g, ss = labels.numel(), generator, 2 * size
+    _check_labels(labels)
+    B, g = labels.numel(), generator
     # every random draw happens for the whole batch, in a fixed order: the set depends on the seed only
     cx, cy = _uniform(B, -0.2, 0.2, g), _uniform(B, -0.2, 0.2, g)
     radius = _uniform(B, 0.6, 0.75, g)
@@ -142,7 +143,20 @@ def render_with_params(labels: Tensor, generator: Optional[torch.Generator] = No
     angle = torch.where(upright, angle / 6, angle)
     grad_angle = _uniform(B, -math.pi, math.pi, g)
     fg, bg0, bg1 = _colours(B, g)
+    params = {"cx": cx, "cy": cy, "radius": radius, "period": period, "angle": angle,
+              "grad_angle": grad_angle, "fg": fg, "bg0": bg0, "bg1": bg1}
+    return render_from_params(labels, params, size), params
 
+
+def render_from_params(labels: Tensor, params: Dict[str, Tensor], size: int = 64) -> Tensor:
+    """Images (B, 3, size, size) in [0, 1] of the classes ``labels`` (B,) drawn with ``params`` as
+    ``render_with_params`` returns them (no randomness here)."""
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+    _check_labels(labels)
+    B, ss = labels.numel(), 2 * size
+    cx, cy, radius, period, angle = (params[k].reshape(B).float() for k in ("cx", "cy", "radius", "period", "angle"))
+    grad_angle = params["grad_angle"].reshape(B).float()
+    fg, bg0, bg1 = (params[k].reshape(B, 3).float() for k in ("fg", "bg0", "bg1"))
     is_pattern = torch.tensor([CLASS_NAMES[i] in _PATTERNS for i in labels.tolist()], dtype=torch.bool)
     # into the shape's frame: translate (shapes only), rotate by -angle, scale by 1/radius (or 1/period)
     ox = torch.where(is_pattern, cx * period, cx)[:, None, None]  # patterns: cx shifts the phase
@@ -164,8 +178,12 @@ def render_with_params(labels: Tensor, generator: Optional[torch.Generator] = No
     t = (torch.cos(grad_angle)[:, None, None] * px[None, None, :]
          + torch.sin(grad_angle)[:, None, None] * px[None, :, None]) * 0.5 + 0.5
     bg = bg0[:, :, None, None] + (bg1 - bg0)[:, :, None, None] * t[:, None]
-    params = {"cx": cx, "cy": cy, "radius": radius, "period": period, "angle": angle}
-    return (bg + (fg[:, :, None, None] - bg) * alpha).clamp_(0, 1), params
+    return (bg + (fg[:, :, None, None] - bg) * alpha).clamp_(0, 1)
+
+
+def _check_labels(labels: Tensor) -> None:
+    if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ValueError(f"labels must lie in [0, {NUM_CLASSES}), got {labels.min().item()}..{labels.max().item()}")
 
 
 def _pixel_centres(n: int) -> Tensor:
@@ -177,9 +195,18 @@ def shapes_batch(batch_size: int, generator: Optional[torch.Generator] = None, s
                  classes: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor]:
     """(images (B, 3, size, size) in [0, 1], labels (B,)) with uniformly random classes
     (from ``classes`` when given)."""
+    images, labels, _ = shapes_batch_with_params(batch_size, generator, size, classes)
+    return images, labels
+
+
+def shapes_batch_with_params(batch_size: int, generator: Optional[torch.Generator] = None, size: int = 64,
+                             classes: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+    """``shapes_batch``'s images and labels (the same for the same generator state) and the parameters they
+    were drawn with, as ``render_with_params`` returns them."""
     pool = torch.as_tensor(list(classes) if classes is not None else range(NUM_CLASSES), dtype=torch.long)
     labels = pool[torch.randint(len(pool), (batch_size,), generator=generator)]
-    return render(labels, generator, size), labels
+    images, params = render_with_params(labels, generator, size)
+    return images, labels, params
 
 
 def balanced_labels(per_class: int, num_classes: int = NUM_CLASSES) -> Tensor:
