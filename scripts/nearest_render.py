@@ -28,13 +28,14 @@ GEOMETRY_JITTER: Dict[str, float] = {"cx": 0.08, "cy": 0.08, "angle": 0.12, "rad
 LOWPASS_POOL = 4
 
 
-def jittered_params(params: Dict[str, Tensor], n: int, generator: Optional[torch.Generator] = None
-                    ) -> Dict[str, Tensor]:
-    """(B * (n + 1),) parameters: for every image its own (first) and ``n`` with the geometry jittered."""
+def jittered_params(params: Dict[str, Tensor], n: int, generator: Optional[torch.Generator] = None,
+                    jitter: Optional[Dict[str, float]] = None) -> Dict[str, Tensor]:
+    """(B * (n + 1),) parameters: for every image its own (first) and ``n`` with the geometry jittered uniformly
+    within ``jitter`` (half-widths per parameter; ``GEOMETRY_JITTER`` when None)."""
     B = params["cx"].numel()
     out = {k: v.repeat_interleave(n + 1, dim=0).clone() for k, v in params.items()}
     own = (torch.arange(B * (n + 1)) % (n + 1)) == 0
-    for key, half in GEOMETRY_JITTER.items():
+    for key, half in (GEOMETRY_JITTER if jitter is None else jitter).items():
         noise = (torch.rand(B * (n + 1), generator=generator) * 2 - 1) * half
         out[key] = out[key] + torch.where(own, torch.zeros_like(noise), noise)
     return out

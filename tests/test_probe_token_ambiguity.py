@@ -1,0 +1,67 @@
+"""scripts/probe_token_ambiguity.py: which jittered variants share a render's coarse tokens, and token maps mixed
+from the two."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import var_fast
+from repo_scripts import load_script
+
+
+@pytest.fixture(scope="module")
+def probe_script():
+    return load_script("probe_token_ambiguity")
+
+
+def synthetic_tokens():
+    """Two renders, three variants each, scales of 1, 4 and 9 tokens. Render 0: variant 1 shares scales 0 and 1,
+    variant 2 only scale 0, variant 3 nothing. Render 1: no variant shares scale 0."""
+    s0 = torch.tensor([[[5], [5], [5], [6]], [[7], [8], [9], [1]]])
+    s1 = torch.zeros(2, 4, 4, dtype=torch.long)
+    s1[0, 2, 0] = 3  # variant 2 of render 0 differs at scale 1
+    s2 = torch.zeros(2, 4, 9, dtype=torch.long)
+    s2[0, 1, :3] = 4  # variant 1 of render 0 differs in 3 of the 9 tokens of scale 2
+    return [s0, s1, s2]
+
+
+def test_shared_prefix_marks_the_variants_with_all_coarser_tokens_of_their_render(probe_script):
+    tokens = synthetic_tokens()
+    assert probe_script.shared_prefix(tokens, 1).tolist() == [[False, True, True, False], [False] * 4]
+    assert probe_script.shared_prefix(tokens, 2).tolist() == [[False, True, False, False], [False] * 4]
+    assert probe_script.differing_share(tokens, 2, probe_script.shared_prefix(tokens, 2)) == pytest.approx(3 / 9)
+    assert probe_script.differing_share(tokens, 1, probe_script.shared_prefix(tokens, 1)) == pytest.approx(0.5 * 1 / 4)
+    none = torch.zeros(2, 4, dtype=torch.bool)
+    assert math.isnan(probe_script.differing_share(tokens, 2, none))
+
+
+def test_mixed_tokens_take_scale_k_from_the_render_or_its_first_sharing_variant_and_keep_every_other_scale(
+        probe_script):
+    tokens = synthetic_tokens()
+    rows, own, mixed = probe_script.mixed_tokens(tokens, 2, probe_script.shared_prefix(tokens, 2),
+                                                 torch.Generator().manual_seed(0))
+    assert rows.tolist() == [0]
+    assert torch.equal(mixed[0], own[0]) and torch.equal(mixed[1], own[1])
+    from_variant = mixed[2][0, :3] == 4
+    assert from_variant.any() and not from_variant.all()  # 3 tokens, each from one of the two at random
+    assert torch.equal(mixed[2][0, 3:], own[2][0, 3:])  # where the two agree, the mix is both
+
+
+def test_probe_on_the_bundled_model_reports_every_scale(probe_script):
+    sampler = var_fast.load(device="cpu", backend="reference")
+    row = probe_script.probe(sampler, "square", 2, variants=3, jitter=0.2, seed=0,
+                             sampling=dict(cfg=3.0, top_k=0, top_p=0.8))
+    S = len(sampler.var.patch_nums)
+    for k in range(1, S):
+        assert f"shared_{k}" in row and f"differ_{k}" in row and 0 <= row[f"drawn_differ_{k}"] <= 1
+    # a fifth of the base jitter (0.2 px): most variants keep the 1x1 token, and mixing what they share changes
+    # no edge
+    assert row["shared_1"] > 0 and row["mixed_1"] == pytest.approx(row["recon_1"], abs=0.02)
+
+
+def test_probe_refuses_an_empty_run(probe_script, capsys):
+    with pytest.raises(SystemExit):
+        probe_script.main(["--variants", "0"])
+    assert "--variants must be >= 1" in capsys.readouterr().err
