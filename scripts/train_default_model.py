@@ -467,11 +467,9 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
             else:
                 f_hat = vae.quantize.idx_to_fhat(tokens)
         rec = vae.decoder(vae.post_quant_conv(f_hat))
-        target = x
+        target, moved = x, None
         if getattr(args, "dec_nearest_render", 0) and k < len(tokens):
             target, moved = nearest_renders(rec.detach(), labels, shape_params, args.dec_nearest_render, gen)
-            avg_moved = moved.float().mean().item()
-            avg["moved"] = avg_moved if "moved" not in avg else 0.95 * avg["moved"] + 0.05 * avg_moved
         pixel_exact = 1.0 if k >= args.dec_pixel_from else 0.0
         losses = {"rec": (pixel_exact, F.l1_loss(rec, target) + F.mse_loss(rec, target)),
                   "edge": (pixel_exact * args.edge_weight, edge_loss(rec, target)),
@@ -480,6 +478,8 @@ def finetune_decoder(vae: VQVAE, args, device: torch.device) -> VQVAE:
             losses["colour"] = (args.colour_weight, colour_loss(rec, target))
         if args.flat_weight:
             losses["flat"] = (args.flat_weight, flat_area_loss(rec))
+        if moved is not None:  # logged only: the share of the batch whose target is a jittered render
+            losses["moved"] = (0.0, moved.float().mean())
         total = sum(w * loss for w, loss in losses.values())
         if disc is not None:
             disc.requires_grad_(False)
