@@ -13,7 +13,10 @@ scripts/nearest_render.py's base jitter / 2.67, colours unchanged) and encoded; 
   over the renders') of token maps whose scale-k tokens each come at random from the render or from such a
   variant, every other scale the render's own, against ``recon_k``, the renders' reconstructions (same images);
 - ``drawn_differ_k``: with the render's scales 0..k-1 forced, the share of the VAR's scale-k draws (the
-  recommended cfg / top-k / top-p) that differ from the render's tokens.
+  recommended cfg / top-k / top-p) that differ from the render's tokens, and ``drawn_mixed_k``: the edge figure
+  of token maps whose scale-k tokens each come at random from the render or from those draws, every other scale
+  the render's own (the same mixing as ``mixed_k``, with the VAR's draws for the data's alternatives), against
+  ``drawn_recon``, the renders' reconstructions.
 
 If mixing leaves the edges where the reconstruction has them while the VAR's draws differ far more often than
 the data's own variants do, the bends come from how well the VAR fits the scale, not from drawing it
@@ -84,20 +87,24 @@ def mixed_tokens(tokens: List[torch.Tensor], k: int, shared: torch.Tensor, gen: 
     rows = shared.any(1).nonzero().flatten()
     first = shared[rows].float().argmax(1)
     own = [t[rows, 0] for t in tokens]
-    mixed = [t.clone() for t in own]
-    pick = torch.rand(own[k].shape, generator=gen) < 0.5
-    mixed[k] = torch.where(pick, tokens[k][rows, first], own[k])
-    return rows, own, mixed
+    return rows, own, mixed_with(own, k, tokens[k][rows, first], gen)
 
 
 @torch.no_grad()
-def drawn_differ_share(var, vae, labels: torch.Tensor, own: List[torch.Tensor], k: int, seed: int, sampling) -> float:
-    """With the render's scales 0..k-1 forced, the share of the VAR's scale-k draws that differ from the render's."""
+def drawn_scale(var, vae, labels: torch.Tensor, own: List[torch.Tensor], k: int, seed: int, sampling) -> torch.Tensor:
+    """With the render's scales 0..k-1 forced, the VAR's draws of scale k (B, pn * pn)."""
     keep = [torch.full_like(t, si < k, dtype=torch.bool) for si, t in enumerate(own)]
     _, drawn = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(seed),
                                         teacher_force=TeacherForcing(own, keep, vae.quantize.embedding.weight),
                                         **sampling)
-    return (drawn[k] != own[k]).float().mean().item()
+    return drawn[k]
+
+
+def mixed_with(own: List[torch.Tensor], k: int, other: torch.Tensor, gen: torch.Generator) -> List[torch.Tensor]:
+    """``own`` with each scale-k token taken at random from it or from ``other`` (same shape)."""
+    mixed = [t.clone() for t in own]
+    mixed[k] = torch.where(torch.rand(own[k].shape, generator=gen) < 0.5, other, own[k])
+    return mixed
 
 
 @torch.no_grad()
@@ -109,17 +116,21 @@ def probe(sampler, class_name: str, n: int, variants: int, jitter: float, seed: 
     order = torch.full((n,), EDGE_SYMMETRY.get(class_name, 1))
     truth = edge_orientation_concentration(images, order).mean().item()
     out = {"class": class_name, "renders": round(truth, 3), "variants": variants, "jitter": jitter}
+    def figure(toks, o):  # edge figure of the token maps' images, over the renders'
+        return round(edge_orientation_concentration(vae.idx_to_img(toks).add(1).div(2), o).mean().item() / truth, 3)
+
     gen = torch.Generator().manual_seed(seed)
+    out["drawn_recon"] = figure(own, order)
     for k in range(1, len(tokens)):
         shared = shared_prefix(tokens, k)
         out[f"shared_{k}"] = int(shared.sum())
         out[f"differ_{k}"] = round(differing_share(tokens, k, shared), 3)
         if shared.any():
             rows, own_rows, mixed = mixed_tokens(tokens, k, shared, gen)
-            o = order[rows]
-            figure = lambda toks: edge_orientation_concentration(vae.idx_to_img(toks).add(1).div(2), o).mean().item()
-            out[f"recon_{k}"], out[f"mixed_{k}"] = round(figure(own_rows) / truth, 3), round(figure(mixed) / truth, 3)
-        out[f"drawn_differ_{k}"] = round(drawn_differ_share(var, vae, labels, own, k, seed, sampling), 3)
+            out[f"recon_{k}"], out[f"mixed_{k}"] = figure(own_rows, order[rows]), figure(mixed, order[rows])
+        drawn = drawn_scale(var, vae, labels, own, k, seed, sampling)
+        out[f"drawn_differ_{k}"] = round((drawn != own[k]).float().mean().item(), 3)
+        out[f"drawn_mixed_{k}"] = figure(mixed_with(own, k, drawn, gen), order)
     return out
 
 

@@ -56,6 +56,7 @@ def test_probe_on_the_bundled_model_reports_every_scale(probe_script):
     S = len(sampler.var.patch_nums)
     for k in range(1, S):
         assert f"shared_{k}" in row and f"differ_{k}" in row and 0 <= row[f"drawn_differ_{k}"] <= 1
+        assert 0 < row[f"drawn_mixed_{k}"] <= 1.5
     # a fifth of the base jitter (0.2 px): most variants keep the 1x1 token, and mixing what they share changes
     # no edge
     assert row["shared_1"] > 0 and row["mixed_1"] == pytest.approx(row["recon_1"], abs=0.02)
@@ -65,3 +66,10 @@ def test_probe_refuses_an_empty_run(probe_script, capsys):
     with pytest.raises(SystemExit):
         probe_script.main(["--variants", "0"])
     assert "--variants must be >= 1" in capsys.readouterr().err
+
+
+def test_mixed_with_takes_each_token_of_scale_k_from_either_map_and_leaves_the_other_scales(probe_script):
+    own = [torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 16, dtype=torch.long)]
+    mixed = probe_script.mixed_with(own, 1, torch.ones(2, 16, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert torch.equal(mixed[0], own[0]) and 0 < mixed[1].float().mean() < 1
+    assert torch.equal(own[1], torch.zeros(2, 16, dtype=torch.long))  # the input is left as it was
