@@ -16,7 +16,11 @@ scripts/nearest_render.py's base jitter / 2.67, colours unchanged) and encoded; 
   recommended cfg / top-k / top-p) that differ from the render's tokens, and ``drawn_mixed_k``: the edge figure
   of token maps whose scale-k tokens each come at random from the render or from those draws, every other scale
   the render's own (the same mixing as ``mixed_k``, with the VAR's draws for the data's alternatives), against
-  ``drawn_recon``, the renders' reconstructions.
+  ``drawn_recon``, the renders' reconstructions;
+- ``chained_k``: the edge figure when the VAR draws every scale from k on, each continuing from its own earlier
+  draws (ordinary sampling after the render's scales 0..k-1, as scripts/probe_default_model_scales.py), and
+  ``parallel_k``: the same draws' count of scales, but each scale drawn from the render's own tokens before it (the
+  draws are kept aside and the render's tokens fed on), so no scale continues from the VAR's draws.
 
 If mixing leaves the edges where the reconstruction has them while the VAR's draws differ far more often than
 the data's own variants do, the bends come from how well the VAR fits the scale, not from drawing it
@@ -100,6 +104,33 @@ def drawn_scale(var, vae, labels: torch.Tensor, own: List[torch.Tensor], k: int,
     return drawn[k]
 
 
+class KeepDrawsFeedOwn:
+    """A teacher_force hook: scales 0..k-1 are the render's; from k on the VAR's draws are kept in ``draws`` while
+    the render's own tokens go into f_hat, so every scale is drawn from the render's tokens before it."""
+
+    def __init__(self, own: List[torch.Tensor], k: int, embedding: torch.nn.Embedding):
+        self.own, self.k, self.embedding, self.draws = own, k, embedding, []
+
+    def __call__(self, si: int, idx_Bl: torch.Tensor, h_BChw: torch.Tensor):
+        if si >= self.k:
+            self.draws.append(idx_Bl.clone())
+        B, C, pn, _ = h_BChw.shape
+        return self.own[si], self.embedding(self.own[si]).transpose(1, 2).reshape(B, C, pn, pn)
+
+
+@torch.no_grad()
+def chained_and_parallel(var, vae, labels: torch.Tensor, own: List[torch.Tensor], k: int, seed: int, sampling):
+    """Token maps (per scale) of the render's scales 0..k-1 and the VAR's draws from k on: drawn as in sampling,
+    each scale after the VAR's own draws (chained), and each scale after the render's own tokens (parallel)."""
+    keep = [torch.full_like(t, si < k, dtype=torch.bool) for si, t in enumerate(own)]
+    _, chained = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(seed),
+                                          teacher_force=TeacherForcing(own, keep, vae.quantize.embedding.weight),
+                                          **sampling)
+    hook = KeepDrawsFeedOwn(own, k, vae.quantize.embedding)
+    autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(seed), teacher_force=hook, **sampling)
+    return chained, own[:k] + hook.draws
+
+
 def mixed_with(own: List[torch.Tensor], k: int, other: torch.Tensor, gen: torch.Generator) -> List[torch.Tensor]:
     """``own`` with each scale-k token taken at random from it or from ``other`` (same shape)."""
     mixed = [t.clone() for t in own]
@@ -131,6 +162,8 @@ def probe(sampler, class_name: str, n: int, variants: int, jitter: float, seed: 
         drawn = drawn_scale(var, vae, labels, own, k, seed, sampling)
         out[f"drawn_differ_{k}"] = round((drawn != own[k]).float().mean().item(), 3)
         out[f"drawn_mixed_{k}"] = figure(mixed_with(own, k, drawn, gen), order)
+        chained, parallel = chained_and_parallel(var, vae, labels, own, k, seed, sampling)
+        out[f"chained_{k}"], out[f"parallel_{k}"] = figure(chained, order), figure(parallel, order)
     return out
 
 

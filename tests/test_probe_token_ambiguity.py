@@ -73,3 +73,31 @@ def test_mixed_with_takes_each_token_of_scale_k_from_either_map_and_leaves_the_o
     mixed = probe_script.mixed_with(own, 1, torch.ones(2, 16, dtype=torch.long), torch.Generator().manual_seed(0))
     assert torch.equal(mixed[0], own[0]) and 0 < mixed[1].float().mean() < 1
     assert torch.equal(own[1], torch.zeros(2, 16, dtype=torch.long))  # the input is left as it was
+
+
+@torch.no_grad()
+def test_parallel_draws_are_each_scale_drawn_from_the_renders_tokens_and_chained_ones_are_ordinary_sampling(
+        probe_script):
+    from var_fast.datasets import CLASS_NAMES, render
+    from var_fast.reference.autoregressive import autoregressive_infer_cfg
+    from var_fast.reference.edit import TeacherForcing
+    sampler = var_fast.load(device="cpu", backend="reference")
+    var, vae = sampler.var, sampler.vae
+    labels = torch.full((3,), CLASS_NAMES.index("cross"))
+    own = vae.img_to_idx(render(labels, torch.Generator().manual_seed(2)).mul(2).sub(1))
+    sampling = dict(cfg=3.0, top_k=0, top_p=0.8)
+    chained, _ = probe_script.chained_and_parallel(var, vae, labels, own, 0, 7, sampling)
+    _, plain = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(7), **sampling)
+    assert all(torch.equal(a, b) for a, b in zip(chained, plain))  # k = 0: plain sampling
+    k = 3
+    chained, parallel = probe_script.chained_and_parallel(var, vae, labels, own, k, 7, sampling)
+    assert len(parallel) == len(own) and all(torch.equal(parallel[si], own[si]) for si in range(k))
+    # scale si of the parallel map is the VAR's draw of it with the render's scales 0..si-1 forced (the same
+    # generator stream: every scale is drawn, forced or not)
+    for si in (k, k + 2, len(own) - 1):
+        keep = [torch.full_like(t, j < si, dtype=torch.bool) for j, t in enumerate(own)]
+        _, forced = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(7), **sampling,
+                                             teacher_force=TeacherForcing(own, keep, vae.quantize.embedding.weight))
+        assert torch.equal(parallel[si], forced[si]), si
+    assert torch.equal(parallel[k], chained[k])  # scale k: both after the render's scales 0..k-1
+    assert not all(torch.equal(parallel[si], chained[si]) for si in range(k + 1, len(own)))
