@@ -4,8 +4,8 @@
 The VAR draws every token of a scale independently given the coarser scales. If the data left a scale's tokens
 truly open given the coarser ones (a cross's arm here or two pixels over), independent draws would mix the
 choices and bend the edges whatever the model. This probe asks the data: every render is drawn again with its
-geometry jittered (``--variants`` times, centre, rotation and size within ``--jitter`` times
-scripts/nearest_render.py's base jitter / 2.67, colours unchanged) and encoded; for every k it reports
+geometry jittered (``--variants`` times: centre, rotation and size or period within ``BASE_JITTER`` times
+``--jitter``; colours unchanged) and encoded; for every k it reports
 
 - ``shared_k``: how many variants keep all tokens of scales 0..k-1 of their render (the images those coarse
   tokens cannot tell apart), and ``differ_k``: the share of scale k's tokens in which they differ from it;
@@ -22,9 +22,9 @@ scripts/nearest_render.py's base jitter / 2.67, colours unchanged) and encoded; 
   ``parallel_k``: the same draws' count of scales, but each scale drawn from the render's own tokens before it (the
   draws are kept aside and the render's tokens fed on), so no scale continues from the VAR's draws.
 
-If mixing leaves the edges where the reconstruction has them while the VAR's draws differ far more often than
-the data's own variants do, the bends come from how well the VAR fits the scale, not from drawing it
-independently.
+If mixing the data's alternatives leaves the edges where the reconstruction has them, independent draws from the
+data's own conditionals would not bend them; what the VAR's draws cost then comes from how it fits each scale
+(parallel as low as chained) or from continuing from its own draws (chained lower than parallel).
 
     PYTHONPATH=. python scripts/probe_token_ambiguity.py --classes cross checkerboard
 """
@@ -94,16 +94,6 @@ def mixed_tokens(tokens: List[torch.Tensor], k: int, shared: torch.Tensor, gen: 
     return rows, own, mixed_with(own, k, tokens[k][rows, first], gen)
 
 
-@torch.no_grad()
-def drawn_scale(var, vae, labels: torch.Tensor, own: List[torch.Tensor], k: int, seed: int, sampling) -> torch.Tensor:
-    """With the render's scales 0..k-1 forced, the VAR's draws of scale k (B, pn * pn)."""
-    keep = [torch.full_like(t, si < k, dtype=torch.bool) for si, t in enumerate(own)]
-    _, drawn = autoregressive_infer_cfg(var, vae, labels, torch.Generator().manual_seed(seed),
-                                        teacher_force=TeacherForcing(own, keep, vae.quantize.embedding.weight),
-                                        **sampling)
-    return drawn[k]
-
-
 class KeepDrawsFeedOwn:
     """A teacher_force hook: scales 0..k-1 are the render's; from k on the VAR's draws are kept in ``draws`` while
     the render's own tokens go into f_hat, so every scale is drawn from the render's tokens before it."""
@@ -147,6 +137,7 @@ def probe(sampler, class_name: str, n: int, variants: int, jitter: float, seed: 
     order = torch.full((n,), EDGE_SYMMETRY.get(class_name, 1))
     truth = edge_orientation_concentration(images, order).mean().item()
     out = {"class": class_name, "renders": round(truth, 3), "variants": variants, "jitter": jitter}
+
     def figure(toks, o):  # edge figure of the token maps' images, over the renders'
         return round(edge_orientation_concentration(vae.idx_to_img(toks).add(1).div(2), o).mean().item() / truth, 3)
 
@@ -159,10 +150,10 @@ def probe(sampler, class_name: str, n: int, variants: int, jitter: float, seed: 
         if shared.any():
             rows, own_rows, mixed = mixed_tokens(tokens, k, shared, gen)
             out[f"recon_{k}"], out[f"mixed_{k}"] = figure(own_rows, order[rows]), figure(mixed, order[rows])
-        drawn = drawn_scale(var, vae, labels, own, k, seed, sampling)
+        chained, parallel = chained_and_parallel(var, vae, labels, own, k, seed, sampling)
+        drawn = chained[k]  # scale k drawn after the render's scales 0..k-1
         out[f"drawn_differ_{k}"] = round((drawn != own[k]).float().mean().item(), 3)
         out[f"drawn_mixed_{k}"] = figure(mixed_with(own, k, drawn, gen), order)
-        chained, parallel = chained_and_parallel(var, vae, labels, own, k, seed, sampling)
         out[f"chained_{k}"], out[f"parallel_{k}"] = figure(chained, order), figure(parallel, order)
     return out
 
