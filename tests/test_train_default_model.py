@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 import pytest
 import torch
@@ -793,18 +794,27 @@ def test_flat_area_loss_is_zero_for_flat_shapes_on_linear_gradients_and_charges_
         assert rec.grad[..., edge, 8:24].abs().sum() == 0 and rec.grad[..., 8:24, edge].abs().sum() == 0
 
 
-def test_a_decoder_run_with_a_flat_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
+def assert_logged_and_its_own_run(script, vae, args, monkeypatch, logged: str, state_key: str, attr: str, off,
+                                  flag: str) -> None:
+    """A decoder run with ``args`` logs ``logged`` and saves ``args.<attr>`` as ``state_key`` of its state; a run
+    with ``attr`` set to ``off`` does not resume that state (naming ``flag``) and logs no ``logged``."""
     import copy
     lines = []
     monkeypatch.setattr(script, "log", lines.append)
-    args = decoder_args(tmp_path, flat_weight=5.0)
     script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))
-    assert any(" flat " in line for line in lines), lines
-    assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["flat_weight"] == 5.0
+    assert any(f" {logged} " in line for line in lines), lines
+    on = getattr(args, attr)
+    assert torch.load(os.path.join(args.state_dir, "decoder_state.pt"), weights_only=True)[state_key] == on
     lines.clear()
-    unflat = argparse.Namespace(**{**vars(args), "flat_weight": 0.0, "dec_steps": 3})
-    script.finetune_decoder(copy.deepcopy(vae), unflat, torch.device("cpu"))
-    assert any("--flat-weight 5.0, not 0.0; starting afresh" in line for line in lines), lines
+    other = argparse.Namespace(**{**vars(args), attr: off, "dec_steps": args.dec_steps + 1})
+    script.finetune_decoder(copy.deepcopy(vae), other, torch.device("cpu"))
+    assert any(f"{flag} {on}, not {off}; starting afresh" in line for line in lines), lines
+    assert not any(f" {logged} " in line for line in lines), lines
+
+
+def test_a_decoder_run_with_a_flat_weight_logs_it_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
+    assert_logged_and_its_own_run(script, vae, decoder_args(tmp_path, flat_weight=5.0), monkeypatch, "flat",
+                                  "flat_weight", "flat_weight", 0.0, "--flat-weight")
 
 
 def test_a_decoder_run_with_more_smooth_draws_is_its_own_run(script, vae, tmp_path, monkeypatch):
@@ -1056,18 +1066,9 @@ def test_steps_with_drawn_scales_are_taught_the_nearest_render(script, vae, tmp_
 
 
 def test_a_decoder_run_with_nearest_render_targets_logs_them_and_is_its_own_run(script, vae, tmp_path, monkeypatch):
-    import copy
-    lines = []
-    monkeypatch.setattr(script, "log", lines.append)
     var = tiny_var_for(vae)
     monkeypatch.setattr(script, "load_var_for_decoder", lambda args, vae_, device: var)
     args = decoder_args(tmp_path, dec_sampled_scales=[2], var_init="var.pth", cfg=3.0, top_k=0, top_p=0.8,
                         dec_nearest_render=3)
-    script.finetune_decoder(copy.deepcopy(vae), args, torch.device("cpu"))
-    assert any(" moved " in line for line in lines), lines
-    assert torch.load(tmp_path / "decoder_state.pt", weights_only=True)["nearest_render"] == 3
-    lines.clear()
-    plain = argparse.Namespace(**{**vars(args), "dec_nearest_render": 0, "dec_steps": 3})
-    script.finetune_decoder(copy.deepcopy(vae), plain, torch.device("cpu"))
-    assert any("--dec-nearest-render 3, not 0; starting afresh" in line for line in lines), lines
-    assert not any(" moved " in line for line in lines), lines
+    assert_logged_and_its_own_run(script, vae, args, monkeypatch, "moved", "nearest_render", "dec_nearest_render", 0,
+                                  "--dec-nearest-render")
