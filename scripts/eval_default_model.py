@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Measure the bundled default model (or any shapes model) against its training set: three figures,
-and a fourth check.
+and two more checks.
 
     PYTHONPATH=. python scripts/eval_default_model.py                         # the bundled files
     PYTHONPATH=. python scripts/eval_default_model.py --dir build/run --cfg 2 # another pair / setting
@@ -14,7 +14,9 @@ and a fourth check.
    background mean RGB, background gradient) of the samples and of the training set, next to the
    same distance between two independent training sets of the same size (the noise floor);
 4. foreground texture: the brightness's standard deviation inside the shapes, away from their edges
-   (shape_stats.foreground_texture; a render's shape is flat, 0): blotches a decoder draws into flat areas.
+   (shape_stats.foreground_texture; a render's shape is flat, 0): blotches a decoder draws into flat areas;
+5. orientation variety: per straight-edged class how alike the samples' edge orientations are
+   (shape_stats.orientation_agreement; 0 turned every way, 1 all in one pose), beside the renders'.
 
 With --vae-only FILE the same figures are measured on a VQVAE's reconstructions of training renders
 (no VAR): what the tokens can carry at best. --no-quant skips the quantizer (the plain autoencoder
@@ -41,7 +43,7 @@ from var_fast.datasets import CLASS_NAMES, NUM_CLASSES, balanced_labels, render 
 from var_fast.datasets.shape_classifier import predict, train_classifier  # noqa: E402
 from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, EDGE_SYMMETRY, colour_feature_shifts,  # noqa: E402
                                            colour_features, edge_orientation_concentration, foreground_texture,
-                                           frechet_distance)
+                                           frechet_distance, orientation_agreement)
 from var_fast.default_model import default_model_info  # noqa: E402
 
 
@@ -57,17 +59,21 @@ def figures(images: torch.Tensor, labels: torch.Tensor, classifier, reference: t
     per_class = {name: (pred[labels == k] == k).float().mean().item() for k, name in enumerate(CLASS_NAMES)}
     orders = edge_orders(labels)
     r_s, r_t = edge_orientation_concentration(images, orders), edge_orientation_concentration(reference, orders)
-    edges = {}
+    edges, turns = {}, {}
     for k, name in enumerate(CLASS_NAMES):
         if name in EDGE_SYMMETRY:
             s, t = r_s[labels == k].mean().item(), r_t[labels == k].mean().item()
             edges[name] = {"samples": round(s, 3), "training": round(t, 3), "ratio": round(s / t, 3)}
+            turns[name] = {"samples": round(orientation_agreement(images[labels == k], orders[labels == k]), 3),
+                           "training": round(orientation_agreement(reference[labels == k], orders[labels == k]), 3)}
     f_ref = colour_features(reference)
     return {
         "class_accuracy": (pred == labels).float().mean().item(),
         "class_accuracy_per_class": {k: round(v, 3) for k, v in per_class.items()},
         "edge_concentration": edges,
         "edge_ratio_min": min(e["ratio"] for e in edges.values()),
+        # shapes turned every way as rendered, not drawn in one pose (0: spread, 1: all alike)
+        "orientation_agreement": turns,
         "colour_frechet": frechet_distance(colour_features(images), f_ref),
         "colour_feature_shifts": colour_feature_shifts(colour_features(images), f_ref),
         "colour_frechet_noise_floor": frechet_distance(colour_features(reference2), f_ref),

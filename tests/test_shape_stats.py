@@ -1,11 +1,14 @@
 """The statistics of scripts/eval_default_model.py: the colour features' Frechet distance and its per-feature parts,
-and the foreground's texture."""
+the foreground's texture, and how alike the shapes' orientations are."""
+import math
+
 import pytest
 import torch
 
-from var_fast.datasets import shapes_batch
-from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, colour_feature_shifts, eroded, foreground_texture,
-                                           frechet_distance)
+from var_fast.datasets import CLASS_NAMES, shapes_batch
+from var_fast.datasets.shape_stats import (COLOUR_FEATURE_NAMES, EDGE_SYMMETRY, colour_feature_shifts, eroded,
+                                           foreground_texture, frechet_distance, orientation_agreement)
+from var_fast.datasets.shapes import render_from_params, render_with_params
 
 
 def features(n: int, seed: int) -> torch.Tensor:
@@ -77,3 +80,30 @@ def test_foreground_texture_is_nan_where_too_little_of_the_shape_is_left_inside(
     thin[..., 15:18, 2:30] = torch.tensor([0.95, 0.8, 0.2]).view(1, 3, 1, 1)
     assert foreground_texture(thin).isnan().all()
     assert foreground_texture(thin, radius=1).isfinite().all()  # 1 px in, a row of the bar is left
+
+
+def _crosses(n: int, seed: int, angles=None):
+    """``n`` rendered crosses (their own centres, sizes and colours); turned by ``angles`` if given."""
+    labels = torch.full((n,), CLASS_NAMES.index("cross"))
+    images, params = render_with_params(labels, torch.Generator().manual_seed(seed))
+    if angles is not None:
+        images = render_from_params(labels, dict(params, angle=torch.as_tensor(angles, dtype=torch.float32)))
+    return images, torch.full((n,), EDGE_SYMMETRY["cross"])
+
+
+def test_orientation_agreement_is_one_for_crosses_turned_alike_up_to_their_symmetry():
+    n = 12
+    turns = torch.full((n,), 0.3) + torch.arange(n) % 4 * (math.pi / 2)  # a quarter turn leaves a cross as it was
+    images, order = _crosses(n, 0, turns)
+    assert orientation_agreement(images, order) > 0.95
+
+
+def test_orientation_agreement_is_small_for_renders_turned_every_way():
+    images, order = _crosses(60, 1)
+    assert orientation_agreement(images, order) < 0.35  # about 1 / sqrt(60) = 0.13 for uniform turns
+
+
+def test_orientation_agreement_of_an_eighth_turn_apart_is_none():
+    # 45 degrees apart: their 4-fold orientations point opposite ways
+    images, order = _crosses(2, 2, [0.1, 0.1 + math.pi / 4])
+    assert orientation_agreement(images, order) < 0.1

@@ -19,16 +19,21 @@ def _check_temperature(value) -> bool:
     return (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0)
 
 
+def _check_guidance(value) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0)
+
+
 _RULES = {
     "top_k": (_check_top_k, "an integer >= 0 (0 disables it)"),
     "temperature": (_check_temperature, "a finite number > 0 (1 leaves the logits as they are)"),
+    "guidance": (_check_guidance, "a finite number >= 0 (0: the conditional logits alone)"),
 }
 
 
 def per_scale(name: str, value: Schedule, num_scales: int) -> Tuple:
     """``value`` (one number, or a list/tuple of ``num_scales`` numbers) -> a tuple of one value per scale.
 
-    ``name`` is "top_k" or "temperature"; a bad value raises ValueError naming the option and the scale.
+    ``name`` is "top_k", "temperature" or "guidance"; a bad value raises ValueError naming the option and the scale.
     """
     check, rule = _RULES[name]
     if isinstance(value, (list, tuple)):

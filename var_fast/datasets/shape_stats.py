@@ -14,6 +14,8 @@ Two checks that a classifier does not make (it accepts a blob with bumps as a st
   background's gradient (the brightness change across the image of a plane fitted to the background),
   7 numbers; the distance of two sets is the Frechet distance of Gaussians fitted to them, after
   standardising every feature by the reference set's standard deviation (unitless; 0 = same).
+* ``orientation_agreement``: are the shapes turned every way, as rendered? How alike the images' edge
+  orientations (the direction of the sum above) are within a class: 0 spread, 1 all the same.
 * ``foreground_texture``: is a shape drawn in one flat colour, as rendered? The brightness's standard
   deviation inside the foreground, a few pixels in from its edges.
 """
@@ -52,8 +54,9 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
 
 
-def edge_orientation_concentration(images: Tensor, order: Tensor) -> Tensor:
-    """(B, 3, H, W) in [0, 1], (B,) symmetry orders -> (B,) R_n in [0, 1] (see the module docstring)."""
+def _edge_moment(images: Tensor, order: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(B, 3, H, W), (B,) -> the real and imaginary parts of sum w exp(i n theta) over the edge pixels, and
+    sum w (each (B,))."""
     v = F.pad(_brightness(images), (1, 1, 1, 1), mode="replicate")
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
     gx = F.conv2d(v, sobel_x)
@@ -63,7 +66,24 @@ def edge_orientation_concentration(images: Tensor, order: Tensor) -> Tensor:
     n_theta = order.to(images.device).float()[:, None, None, None] * torch.atan2(gy, gx)
     c = (w * torch.cos(n_theta)).sum(dim=(1, 2, 3))
     s = (w * torch.sin(n_theta)).sum(dim=(1, 2, 3))
-    return torch.sqrt(c * c + s * s) / w.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+    return c, s, w.sum(dim=(1, 2, 3))
+
+
+def edge_orientation_concentration(images: Tensor, order: Tensor) -> Tensor:
+    """(B, 3, H, W) in [0, 1], (B,) symmetry orders -> (B,) R_n in [0, 1] (see the module docstring)."""
+    c, s, total = _edge_moment(images, order)
+    return torch.sqrt(c * c + s * s) / total.clamp_min(1e-12)
+
+
+def orientation_agreement(images: Tensor, order: Tensor) -> float:
+    """How alike the images' orientations are: each image's edge orientation (the direction of its
+    sum w exp(i n theta), defined up to the shape's n-fold symmetry), and the length of the mean of their unit
+    vectors: 0 when they point every way, 1 when every image is turned the same way. One class at a time
+    (``order`` the same for all); renders of a rotated class give about 1 / sqrt(B), a sampler that draws
+    every cross upright about 1."""
+    c, s, _ = _edge_moment(images, order)
+    angle = torch.atan2(s, c)
+    return math.hypot(torch.cos(angle).mean().item(), torch.sin(angle).mean().item())
 
 
 def foreground_background(images: Tensor) -> Tuple[Tensor, Tensor]:

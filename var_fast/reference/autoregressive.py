@@ -86,14 +86,17 @@ def run_scales(state: ScaleState, vae: VQVAE, scales: range, rng: Optional[torch
                top_ks: Sequence[int], top_p: float, temperatures: Sequence[float], more_smooth: bool,
                on_scale: Optional[Callable[[int, int], None]] = None,
                teacher_force: Optional[TeacherForce] = None,
-               on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> None:
-    """The reference loop over ``scales`` (consecutive, continuing ``state``) on ``state.var``."""
+               on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None,
+               guidance: Optional[Sequence[float]] = None) -> None:
+    """The reference loop over ``scales`` (consecutive, continuing ``state``) on ``state.var``.
+    ``guidance``: the guidance t of every scale (logits (1 + t) cond - t uncond) in place of upstream's
+    ramp t = cfg * si / (S - 1); None is upstream's."""
     var = state.var
     S = len(var.patch_nums)
     for si in scales:
         logits = var.forward_scale(state.next_map, state.cond_BD, state.caches)
         B = logits.shape[0] // 2
-        t = cfg * si / (S - 1)
+        t = cfg * si / (S - 1) if guidance is None else guidance[si]
         logits = (1 + t) * logits[:B] - t * logits[B:]
         advance(state, vae, si, logits, rng, top_ks[si], top_p, temperatures[si], more_smooth, teacher_force)
         if on_f_hat is not None:
@@ -108,17 +111,20 @@ def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: O
                              more_smooth: bool = False, on_scale: Optional[Callable[[int, int], None]] = None,
                              teacher_force: Optional[TeacherForce] = None,
                              temperature: Schedule = 1.0,
-                             on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                             on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None,
+                             guidance: Optional[Sequence[float]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """label_B (B,) -> (f_hat (B, Cvae, H, W), per-scale tokens [(B, pn*pn)]).
     ``on_f_hat(si, f_hat)`` sees the accumulated f_hat after each scale (previews; read only).
 
     ``teacher_force(si, idx_Bl, h_BChw) -> (idx_Bl, h_BChw)`` may overwrite a scale's drawn tokens and
     their embedding before f_hat is updated (zero-shot editing, reference/edit.py). ``top_k`` and
     ``temperature`` are one value or one per scale (var_fast.schedules); with temperature 1 at every
-    scale this is upstream's loop exactly.
+    scale this is upstream's loop exactly. ``guidance`` (one value per scale) replaces upstream's guidance
+    ramp (scripts/probe_guidance_schedule.py; not a sampler option).
     """
     S = len(var.patch_nums)
     state = ScaleState(var, label_B)
     run_scales(state, vae, range(S), rng, cfg, per_scale("top_k", top_k, S), top_p,
-               per_scale("temperature", temperature, S), more_smooth, on_scale, teacher_force, on_f_hat)
+               per_scale("temperature", temperature, S), more_smooth, on_scale, teacher_force, on_f_hat,
+               None if guidance is None else per_scale("guidance", guidance, S))
     return state.f_hat, state.tokens
