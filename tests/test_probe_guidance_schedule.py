@@ -123,3 +123,40 @@ def test_guided_coarse_scales_draw_crosses_in_one_pose(probe_script, sampler):
     guided = probe_script.draw(sampler, labels, 0, cfg=3.0, top_k=0, top_p=0.8,
                                guidance=probe_script.guidance_schedule("from-2x2", 3.0, S))
     assert orientation_agreement(upstream, order) < 0.6 < orientation_agreement(guided, order)
+
+
+def _small_var(sampler, seed: int = 0, **overrides):
+    """A one-block VAR of the bundled model's scales, classes and codebook, randomly initialised."""
+    import dataclasses
+    from var_fast.models import VAR
+    cfg = dataclasses.replace(sampler.var.config, depth=1, embed_dim=64, num_heads=1, mlp_hidden=128, **overrides)
+    torch.manual_seed(seed)
+    return VAR(cfg).eval()
+
+
+@torch.no_grad()
+def test_autoguidance_at_weight_zero_or_against_the_model_itself_is_upstreams_draw(probe_script, sampler):
+    labels = torch.tensor([4, 9, 2])
+    plain = probe_script.draw(sampler, labels, 5, cfg=3.0, top_k=0, top_p=0.8, guidance=None)
+    small = _small_var(sampler)
+    assert torch.equal(plain, probe_script.draw_autoguided(sampler, small, labels, 5, 3.0, 0, 0.8, weight=0.0))
+    # good - bad is zero when the bad model is the model itself
+    assert torch.equal(plain, probe_script.draw_autoguided(sampler, sampler.var, labels, 5, 3.0, 0, 0.8, weight=2.0))
+    guided = probe_script.draw_autoguided(sampler, small, labels, 5, 3.0, 0, 0.8, weight=1.0)
+    assert not torch.allclose(plain, guided)
+
+
+def test_bad_var_of_another_model_is_refused(probe_script, sampler, tmp_path):
+    path = tmp_path / "bad.pth"
+    torch.save(_small_var(sampler, num_classes=7).state_dict(), path)
+    with pytest.raises(ValueError, match="has 7 classes, the model 10"):
+        probe_script.load_bad_var(str(path), sampler.var, sampler.vae)
+    torch.save(_small_var(sampler).state_dict(), path)
+    assert probe_script.load_bad_var(str(path), sampler.var, sampler.vae).depth == 1
+
+
+@pytest.mark.parametrize("flags", [["--bad-var", "x.pth"], ["--autoguidance", "1"],
+                                   ["--bad-var", "x.pth", "--autoguidance", "-1"]])
+def test_autoguidance_flags_go_together(probe_script, flags):
+    with pytest.raises(SystemExit):
+        probe_script.main(["--schedule", "upstream", "--per-class", "1", *flags])
