@@ -112,15 +112,15 @@ def autoregressive_infer_cfg(var: VAR, vae: VQVAE, label_B: torch.Tensor, rng: O
                              teacher_force: Optional[TeacherForce] = None,
                              temperature: Schedule = 1.0,
                              on_f_hat: Optional[Callable[[int, torch.Tensor], None]] = None,
-                             guidance: Optional[Sequence[float]] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                             guidance: Optional[Schedule] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """label_B (B,) -> (f_hat (B, Cvae, H, W), per-scale tokens [(B, pn*pn)]).
     ``on_f_hat(si, f_hat)`` sees the accumulated f_hat after each scale (previews; read only).
 
     ``teacher_force(si, idx_Bl, h_BChw) -> (idx_Bl, h_BChw)`` may overwrite a scale's drawn tokens and
     their embedding before f_hat is updated (zero-shot editing, reference/edit.py). ``top_k`` and
     ``temperature`` are one value or one per scale (var_fast.schedules); with temperature 1 at every
-    scale this is upstream's loop exactly. ``guidance`` (one value per scale) replaces upstream's guidance
-    ramp (scripts/probe_guidance_schedule.py; not a sampler option).
+    scale this is upstream's loop exactly. ``guidance`` (one value, or one per scale) replaces upstream's
+    guidance ramp (scripts/probe_guidance_schedule.py; not a sampler option).
     """
     S = len(var.patch_nums)
     state = ScaleState(var, label_B)
